@@ -1,0 +1,9 @@
+"""Spool: a message-queue service for Python web backends."""
+
+__version__ = "0.1.0"
+
+from .app import create_app
+from .config import Settings, load_settings
+from .runtime import Runtime
+
+__all__ = ["Runtime", "Settings", "__version__", "create_app", "load_settings"]

@@ -1,0 +1,81 @@
+"""What every route shares: the runtime, strict JSON in, JSON out."""
+
+from __future__ import annotations
+
+import re
+from typing import Any, TypeVar
+
+import msgspec
+from quart import Response, current_app, request
+
+from ..errors import BadRequest, Invalid, Unavailable, UnsupportedMediaType
+from ..runtime import Runtime
+
+T = TypeVar("T")
+
+JSON = "application/json"
+_encoder = msgspec.json.Encoder()
+_decoders: dict[Any, msgspec.json.Decoder[Any]] = {}
+
+
+def runtime() -> Runtime:
+    rt: Runtime = current_app.extensions["spool.runtime"]
+    return rt
+
+
+def json_response(doc: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(_encoder.encode(doc), status=status, content_type=JSON, headers=headers)
+
+
+def refuse_when_draining(rt: Runtime) -> None:
+    if rt.draining:
+        raise Unavailable(
+            "the service is shutting down; publish to another node or retry", retry_after=5
+        )
+
+
+async def read_json(kind: type[T], *, optional: bool = False) -> T:
+    """The request body decoded into `kind`: 415 not JSON, 400 malformed, 422 not the schema.
+
+    With optional=True an empty body (any content type) stands for `{}`.
+    """
+    data = await request.get_data(cache=False)
+    assert isinstance(data, bytes)
+    if optional and not data.strip():
+        data = b"{}"
+    elif request.mimetype != JSON:
+        raise UnsupportedMediaType(
+            f"send the body as {JSON} (got {request.mimetype or 'no content type'!r})"
+        )
+    decoder = _decoders.get(kind)
+    if decoder is None:
+        decoder = _decoders[kind] = msgspec.json.Decoder(kind)
+    try:
+        value: T = decoder.decode(data)
+        return value
+    except msgspec.ValidationError as exc:
+        raise invalid(str(exc)) from None
+    except msgspec.DecodeError as exc:
+        raise BadRequest(f"the body is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise BadRequest("the body nests JSON too deeply") from None
+
+
+_UNKNOWN = re.compile(r"Object contains unknown field `([^`]+)`")
+_MISSING = re.compile(r"Object missing required field `([^`]+)`")
+
+
+def invalid(message: str) -> Invalid:
+    """msgspec's 'Expected X - at `$.messages[3].delay_s`' → 422 naming messages[3].delay_s."""
+    text, _, where = message.rpartition(" - at `")
+    if not text:
+        text, where = message, ""
+    path = where.rstrip("`").removeprefix("$").lstrip(".")
+    for pattern, reason in ((_UNKNOWN, "unknown field"), (_MISSING, "required field is missing")):
+        found = pattern.match(text)
+        if found:
+            path = f"{path}.{found.group(1)}" if path else found.group(1)
+            text = reason
+    field = path or None
+    detail = f"{field}: {text}" if field else text
+    return Invalid(detail, field=field)

@@ -1,0 +1,89 @@
+"""Publish (one, batch), read (with long-poll), cancel."""
+
+from __future__ import annotations
+
+import math
+
+from quart import Blueprint, Response, request
+
+from ..errors import BadRequest, Invalid, NotFound
+from ..model import Batch, Envelope, Message
+from .auth import requires
+from .common import json_response, read_json, refuse_when_draining, runtime
+
+bp = Blueprint("messages", __name__)
+
+MAX_WAIT_S = 60.0
+
+
+@bp.post("/v1/queues/<queue>/messages")
+@requires("publish")
+async def publish(queue: str) -> Response:
+    rt = runtime()
+    refuse_when_draining(rt)
+    rt.broker.cached_stats(queue)  # 404 for an unknown queue before the body is read
+    envelope = await read_json(Envelope)
+    (published,) = await rt.broker.publish(queue, [envelope])
+    if not published.created:
+        return json_response(published.message.view(), 200)
+    rt.metrics.queues[queue].published.inc()
+    return json_response(
+        published.message.view(), 202, {"Location": f"/v1/messages/{published.message.id}"}
+    )
+
+
+@bp.post("/v1/queues/<queue>/messages/batch")
+@requires("publish")
+async def publish_batch(queue: str) -> Response:
+    rt = runtime()
+    refuse_when_draining(rt)
+    rt.broker.cached_stats(queue)
+    batch = await read_json(Batch)
+    limit = rt.settings.server.max_batch
+    if len(batch.messages) > limit:
+        raise Invalid(
+            f"messages: {len(batch.messages)} messages; server.max_batch allows {limit}",
+            field="messages",
+        )
+    published = await rt.broker.publish(queue, batch.messages)
+    created = sum(p.created for p in published)
+    if created:
+        rt.metrics.queues[queue].published.inc(created)
+    return json_response({"messages": [p.message.view() for p in published]}, 202)
+
+
+@bp.get("/v1/messages/<message_id>")
+@requires("publish", "read")
+async def get_message(message_id: str) -> Response:
+    rt = runtime()
+    wait = request.args.get("wait")
+    if wait is None:
+        message = await rt.broker.get(message_id)
+    else:
+        message = await rt.broker.wait(message_id, _parse_wait(wait))
+    return json_response(_known(message, message_id).view())
+
+
+@bp.delete("/v1/messages/<message_id>")
+@requires("admin")
+async def cancel_message(message_id: str) -> Response:
+    rt = runtime()
+    message = await rt.broker.cancel(message_id)
+    rt.metrics.queues[message.queue].processed["cancelled"].inc()
+    return json_response(message.view())
+
+
+def _parse_wait(text: str) -> float:
+    try:
+        value = float(text)
+    except ValueError:
+        value = math.nan
+    if not (0 < value <= MAX_WAIT_S):  # also false for NaN
+        raise BadRequest(f"wait: expected a number of seconds, 0 < wait <= {MAX_WAIT_S:g}")
+    return value
+
+
+def _known(message: Message | None, message_id: str) -> Message:
+    if message is None:
+        raise NotFound(f"message {message_id!r} is not known (or its result has expired)")
+    return message

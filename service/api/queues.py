@@ -1,0 +1,85 @@
+"""Queue figures, pause / resume, dead letters and redrive."""
+
+from __future__ import annotations
+
+import dataclasses
+from typing import Any
+
+from quart import Blueprint, Response, request
+
+from ..broker.base import QueueStats
+from ..errors import BadRequest
+from ..model import RedriveRequest
+from .auth import requires
+from .common import json_response, read_json, runtime
+
+bp = Blueprint("queues", __name__)
+
+DEAD_PAGE_DEFAULT = 50
+DEAD_PAGE_MAX = 1000
+
+
+def figures(stats: QueueStats, consumers: int) -> dict[str, Any]:
+    return {
+        "name": stats.name,
+        "paused": stats.paused,
+        "consumers": consumers,
+        "max_size": stats.max_size,
+        "depth": stats.depth,
+        "counts": dataclasses.asdict(stats.counts),
+    }
+
+
+async def queue_figures(name: str) -> dict[str, Any]:
+    rt = runtime()
+    return figures(await rt.broker.stats(name), rt.live_consumers(name))
+
+
+@bp.get("/v1/queues")
+@requires("read")
+async def list_queues() -> Response:
+    rt = runtime()
+    return json_response({"queues": [await queue_figures(name) for name in rt.settings.queues]})
+
+
+@bp.get("/v1/queues/<queue>")
+@requires("read")
+async def get_queue(queue: str) -> Response:
+    return json_response(await queue_figures(queue))
+
+
+@bp.post("/v1/queues/<queue>/pause")
+@requires("admin")
+async def pause(queue: str) -> Response:
+    rt = runtime()
+    return json_response(figures(await rt.broker.pause(queue), rt.live_consumers(queue)))
+
+
+@bp.post("/v1/queues/<queue>/resume")
+@requires("admin")
+async def resume(queue: str) -> Response:
+    rt = runtime()
+    return json_response(figures(await rt.broker.resume(queue), rt.live_consumers(queue)))
+
+
+@bp.get("/v1/queues/<queue>/dead")
+@requires("read")
+async def dead_letters(queue: str) -> Response:
+    rt = runtime()
+    limit_text = request.args.get("limit", str(DEAD_PAGE_DEFAULT))
+    if not limit_text.isdigit() or not 1 <= int(limit_text) <= DEAD_PAGE_MAX:
+        raise BadRequest(f"limit: expected an integer from 1 to {DEAD_PAGE_MAX}")
+    page = await rt.broker.dead(queue, int(limit_text), request.args.get("cursor") or None)
+    return json_response(
+        {"messages": [m.view() for m in page.messages], "next_cursor": page.next_cursor}
+    )
+
+
+@bp.post("/v1/queues/<queue>/dead/redrive")
+@requires("admin")
+async def redrive(queue: str) -> Response:
+    rt = runtime()
+    rt.broker.cached_stats(queue)  # 404 before reading the body
+    body = await read_json(RedriveRequest, optional=True)
+    done = await rt.broker.redrive(queue, body.ids)
+    return json_response({"redriven": done.redriven, "skipped": done.skipped})

@@ -1,0 +1,21 @@
+"""Backends behind one Protocol; create_broker picks the configured one."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from ..config import Settings
+from ..errors import StartupError
+from .base import Broker
+from .memory import MemoryBroker
+
+__all__ = ["Broker", "MemoryBroker", "create_broker"]
+
+
+def create_broker(settings: Settings) -> Broker:
+    backend = settings.broker.backend
+    if backend == "memory":
+        return MemoryBroker(
+            settings.queues, settings.results, snapshot_path=Path(settings.broker.snapshot_path)
+        )
+    raise StartupError(f"broker.backend: {backend!r} is not available in this build")

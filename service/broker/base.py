@@ -1,0 +1,124 @@
+"""The broker Protocol: the one plug point between the API/consumers and where messages live.
+
+Every backend (memory, sqlite, amqp) provides exactly this, and one contract suite in
+tests/contract runs against all of them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from ..model import Envelope, ErrorInfo, Message
+
+Listener = Callable[[Message], None]
+
+
+@dataclass(slots=True)
+class QueueCounts:
+    published: int = 0
+    succeeded: int = 0
+    retried: int = 0
+    failed: int = 0
+    cancelled: int = 0
+
+
+@dataclass(slots=True)
+class QueueStats:
+    name: str
+    paused: bool
+    max_size: int
+    depth: dict[str, int]
+    counts: QueueCounts = field(default_factory=QueueCounts)
+
+
+@dataclass(frozen=True, slots=True)
+class Succeeded:
+    result: bytes  # the handler's return value, already encoded as JSON
+
+
+@dataclass(frozen=True, slots=True)
+class Failed:
+    error: ErrorInfo
+    timed_out: bool = False
+
+
+Outcome = Succeeded | Failed
+
+
+@dataclass(frozen=True, slots=True)
+class Published:
+    message: Message
+    created: bool  # False: an idempotency key repeated and this is the earlier message
+
+
+@dataclass(frozen=True, slots=True)
+class Finished:
+    message: Message
+    outcome: str  # succeeded | retried | failed  (the metric label)
+
+
+@dataclass(frozen=True, slots=True)
+class DeadPage:
+    messages: list[Message]
+    next_cursor: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class Redriven:
+    redriven: int
+    skipped: list[str]
+
+
+class Broker(Protocol):
+    """Holds messages, hands them to consumers, records outcomes. Errors are SpoolErrors."""
+
+    async def start(self) -> None:
+        """Open storage and recover what a previous run left."""
+
+    async def run(self) -> None:
+        """Background work (scheduler, retention, connections) until cancelled."""
+
+    async def close(self) -> None:
+        """Persist what is left; called after every consumer has stopped."""
+
+    async def publish(self, queue: str, envelopes: Sequence[Envelope]) -> list[Published]:
+        """All or nothing: every envelope is held (committed) or none is (QueueFull...)."""
+
+    async def get(self, message_id: str) -> Message | None: ...
+
+    async def wait(self, message_id: str, timeout: float) -> Message | None:
+        """The message once final, or as it is after `timeout` seconds."""
+
+    async def cancel(self, message_id: str) -> Message: ...
+
+    async def take(self, queue: str) -> Message:
+        """The next due message, now running with its attempt counted. Honors pause."""
+
+    async def finish(self, message: Message, outcome: Outcome) -> Finished:
+        """Record an attempt's end: succeeded, retry scheduled, or dead-lettered."""
+
+    async def interrupt(self, message: Message) -> None:
+        """A graceful stop cut the attempt short: back to queued, attempt counted, no failure."""
+
+    async def pause(self, queue: str) -> QueueStats: ...
+
+    async def resume(self, queue: str) -> QueueStats: ...
+
+    async def stats(self, queue: str) -> QueueStats: ...
+
+    def cached_stats(self, queue: str) -> QueueStats:
+        """The figures without I/O (exact for local backends, recent for amqp)."""
+
+    def queue_names(self) -> list[str]: ...
+
+    async def dead(self, queue: str, limit: int, cursor: str | None) -> DeadPage: ...
+
+    async def redrive(self, queue: str, ids: Sequence[str] | None) -> Redriven: ...
+
+    def listen(self, listener: Listener) -> Callable[[], None]:
+        """Call `listener` on every status change; returns the function that stops it."""
+
+    def health(self) -> dict[str, object]:
+        """{'ok': bool, ...}: whether the backend can take writes now."""

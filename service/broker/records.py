@@ -1,0 +1,75 @@
+"""Message ⇄ bytes for anything that stores messages: the memory snapshot, the sqlite
+journal, the amqp outcome stream. One format, so a message reads back the same everywhere."""
+
+from __future__ import annotations
+
+import msgspec
+
+from ..model import ErrorInfo, Message, Status
+
+
+class MessageRecord(msgspec.Struct, omit_defaults=True, forbid_unknown_fields=True):
+    id: str
+    queue: str
+    status: Status
+    body: msgspec.Raw
+    priority: int
+    created_at: float
+    headers: dict[str, str] = {}
+    scheduled_for: float | None = None
+    attempts: int = 0
+    failures: int = 0
+    result: msgspec.Raw | None = None
+    error: ErrorInfo | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+    idempotency_key: str | None = None
+
+
+_encoder = msgspec.json.Encoder()
+_decoder = msgspec.json.Decoder(MessageRecord)
+
+
+def encode_message(msg: Message) -> bytes:
+    return _encoder.encode(
+        MessageRecord(
+            id=msg.id,
+            queue=msg.queue,
+            status=msg.status,
+            body=msgspec.Raw(msg.body),
+            priority=msg.priority,
+            created_at=msg.created_at,
+            headers=msg.headers,
+            scheduled_for=msg.scheduled_for,
+            attempts=msg.attempts,
+            failures=msg.failures,
+            result=msgspec.Raw(msg.result) if msg.result is not None else None,
+            error=msg.error,
+            started_at=msg.started_at,
+            finished_at=msg.finished_at,
+            idempotency_key=msg.idempotency_key,
+        )
+    )
+
+
+def decode_message(data: bytes | str) -> Message:
+    """Raises msgspec.DecodeError / ValidationError on anything that is not a record."""
+    rec = _decoder.decode(data)
+    return Message(
+        id=rec.id,
+        queue=rec.queue,
+        status=rec.status,
+        # bytes(): a Raw keeps the whole source buffer alive; a copy keeps only this body
+        body=bytes(rec.body),
+        headers=rec.headers,
+        priority=rec.priority,
+        created_at=rec.created_at,
+        scheduled_for=rec.scheduled_for,
+        attempts=rec.attempts,
+        failures=rec.failures,
+        result=bytes(rec.result) if rec.result is not None else None,
+        error=rec.error,
+        started_at=rec.started_at,
+        finished_at=rec.finished_at,
+        idempotency_key=rec.idempotency_key,
+    )

@@ -1,0 +1,249 @@
+"""Where handler code runs, so the event loop never does blocking work.
+
+- async handlers: a task on the loop, cancelled at the timeout.
+- thread handlers: a ThreadPoolExecutor through run_in_executor. A thread cannot be killed:
+  one that overruns is abandoned (counted), and once half the pool is abandoned the pool is
+  replaced by a fresh one, so stuck handlers never silently starve the queue.
+- process handlers: N single-worker process pools ("slots") through run_in_executor. One
+  slot per running handler means an overrun or a crash costs exactly that worker: it is
+  terminated and the slot gets a fresh pool, while the other slots keep running.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import multiprocessing
+import os
+import traceback
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import dataclass
+from functools import partial
+from typing import Any
+
+import msgspec
+
+from .config import ExecutorSettings
+from .handlers.registry import ResolvedHandler, resolve_cached
+from .model import HandlerContext
+
+log = logging.getLogger(__name__)
+
+# Worker processes run below the loop's priority, so CPU-bound handlers never starve it.
+WORKER_NICENESS = 5
+ASYNC_CANCEL_GRACE_S = 1.0
+
+
+class HandlerFailure(Exception):
+    """An attempt failed; `type_name` and `message` become the message's error."""
+
+    def __init__(self, type_name: str, message: str, tb: str | None = None) -> None:
+        super().__init__(f"{type_name}: {message}")
+        self.type_name = type_name
+        self.message = message
+        self.tb = tb
+
+
+class HandlerTimeout(HandlerFailure):
+    def __init__(self, timeout: float) -> None:
+        super().__init__("Timeout", f"the handler ran longer than {timeout:g} s")
+
+
+def encode_result(result: Any) -> bytes:
+    try:
+        return msgspec.json.encode(result)
+    except (TypeError, ValueError, OverflowError) as exc:
+        raise HandlerFailure("ResultNotSerializable", str(exc)) from None
+
+
+def call_sync(handler: ResolvedHandler, body: bytes, ctx: HandlerContext) -> bytes:
+    """Runs in a worker thread: decode, call, encode, so the loop does none of it."""
+    value = msgspec.json.decode(body)
+    result = handler.fn(value, ctx) if handler.wants_context else handler.fn(value)
+    return encode_result(result)
+
+
+def call_in_process(ref: str, body: bytes, ctx: HandlerContext) -> tuple[bool, Any]:
+    """Runs in a worker process. Never raises: an exception may not pickle, so it comes
+    back as (False, (type, message, traceback))."""
+    try:
+        return True, call_sync(resolve_cached(ref), body, ctx)
+    except HandlerFailure as exc:
+        return False, (exc.type_name, exc.message, exc.tb)
+    except Exception as exc:
+        return False, (type(exc).__name__, str(exc), traceback.format_exc())
+
+
+def _lower_priority() -> None:
+    try:
+        os.nice(WORKER_NICENESS)
+    except OSError:
+        pass
+
+
+@dataclass(slots=True)
+class _ProcessSlot:
+    pool: ProcessPoolExecutor
+
+
+class Executors:
+    def __init__(self, settings: ExecutorSettings) -> None:
+        self._settings = settings
+        self._threads = self._new_thread_pool()
+        self._abandoned_here = 0  # abandoned threads of the current pool
+        self.abandoned_threads = 0  # still running somewhere, across all pools
+        self._old_thread_pools: list[ThreadPoolExecutor] = []
+        self._mp = multiprocessing.get_context("forkserver")
+        self._free_slots: asyncio.Queue[_ProcessSlot] | None = None
+        self._slots: list[_ProcessSlot] = []
+        self.busy = {"thread": 0, "process": 0}
+        self.process_restarts = 0
+
+    def _new_thread_pool(self) -> ThreadPoolExecutor:
+        return ThreadPoolExecutor(self._settings.threads, thread_name_prefix="spool-handler")
+
+    def _new_process_pool(self) -> ProcessPoolExecutor:
+        return ProcessPoolExecutor(1, mp_context=self._mp, initializer=_lower_priority)
+
+    def _ensure_slots(self) -> asyncio.Queue[_ProcessSlot]:
+        if self._free_slots is None:
+            self._free_slots = asyncio.Queue()
+            for _ in range(self._settings.processes):
+                slot = _ProcessSlot(self._new_process_pool())
+                self._slots.append(slot)
+                self._free_slots.put_nowait(slot)
+        return self._free_slots
+
+    def health(self) -> dict[str, object]:
+        usable = self._abandoned_here < self._settings.threads
+        return {
+            "ok": usable,
+            "threads": self._settings.threads,
+            "abandoned_threads": self.abandoned_threads,
+            "processes": self._settings.processes,
+        }
+
+    async def run(
+        self, mode: str, handler: ResolvedHandler, body: bytes, ctx: HandlerContext, timeout: float
+    ) -> bytes:
+        """The encoded result, or HandlerFailure (HandlerTimeout) for a failed attempt."""
+        if handler.is_async:
+            return await self._run_async(handler, body, ctx, timeout)
+        if mode == "process":
+            return await self._run_process(handler, body, ctx, timeout)
+        return await self._run_thread(handler, body, ctx, timeout)
+
+    async def _run_async(
+        self, handler: ResolvedHandler, body: bytes, ctx: HandlerContext, timeout: float
+    ) -> bytes:
+        value = msgspec.json.decode(body)
+        coro = handler.fn(value, ctx) if handler.wants_context else handler.fn(value)
+        task: asyncio.Task[Any] = asyncio.ensure_future(coro)
+        try:
+            done, _ = await asyncio.wait({task}, timeout=timeout)
+        except asyncio.CancelledError:
+            task.cancel()
+            raise
+        if not done:
+            task.cancel()
+            # A handler that ignores cancellation is left to itself after a short grace.
+            await asyncio.wait({task}, timeout=ASYNC_CANCEL_GRACE_S)
+            raise HandlerTimeout(timeout)
+        return encode_result(task.result())
+
+    async def _run_thread(
+        self, handler: ResolvedHandler, body: bytes, ctx: HandlerContext, timeout: float
+    ) -> bytes:
+        loop = asyncio.get_running_loop()
+        pool = self._threads
+        fut = loop.run_in_executor(pool, partial(call_sync, handler, body, ctx))
+        self.busy["thread"] += 1
+        try:
+            done, _ = await asyncio.wait({fut}, timeout=timeout)
+        except asyncio.CancelledError:
+            # A graceful stop's deadline: the thread runs on, abandoned like an overrun.
+            self._abandon(pool, fut)
+            raise
+        finally:
+            self.busy["thread"] -= 1
+        if not done:
+            self._abandon(pool, fut)
+            raise HandlerTimeout(timeout)
+        return fut.result()
+
+    def _abandon(self, pool: ThreadPoolExecutor, fut: asyncio.Future[bytes]) -> None:
+        self.abandoned_threads += 1
+        fut.add_done_callback(lambda f: self._thread_returned(f))
+        if pool is self._threads:
+            self._abandoned_here += 1
+            if self._abandoned_here * 2 >= self._settings.threads:
+                log.warning(
+                    "%d handler threads overran their timeout; starting a fresh thread pool",
+                    self._abandoned_here,
+                )
+                self._old_thread_pools.append(pool)
+                pool.shutdown(wait=False)
+                self._threads = self._new_thread_pool()
+                self._abandoned_here = 0
+
+    def _thread_returned(self, fut: asyncio.Future[bytes]) -> None:
+        self.abandoned_threads -= 1
+        if not fut.cancelled():
+            fut.exception()  # retrieved, so asyncio does not log it as never retrieved
+
+    async def _run_process(
+        self, handler: ResolvedHandler, body: bytes, ctx: HandlerContext, timeout: float
+    ) -> bytes:
+        free = self._ensure_slots()
+        slot = await free.get()
+        loop = asyncio.get_running_loop()
+        self.busy["process"] += 1
+        try:
+            fut = loop.run_in_executor(slot.pool, partial(call_in_process, handler.ref, body, ctx))
+            try:
+                done, _ = await asyncio.wait({fut}, timeout=timeout)
+            except asyncio.CancelledError:
+                self._replace(slot)
+                raise
+            if not done:
+                self._replace(slot)
+                raise HandlerTimeout(timeout)
+            try:
+                ok, value = fut.result()
+            except BrokenProcessPool:
+                self._replace(slot)
+                raise HandlerFailure(
+                    "WorkerCrashed", "the worker process died while running the handler"
+                ) from None
+        finally:
+            self.busy["process"] -= 1
+            free.put_nowait(slot)
+        if ok:
+            return bytes(value)
+        type_name, message, tb = value
+        raise HandlerFailure(type_name, message, tb)
+
+    def _replace(self, slot: _ProcessSlot) -> None:
+        """Terminate the slot's worker (overrun or crashed) and give the slot a fresh pool."""
+        old = slot.pool
+        for proc in list(getattr(old, "_processes", {}).values()):
+            if proc.is_alive():
+                proc.kill()
+        old.shutdown(wait=False, cancel_futures=True)
+        slot.pool = self._new_process_pool()
+        self.process_restarts += 1
+
+    def warm_up(self) -> list[Future[Any]]:
+        """Start the worker processes now rather than on the first message."""
+        self._ensure_slots()
+        return [slot.pool.submit(_lower_priority) for slot in self._slots]
+
+    def shutdown(self) -> None:
+        for pool in [self._threads, *self._old_thread_pools]:
+            pool.shutdown(wait=False, cancel_futures=True)
+        for slot in self._slots:
+            for proc in list(getattr(slot.pool, "_processes", {}).values()):
+                if proc.is_alive():
+                    proc.kill()
+            slot.pool.shutdown(wait=False, cancel_futures=True)

@@ -1,0 +1,145 @@
+"""The data that flows: Envelope in, Message through the broker, JSON out."""
+
+from __future__ import annotations
+
+import enum
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Annotated, Any
+
+import msgspec
+import uuid_utils
+
+
+class Status(enum.StrEnum):
+    SCHEDULED = "scheduled"
+    QUEUED = "queued"
+    RUNNING = "running"
+    SUCCEEDED = "succeeded"
+    RETRYING = "retrying"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+    @property
+    def final(self) -> bool:
+        return self in FINAL
+
+    @property
+    def cancellable(self) -> bool:
+        return self in (Status.SCHEDULED, Status.QUEUED, Status.RETRYING)
+
+
+FINAL = frozenset({Status.SUCCEEDED, Status.FAILED, Status.CANCELLED})
+LIVE_DEPTH_STATUSES = (Status.SCHEDULED, Status.QUEUED, Status.RUNNING, Status.RETRYING)
+# What counts against max_size: work that is waiting, not work already running.
+WAITING = frozenset({Status.SCHEDULED, Status.QUEUED, Status.RETRYING})
+
+
+class Envelope(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
+    """One message as a publisher sends it. The body stays raw JSON: it is never re-encoded."""
+
+    body: msgspec.Raw
+    delay_s: Annotated[float, msgspec.Meta(ge=0, le=366 * 86400)] = 0.0
+    priority: Annotated[int, msgspec.Meta(ge=0, le=9)] = 0
+    idempotency_key: Annotated[str, msgspec.Meta(min_length=1, max_length=200)] | None = None
+    headers: dict[str, str] = msgspec.field(default_factory=dict)
+
+
+class Batch(msgspec.Struct, forbid_unknown_fields=True):
+    messages: list[Envelope]
+
+
+class RedriveRequest(msgspec.Struct, forbid_unknown_fields=True):
+    ids: list[str] | None = None
+
+
+class ErrorInfo(msgspec.Struct, frozen=True):
+    type: str
+    message: str
+
+
+@dataclass(slots=True, eq=False)
+class Message:
+    """A message as the broker holds it. Body and result are kept as encoded JSON bytes."""
+
+    id: str
+    queue: str
+    status: Status
+    body: bytes
+    headers: dict[str, str]
+    priority: int
+    created_at: float
+    scheduled_for: float | None = None
+    attempts: int = 0
+    # Failed attempts only: an attempt cut short by a graceful stop counts in `attempts`
+    # but is not a failure, so it cannot push a message into the dead letters.
+    failures: int = 0
+    result: bytes | None = None
+    error: ErrorInfo | None = None
+    started_at: float | None = None
+    finished_at: float | None = None
+    idempotency_key: str | None = None
+    enqueued_at: float | None = None
+
+    def view(self) -> MessageView:
+        return MessageView(
+            id=self.id,
+            queue=self.queue,
+            status=self.status.value,
+            body=msgspec.Raw(self.body),
+            headers=self.headers,
+            priority=self.priority,
+            attempts=self.attempts,
+            result=msgspec.Raw(self.result) if self.result is not None else None,
+            error=self.error,
+            created_at=rfc3339(self.created_at),
+            scheduled_for=rfc3339(self.scheduled_for),
+            started_at=rfc3339(self.started_at),
+            finished_at=rfc3339(self.finished_at),
+        )
+
+
+class MessageView(msgspec.Struct, kw_only=True):
+    """The message as clients see it (SPEC: Message)."""
+
+    id: str
+    queue: str
+    status: str
+    body: msgspec.Raw
+    headers: dict[str, str]
+    priority: int
+    attempts: int
+    result: msgspec.Raw | None
+    error: ErrorInfo | None
+    created_at: str | None
+    scheduled_for: str | None
+    started_at: str | None
+    finished_at: str | None
+
+
+def new_id() -> str:
+    """UUIDv7: unique and time-ordered, so ids sort by creation."""
+    return str(uuid_utils.uuid7())
+
+
+def now() -> float:
+    return time.time()
+
+
+def rfc3339(ts: float | None) -> str | None:
+    if ts is None:
+        return None
+    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+
+
+@dataclass(frozen=True, slots=True)
+class HandlerContext:
+    """What a handler may know about the message it runs: small, picklable, read-only."""
+
+    id: str
+    queue: str
+    attempt: int
+    headers: Mapping[str, str]
+    options: Mapping[str, Any]

@@ -1,0 +1,284 @@
+"""The OpenAPI 3.1 document, built from the same msgspec types that validate requests."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import msgspec
+
+from . import __version__
+from .model import Batch, Envelope, ErrorInfo, MessageView, RedriveRequest
+
+
+class Problem(msgspec.Struct):
+    type: str
+    title: str
+    status: int
+    detail: str
+    field: str | None = None
+
+
+class MessageList(msgspec.Struct):
+    messages: list[MessageView]
+
+
+class DeadPage(msgspec.Struct):
+    messages: list[MessageView]
+    next_cursor: str | None
+
+
+class Depth(msgspec.Struct):
+    scheduled: int
+    queued: int
+    running: int
+    retrying: int
+    dead: int
+
+
+class Counts(msgspec.Struct):
+    published: int
+    succeeded: int
+    retried: int
+    failed: int
+    cancelled: int
+
+
+class QueueFigures(msgspec.Struct):
+    name: str
+    paused: bool
+    consumers: int
+    max_size: int
+    depth: Depth
+    counts: Counts
+
+
+class QueueList(msgspec.Struct):
+    queues: list[QueueFigures]
+
+
+class Redriven(msgspec.Struct):
+    redriven: int
+    skipped: list[str]
+
+
+class Readiness(msgspec.Struct):
+    status: str
+    checks: dict[str, dict[str, Any]]
+
+
+_TYPES = (
+    Envelope,
+    Batch,
+    MessageView,
+    ErrorInfo,
+    RedriveRequest,
+    Problem,
+    MessageList,
+    DeadPage,
+    QueueFigures,
+    QueueList,
+    Redriven,
+    Readiness,
+)
+
+
+def _ref(name: str) -> dict[str, str]:
+    return {"$ref": f"#/components/schemas/{name}"}
+
+
+def _json(name: str) -> dict[str, Any]:
+    return {"content": {"application/json": {"schema": _ref(name)}}}
+
+
+def _problems(*codes: int) -> dict[str, Any]:
+    return {
+        str(code): {
+            "description": "problem",
+            "content": {"application/problem+json": {"schema": _ref("Problem")}},
+        }
+        for code in codes
+    }
+
+
+def _op(summary: str, ok: str, ok_schema: str | None, *codes: int, **more: Any) -> dict[str, Any]:
+    responses: dict[str, Any] = {
+        ok: {"description": summary, **(_json(ok_schema) if ok_schema else {})}
+    }
+    responses.update(_problems(*codes))
+    return {"summary": summary, "responses": responses, **more}
+
+
+def _with_repeat(op: dict[str, Any]) -> dict[str, Any]:
+    op["responses"]["200"] = {"description": "idempotency key repeated", **_json("MessageView")}
+    return op
+
+
+QUEUE = {
+    "name": "queue",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "pattern": "^[a-z0-9][a-z0-9_.-]{0,63}$"},
+}
+MESSAGE_ID = {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}
+AUTH = (401, 403)
+
+
+def openapi_document() -> dict[str, Any]:
+    (_, components) = msgspec.json.schema_components(
+        _TYPES, ref_template="#/components/schemas/{name}"
+    )
+    paths: dict[str, Any] = {
+        "/v1/queues/{queue}/messages": {
+            "post": _with_repeat(
+                _op(
+                    "Publish one message",
+                    "202",
+                    "MessageView",
+                    400,
+                    404,
+                    413,
+                    415,
+                    422,
+                    429,
+                    503,
+                    *AUTH,
+                    parameters=[QUEUE],
+                    requestBody={"required": True, **_json("Envelope")},
+                )
+            )
+        },
+        "/v1/queues/{queue}/messages/batch": {
+            "post": _op(
+                "Publish a batch, all or nothing",
+                "202",
+                "MessageList",
+                400,
+                404,
+                413,
+                415,
+                422,
+                429,
+                503,
+                *AUTH,
+                parameters=[QUEUE],
+                requestBody={"required": True, **_json("Batch")},
+            )
+        },
+        "/v1/messages/{id}": {
+            "get": _op(
+                "A message; ?wait=S long-polls until final",
+                "200",
+                "MessageView",
+                400,
+                404,
+                *AUTH,
+                parameters=[
+                    MESSAGE_ID,
+                    {
+                        "name": "wait",
+                        "in": "query",
+                        "required": False,
+                        "schema": {"type": "number", "exclusiveMinimum": 0, "maximum": 60},
+                    },
+                ],
+            ),
+            "delete": _op(
+                "Cancel a waiting message",
+                "200",
+                "MessageView",
+                404,
+                409,
+                *AUTH,
+                parameters=[MESSAGE_ID],
+            ),
+        },
+        "/v1/queues": {"get": _op("Every queue's figures", "200", "QueueList", *AUTH)},
+        "/v1/queues/{queue}": {
+            "get": _op("One queue's figures", "200", "QueueFigures", 404, *AUTH, parameters=[QUEUE])
+        },
+        "/v1/queues/{queue}/pause": {
+            "post": _op(
+                "Stop handing out messages", "200", "QueueFigures", 404, *AUTH, parameters=[QUEUE]
+            )
+        },
+        "/v1/queues/{queue}/resume": {
+            "post": _op(
+                "Hand out messages again", "200", "QueueFigures", 404, *AUTH, parameters=[QUEUE]
+            )
+        },
+        "/v1/queues/{queue}/dead": {
+            "get": _op(
+                "Dead letters, newest first",
+                "200",
+                "DeadPage",
+                400,
+                404,
+                *AUTH,
+                parameters=[
+                    QUEUE,
+                    {
+                        "name": "limit",
+                        "in": "query",
+                        "schema": {"type": "integer", "minimum": 1, "maximum": 1000},
+                    },
+                    {"name": "cursor", "in": "query", "schema": {"type": "string"}},
+                ],
+            )
+        },
+        "/v1/queues/{queue}/dead/redrive": {
+            "post": _op(
+                "Put dead letters back on the queue",
+                "200",
+                "Redriven",
+                400,
+                404,
+                415,
+                422,
+                429,
+                *AUTH,
+                parameters=[QUEUE],
+                requestBody={"required": False, **_json("RedriveRequest")},
+            )
+        },
+        "/healthz": {
+            "get": {"summary": "Liveness", "responses": {"200": {"description": "alive"}}}
+        },
+        "/readyz": {
+            "get": {
+                "summary": "Readiness",
+                "responses": {
+                    "200": {"description": "ready", **_json("Readiness")},
+                    "503": {"description": "not ready", **_json("Readiness")},
+                },
+            }
+        },
+        "/metrics": {
+            "get": {
+                "summary": "Prometheus metrics",
+                "responses": {
+                    "200": {
+                        "description": "text exposition",
+                        "content": {"text/plain": {"schema": {"type": "string"}}},
+                    },
+                    **_problems(*AUTH),
+                },
+            }
+        },
+        "/openapi.json": {
+            "get": {"summary": "This document", "responses": {"200": {"description": "OpenAPI"}}}
+        },
+    }
+    return {
+        "openapi": "3.1.0",
+        "info": {
+            "title": "Spool",
+            "version": __version__,
+            "description": "HTTP message queue: publish JSON, handlers run it, read the outcome.",
+        },
+        "paths": paths,
+        "components": {
+            "schemas": components,
+            "securitySchemes": {"bearer": {"type": "http", "scheme": "bearer"}},
+        },
+        "security": [{}, {"bearer": []}],
+    }
