@@ -151,8 +151,8 @@ def parse_env_value(value: str) -> Any:
 
 
 def settings_from_dict(raw: dict[str, Any]) -> Settings:
-    queues_raw = raw.pop("queues", {}) if isinstance(raw.get("queues"), dict) else None
-    if queues_raw is None:
+    queues_raw = raw.pop("queues", {})
+    if not isinstance(queues_raw, dict):
         raise ConfigError("queues: expected a table of [queues.NAME] tables")
     settings = _convert(raw, Settings, prefix="")
     queues: dict[str, QueueSettings] = {}

@@ -70,7 +70,8 @@ def invalid(message: str) -> Invalid:
     text, _, where = message.rpartition(" - at `")
     if not text:
         text, where = message, ""
-    path = where.rstrip("`").removeprefix("$").lstrip(".")
+    # msgspec writes a dict value's place as `[...]`: the dict's own name is what a client needs
+    path = where.rstrip("`").removeprefix("$").lstrip(".").replace("[...]", "")
     for pattern, reason in ((_UNKNOWN, "unknown field"), (_MISSING, "required field is missing")):
         found = pattern.match(text)
         if found:

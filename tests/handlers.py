@@ -1,0 +1,102 @@
+"""Handlers used by the tests: each one exercises a path of the consumer or executor."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import time
+from pathlib import Path
+from typing import Any
+
+from service.model import HandlerContext
+
+
+def echo(body: Any) -> Any:
+    return body
+
+
+def with_context(body: Any, ctx: HandlerContext) -> dict[str, Any]:
+    return {
+        "id": ctx.id,
+        "queue": ctx.queue,
+        "attempt": ctx.attempt,
+        "headers": dict(ctx.headers),
+        "options": dict(ctx.options),
+    }
+
+
+async def async_echo(body: Any) -> Any:
+    await asyncio.sleep(0)
+    return body
+
+
+def fail(body: Any) -> Any:
+    raise ValueError(f"cannot handle {body!r}")
+
+
+def flaky(body: Any, ctx: HandlerContext) -> dict[str, int]:
+    """Fails until attempt `succeed_on` (default 3)."""
+    succeed_on = int(body.get("succeed_on", 3)) if isinstance(body, dict) else 3
+    if ctx.attempt < succeed_on:
+        raise RuntimeError(f"attempt {ctx.attempt} fails on purpose")
+    return {"attempt": ctx.attempt}
+
+
+def poison(body: Any) -> Any:
+    """Fails while the body says so; a redrive after fixing the cause is modelled by a file."""
+    marker = Path(body["marker"]) if isinstance(body, dict) and "marker" in body else None
+    if marker is None or not marker.exists():
+        raise ValueError("poison message")
+    return "healed"
+
+
+def sleep(body: Any) -> Any:
+    time.sleep(float(body.get("seconds", 1.0)) if isinstance(body, dict) else 1.0)
+    return "slept"
+
+
+async def async_sleep(body: Any) -> Any:
+    await asyncio.sleep(float(body.get("seconds", 1.0)) if isinstance(body, dict) else 1.0)
+    return "slept"
+
+
+async def stubborn(body: Any) -> Any:
+    """Ignores cancellation: the runtime must not wait for it forever."""
+    deadline = time.monotonic() + (float(body.get("seconds", 30)) if isinstance(body, dict) else 30)
+    while time.monotonic() < deadline:
+        try:
+            await asyncio.sleep(0.05)
+        except asyncio.CancelledError:
+            continue
+    return "done"
+
+
+def spin(body: Any) -> int:
+    """Pure-Python CPU work for `seconds`: holds the GIL the whole time."""
+    seconds = float(body.get("seconds", 1.0)) if isinstance(body, dict) else 1.0
+    deadline = time.perf_counter() + seconds
+    count = 0
+    while time.perf_counter() < deadline:
+        count += 1
+    return count
+
+
+def crash(body: Any) -> Any:
+    """Kills its worker process outright, like a segfault or the OOM killer would."""
+    os._exit(13)
+
+
+def not_serializable(body: Any) -> Any:
+    return object()
+
+
+def record(body: Any, ctx: HandlerContext) -> str:
+    """Appends the message id to options.path with fsync: proof of processing across crashes."""
+    path = ctx.options["path"]
+    fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+    try:
+        os.write(fd, f"{ctx.id}\n".encode())
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+    return ctx.id
