@@ -22,6 +22,8 @@ from quart.typing import TestClientProtocol as Client
 from service import Runtime, Settings, create_app
 from service.config import settings_from_dict
 
+from .rabbit import Rabbit, unavailable_reason
+
 ROOT = Path(__file__).resolve().parent.parent
 
 
@@ -178,3 +180,20 @@ def toml_config(tmp_path: Path, queues: str, extra: str = "") -> str:
         f'[broker]\nsnapshot_path = "{tmp_path / "snapshot.jsonl"}"\n'
         f'sqlite_path = "{tmp_path / "spool.db"}"\n{extra}\n{queues}\n'
     )
+
+
+@pytest.fixture(scope="session")
+def rabbit(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rabbit]:
+    """A private RabbitMQ for the session (tests/rabbit.py); skips where it is not installed,
+    unless SPOOL_REQUIRE_RABBITMQ=1 (CI), where that is a failure."""
+    reason = unavailable_reason()
+    if reason is not None:
+        if os.environ.get("SPOOL_REQUIRE_RABBITMQ") == "1":
+            pytest.fail(f"SPOOL_REQUIRE_RABBITMQ=1 but {reason}")
+        pytest.skip(reason)
+    broker = Rabbit(tmp_path_factory.mktemp("rabbitmq"))
+    broker.start()
+    try:
+        yield broker
+    finally:
+        broker.stop()

@@ -18,4 +18,8 @@ def create_broker(settings: Settings) -> Broker:
         return MemoryBroker(
             settings.queues, settings.results, snapshot_path=Path(settings.broker.snapshot_path)
         )
+    if backend == "amqp":
+        from .amqp import AmqpBroker  # aio-pika loads only where it is used
+
+        return AmqpBroker(settings.queues, settings.results, settings.broker.amqp_url)
     raise StartupError(f"broker.backend: {backend!r} is not available in this build")

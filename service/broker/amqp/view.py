@@ -1,0 +1,196 @@
+"""What one node knows of every message: the `spool.events` stream, materialised.
+
+Every node applies every event (its own at once, the others' as the stream delivers them),
+so any node answers GET /v1/messages/{id} and ?wait= for a message published or run on any
+other. Events carry a version (redrive generation, attempts, step) and an older version never
+overwrites a newer one, so events that arrive out of order across nodes settle the same way
+on every node. Final messages are kept by results.ttl_s / max_entries, as on one node.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+from collections import Counter, OrderedDict
+from collections.abc import Callable, Iterable
+from typing import Literal
+
+import msgspec
+
+from ...config import ResultsSettings
+from ...model import WAITING, Message, Status
+from ..base import DeadPage, Listener, QueueCounts
+from ..records import decode_message, encode_message
+
+# Steps of one attempt, in the order they happen.
+NEW, RUNNING, REQUEUED, FINAL = 0, 1, 2, 3
+GEN = 1_000_000_000
+
+
+def version(gen: int, attempts: int, step: int) -> int:
+    return gen * GEN + attempts * 10 + step
+
+
+class Event(msgspec.Struct, omit_defaults=True):
+    kind: Literal["message", "pause", "marker"]
+    queue: str = ""
+    version: int = 0
+    record: msgspec.Raw = msgspec.Raw(b"")  # a message record (records.py); empty otherwise
+    count: str | None = None  # the counter this transition adds to (published, succeeded…)
+    paused: bool = False
+    token: str = ""
+
+
+_encoder = msgspec.json.Encoder()
+_decoder = msgspec.json.Decoder(Event)
+
+
+def message_event(msg: Message, ver: int, count: str | None) -> Event:
+    return Event("message", msg.queue, ver, msgspec.Raw(encode_message(msg)), count)
+
+
+def encode_event(event: Event) -> bytes:
+    return _encoder.encode(event)
+
+
+def decode_event(data: bytes) -> Event:
+    return _decoder.decode(data)
+
+
+def event_message(event: Event) -> Message:
+    return decode_message(bytes(event.record))
+
+
+class View:
+    def __init__(
+        self, queues: Iterable[str], results: ResultsSettings, clock: Callable[[], float]
+    ) -> None:
+        names = list(queues)
+        self._results = results
+        self._clock = clock
+        self.messages: dict[str, Message] = {}
+        self.versions: dict[str, int] = {}
+        self.finals: OrderedDict[str, None] = OrderedDict()
+        self.dead: dict[str, dict[str, None]] = {n: {} for n in names}
+        self.keys: dict[str, dict[str, str]] = {n: {} for n in names}
+        self.status_counts: dict[str, Counter[Status]] = {n: Counter() for n in names}
+        self.counts: dict[str, QueueCounts] = {n: QueueCounts() for n in names}
+        self.paused: dict[str, bool] = dict.fromkeys(names, False)
+        self._waiters: dict[str, list[asyncio.Future[None]]] = {}
+        self._listeners: list[Listener] = []
+
+    # ------------------------------------------------------------------ applying
+    def apply(self, msg: Message, ver: int, count: str | None) -> bool:
+        """Take in one transition; False when this node already knows a newer one."""
+        if msg.queue not in self.dead:
+            return False
+        old_ver = self.versions.get(msg.id)
+        if old_ver is not None and ver <= old_ver:
+            return False
+        old = self.messages.get(msg.id)
+        if old is not None:
+            self._unindex(old)
+        self.messages[msg.id] = msg
+        self.versions[msg.id] = ver
+        self._index(msg)
+        if count is not None:
+            counts = self.counts[msg.queue]
+            setattr(counts, count, getattr(counts, count) + 1)
+        if msg.status.final:
+            for fut in self._waiters.pop(msg.id, ()):
+                if not fut.done():
+                    fut.set_result(None)
+        for listener in self._listeners:
+            listener(msg)
+        return True
+
+    def _index(self, msg: Message) -> None:
+        if msg.idempotency_key is not None:
+            self.keys[msg.queue][msg.idempotency_key] = msg.id
+        if msg.status is Status.FAILED:
+            dead = self.dead[msg.queue]
+            dead[msg.id] = None
+            over = len(dead) - self._results.max_entries
+            for mid in list(itertools.islice(dead, max(0, over))):
+                self.drop(mid)
+            return
+        self.status_counts[msg.queue][msg.status] += 1
+        if msg.status.final:
+            self.finals[msg.id] = None
+            over = len(self.finals) - self._results.max_entries
+            for mid in list(itertools.islice(self.finals, max(0, over))):
+                self.drop(mid)
+
+    def _unindex(self, msg: Message) -> None:
+        if msg.status is Status.FAILED:
+            self.dead[msg.queue].pop(msg.id, None)
+        else:
+            self.status_counts[msg.queue][msg.status] -= 1
+            self.finals.pop(msg.id, None)
+
+    def drop(self, mid: str) -> None:
+        msg = self.messages.pop(mid, None)
+        self.versions.pop(mid, None)
+        if msg is None:
+            return
+        self._unindex(msg)
+        keys = self.keys[msg.queue]
+        if msg.idempotency_key is not None and keys.get(msg.idempotency_key) == mid:
+            del keys[msg.idempotency_key]
+
+    def sweep(self) -> None:
+        """Forget final messages older than results.ttl_s (dead letters stay, as on one node)."""
+        cutoff = self._clock() - self._results.ttl_s
+        expired = []
+        for mid in self.finals:
+            if (self.messages[mid].finished_at or 0.0) > cutoff:
+                break
+            expired.append(mid)
+        for mid in expired:
+            self.drop(mid)
+
+    # ------------------------------------------------------------------ reading
+    def by_key(self, queue: str, key: str) -> Message | None:
+        mid = self.keys[queue].get(key)
+        return self.messages.get(mid) if mid is not None else None
+
+    def waiting(self, queue: str) -> int:
+        counts = self.status_counts[queue]
+        return sum(counts[s] for s in WAITING)
+
+    async def wait(self, message_id: str, timeout: float) -> Message | None:
+        msg = self.messages.get(message_id)
+        if msg is not None and msg.status.final:
+            return msg
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        waiters = self._waiters.setdefault(message_id, [])
+        waiters.append(fut)
+        try:
+            await asyncio.wait_for(fut, timeout)
+        except TimeoutError:
+            pass
+        finally:
+            if fut in waiters:
+                waiters.remove(fut)
+            if not waiters:
+                self._waiters.pop(message_id, None)
+        return self.messages.get(message_id, msg)
+
+    def release_waiters(self) -> None:
+        for waiters in self._waiters.values():
+            for fut in waiters:
+                if not fut.done():
+                    fut.set_result(None)
+
+    def dead_page(self, queue: str, limit: int, cursor: str | None) -> DeadPage:
+        ids = list(reversed(self.dead[queue]))
+        start = 0
+        if cursor is not None:
+            start = ids.index(cursor) + 1 if cursor in ids else len(ids)
+        page = [self.messages[i] for i in ids[start : start + limit]]
+        more = start + limit < len(ids)
+        return DeadPage(page, page[-1].id if more and page else None)
+
+    def listen(self, listener: Listener) -> Callable[[], None]:
+        self._listeners.append(listener)
+        return lambda: self._listeners.remove(listener)

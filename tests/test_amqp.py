@@ -1,0 +1,189 @@
+"""The amqp backend in process, on a private RabbitMQ: two Runtimes in one test are two nodes."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from contextlib import AsyncExitStack
+from pathlib import Path
+from typing import Any
+
+import pytest
+from quart.typing import TestClientProtocol as Client
+
+from service import Runtime, Settings
+
+from .conftest import client_for, make_settings
+from .rabbit import Rabbit, delete_spool_queues
+
+QUEUES: dict[str, dict[str, Any]] = {
+    "work": {"handler": "tests.handlers:echo", "concurrency": 2},
+    "flaky": {
+        "handler": "tests.handlers:flaky",
+        "max_retries": 3,
+        "retry_backoff_s": 0.2,
+        "retry_backoff_max_s": 0.4,
+    },
+    "fails": {"handler": "tests.handlers:poison", "max_retries": 0, "concurrency": 1},
+    "small": {"handler": "tests.handlers:echo", "max_size": 3, "concurrency": 1},
+}
+
+Nodes = Callable[[int], "AsyncIterator[list[tuple[Client, Runtime]]]"]
+
+
+@pytest.fixture
+async def amqp_settings(rabbit: Rabbit) -> AsyncIterator[Callable[..., Settings]]:
+    used: set[str] = set()
+
+    def build(queues: dict[str, dict[str, Any]] | None = None, **sections: Any) -> Settings:
+        queues = queues or QUEUES
+        used.update(queues)
+        broker = {"backend": "amqp", "amqp_url": rabbit.url, **sections.pop("broker", {})}
+        return make_settings(queues, broker=broker, **sections)
+
+    yield build
+    await delete_spool_queues(rabbit.url, sorted(used))
+
+
+@pytest.fixture
+async def nodes(amqp_settings: Callable[..., Settings]) -> AsyncIterator[Nodes]:
+    async with AsyncExitStack() as stack:
+
+        async def start(count: int) -> list[tuple[Client, Runtime]]:
+            settings = amqp_settings()
+            return [await stack.enter_async_context(client_for(settings)) for _ in range(count)]
+
+        yield start  # type: ignore[misc]
+
+
+async def final(client: Client, message_id: str, timeout: float = 20) -> dict[str, Any]:
+    r = await client.get(f"/v1/messages/{message_id}?wait={timeout}")
+    assert r.status_code == 200, await r.get_data()
+    doc: dict[str, Any] = await r.get_json()
+    assert doc["status"] in ("succeeded", "failed", "cancelled"), doc
+    return doc
+
+
+async def eventually(check: Callable[[], Any], timeout: float = 20) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        if await check():
+            return
+        assert asyncio.get_running_loop().time() < deadline, "condition not met in time"
+        await asyncio.sleep(0.1)
+
+
+async def test_message_published_on_one_node_is_answered_by_the_other(nodes: Nodes) -> None:
+    (a, _), (b, _) = await nodes(2)
+    r = await a.post("/v1/queues/work/messages", json={"body": {"n": 1}})
+    assert r.status_code == 202
+    mid = (await r.get_json())["id"]
+    doc = await final(b, mid)
+    assert doc["status"] == "succeeded" and doc["result"] == {"n": 1} and doc["attempts"] == 1
+    # and a node that starts later replays the history
+    (c, _) = (await nodes(1))[0]
+    r = await c.get(f"/v1/messages/{mid}")
+    assert r.status_code == 200 and (await r.get_json())["status"] == "succeeded"
+
+
+async def test_full_queue_answers_429_and_batch_is_all_or_nothing(nodes: Nodes) -> None:
+    (a, rt), (b, _) = await nodes(2)
+    await a.post("/v1/queues/small/pause")
+    for i in range(3):
+        r = await a.post("/v1/queues/small/messages", json={"body": i})
+        assert r.status_code == 202
+    r = await b.post("/v1/queues/small/messages", json={"body": 9})
+    assert r.status_code == 429 and "Retry-After" in r.headers
+    r = await a.get("/v1/queues/small")
+    figures = await r.get_json()
+    assert figures["depth"]["queued"] == 3 and figures["paused"] is True
+    await a.post("/v1/queues/small/resume")
+    await eventually(lambda: _depth(a, "small", "queued", 0))
+    r = await b.post("/v1/queues/small/messages/batch", json={"messages": [{"body": i} for i in range(4)]})
+    assert r.status_code == 429
+    r = await b.post("/v1/queues/small/messages/batch", json={"messages": [{"body": i} for i in range(3)]})
+    assert r.status_code == 202
+    for doc in (await r.get_json())["messages"]:
+        assert (await final(a, doc["id"]))["status"] == "succeeded"
+
+
+async def _depth(client: Client, queue: str, status: str, value: int) -> bool:
+    doc = await (await client.get(f"/v1/queues/{queue}")).get_json()
+    return bool(doc["depth"][status] == value)
+
+
+async def test_retries_with_backoff_then_success_on_any_node(nodes: Nodes) -> None:
+    (a, _), (b, _) = await nodes(2)
+    r = await a.post("/v1/queues/flaky/messages", json={"body": {"succeed_on": 3}})
+    doc = await final(b, (await r.get_json())["id"])
+    assert doc["status"] == "succeeded" and doc["attempts"] == 3 and doc["result"] == {"attempt": 3}
+
+
+async def test_delay_holds_a_message_until_due(nodes: Nodes) -> None:
+    (a, _), (b, _) = await nodes(2)
+    r = await a.post("/v1/queues/work/messages", json={"body": "later", "delay_s": 1.5})
+    msg = await r.get_json()
+    assert msg["status"] == "scheduled" and msg["scheduled_for"] is not None
+    await asyncio.sleep(0.5)
+    assert (await (await b.get(f"/v1/messages/{msg['id']}")).get_json())["status"] == "scheduled"
+    doc = await final(b, msg["id"])
+    assert doc["status"] == "succeeded" and doc["started_at"] >= msg["scheduled_for"]
+
+
+async def test_dead_letters_and_redrive_across_nodes(nodes: Nodes, tmp_path: Path) -> None:
+    (a, _), (b, _) = await nodes(2)
+    marker = tmp_path / "healed"
+    r = await a.post("/v1/queues/fails/messages", json={"body": {"marker": str(marker)}})
+    mid = (await r.get_json())["id"]
+    doc = await final(b, mid)
+    assert doc["status"] == "failed" and doc["error"]["type"] == "ValueError"
+    page = await (await b.get("/v1/queues/fails/dead")).get_json()
+    assert [m["id"] for m in page["messages"]] == [mid]
+    await eventually(lambda: _depth(a, "fails", "dead", 1))
+    marker.write_text("ok")
+    r = await b.post("/v1/queues/fails/dead/redrive", json={"ids": [mid, "nope"]})
+    assert await r.get_json() == {"redriven": 1, "skipped": ["nope"]}
+    doc = await final(a, mid)
+    assert doc["status"] == "succeeded" and doc["attempts"] == 1 and doc["result"] == "healed"
+    await eventually(lambda: _depth(a, "fails", "dead", 0))
+
+
+async def test_pause_reaches_every_node_and_cancel_works_on_another(nodes: Nodes) -> None:
+    (a, _), (b, _) = await nodes(2)
+    r = await a.post("/v1/queues/work/pause")
+    assert (await r.get_json())["paused"] is True
+    await eventually(lambda: _paused(b, "work"))
+    ids = []
+    for i in range(3):
+        r = await b.post("/v1/queues/work/messages", json={"body": i})
+        ids.append((await r.get_json())["id"])
+    await asyncio.sleep(0.5)
+    for mid in ids:
+        assert (await (await a.get(f"/v1/messages/{mid}")).get_json())["status"] == "queued"
+    r = await a.delete(f"/v1/messages/{ids[0]}")
+    assert r.status_code == 200 and (await r.get_json())["status"] == "cancelled"
+    await b.post("/v1/queues/work/resume")
+    assert (await final(a, ids[0]))["status"] == "cancelled"
+    for mid in ids[1:]:
+        assert (await final(a, mid))["status"] == "succeeded"
+    r = await b.delete(f"/v1/messages/{ids[1]}")
+    assert r.status_code == 409
+
+
+async def _paused(client: Client, queue: str) -> bool:
+    doc = await (await client.get(f"/v1/queues/{queue}")).get_json()
+    return bool(doc["paused"])
+
+
+async def test_idempotency_key_repeats_answer_200_on_another_node(nodes: Nodes) -> None:
+    (a, _), (b, _) = await nodes(2)
+    r1 = await a.post("/v1/queues/work/messages", json={"body": 1, "idempotency_key": "k"})
+    assert r1.status_code == 202
+    mid = (await r1.get_json())["id"]
+    await eventually(lambda: _known(b, mid))
+    r2 = await b.post("/v1/queues/work/messages", json={"body": 2, "idempotency_key": "k"})
+    assert r2.status_code == 200 and (await r2.get_json())["id"] == mid
+
+
+async def _known(client: Client, mid: str) -> bool:
+    return bool((await client.get(f"/v1/messages/{mid}")).status_code == 200)
