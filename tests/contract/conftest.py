@@ -16,8 +16,9 @@ from quart.typing import TestClientProtocol as Client
 from service import Runtime, Settings
 
 from ..conftest import client_for
+from ..rabbit import delete_spool_queues
 
-BACKENDS = ["memory"]
+BACKENDS = ["memory", "amqp"]
 
 # A context manager factory: queues → (client, runtime) on the chosen backend.
 Connect = Callable[..., AbstractAsyncContextManager[tuple[Client, Runtime]]]
@@ -30,14 +31,30 @@ def backend(request: pytest.FixtureRequest) -> str:
 
 
 @pytest.fixture
-def connect(backend: str, tmp_settings: Callable[..., Settings]) -> Connect:
+def broker_section(backend: str, request: pytest.FixtureRequest) -> dict[str, Any]:
+    """The [broker] table of the backend; amqp starts the session's private RabbitMQ."""
+    if backend == "amqp":
+        rabbit = request.getfixturevalue("rabbit")
+        return {"backend": "amqp", "amqp_url": rabbit.url}
+    return {"backend": backend}
+
+
+@pytest.fixture
+async def connect(
+    broker_section: dict[str, Any], tmp_settings: Callable[..., Settings]
+) -> AsyncIterator[Connect]:
+    used: set[str] = set()
+
     @asynccontextmanager
     async def build(
         queues: dict[str, dict[str, Any]], **sections: dict[str, Any]
     ) -> AsyncIterator[tuple[Client, Runtime]]:
-        broker = {"backend": backend, **sections.pop("broker", {})}
+        broker = {**broker_section, **sections.pop("broker", {})}
         settings = tmp_settings(queues, broker=broker, **sections)
+        used.update(queues)
         async with client_for(settings) as pair:
             yield pair
 
-    return build
+    yield build
+    if broker_section["backend"] == "amqp":  # the next test starts on an empty broker
+        await delete_spool_queues(broker_section["amqp_url"], sorted(used))
