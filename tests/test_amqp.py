@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
@@ -28,7 +28,7 @@ QUEUES: dict[str, dict[str, Any]] = {
     "small": {"handler": "tests.handlers:echo", "max_size": 3, "concurrency": 1},
 }
 
-Nodes = Callable[[int], "AsyncIterator[list[tuple[Client, Runtime]]]"]
+Nodes = Callable[[int], Awaitable[list[tuple[Client, Runtime]]]]
 
 
 @pytest.fixture
@@ -53,7 +53,7 @@ async def nodes(amqp_settings: Callable[..., Settings]) -> AsyncIterator[Nodes]:
             settings = amqp_settings()
             return [await stack.enter_async_context(client_for(settings)) for _ in range(count)]
 
-        yield start  # type: ignore[misc]
+        yield start
 
 
 async def final(client: Client, message_id: str, timeout: float = 20) -> dict[str, Any]:
@@ -87,7 +87,7 @@ async def test_message_published_on_one_node_is_answered_by_the_other(nodes: Nod
 
 
 async def test_full_queue_answers_429_and_batch_is_all_or_nothing(nodes: Nodes) -> None:
-    (a, rt), (b, _) = await nodes(2)
+    (a, _), (b, _) = await nodes(2)
     await a.post("/v1/queues/small/pause")
     for i in range(3):
         r = await a.post("/v1/queues/small/messages", json={"body": i})
@@ -99,9 +99,13 @@ async def test_full_queue_answers_429_and_batch_is_all_or_nothing(nodes: Nodes) 
     assert figures["depth"]["queued"] == 3 and figures["paused"] is True
     await a.post("/v1/queues/small/resume")
     await eventually(lambda: _depth(a, "small", "queued", 0))
-    r = await b.post("/v1/queues/small/messages/batch", json={"messages": [{"body": i} for i in range(4)]})
+    r = await b.post(
+        "/v1/queues/small/messages/batch", json={"messages": [{"body": i} for i in range(4)]}
+    )
     assert r.status_code == 429
-    r = await b.post("/v1/queues/small/messages/batch", json={"messages": [{"body": i} for i in range(3)]})
+    r = await b.post(
+        "/v1/queues/small/messages/batch", json={"messages": [{"body": i} for i in range(3)]}
+    )
     assert r.status_code == 202
     for doc in (await r.get_json())["messages"]:
         assert (await final(a, doc["id"]))["status"] == "succeeded"

@@ -7,7 +7,6 @@ import msgspec
 
 from ..model import ErrorInfo, Message, Status
 
-
 # msgspec cannot decode `Raw | None`: "no result" is this empty Raw, omitted when encoded.
 NO_RESULT = msgspec.Raw(b"")
 

@@ -46,6 +46,8 @@ def apply_event(b: AmqpBroker, body: bytes) -> None:
         b.view.apply(event_message(event), event.version, event.count)
     elif event.kind == "pause":
         b.apply_pause(event)
+    elif event.kind == "dropped":
+        b.view.tombstones.get(event.queue, set()).discard(event.token)
     elif event.kind == "marker" and event.token == b._marker:
         b._caught_up.set()
 
@@ -284,7 +286,10 @@ def stats_of(b: AmqpBroker, queue: str) -> QueueStats:
         max_size=qs.max_size,
         depth={
             "scheduled": counts[Status.SCHEDULED],
-            "queued": figures.get("work", 0) + figures.get("due", 0),
+            "queued": max(
+                0,
+                figures.get("work", 0) + figures.get("due", 0) - len(b.view.tombstones[queue]),
+            ),
             "running": counts[Status.RUNNING],
             "retrying": counts[Status.RETRYING],
             "dead": figures.get("dead", len(b.view.dead[queue])),

@@ -13,6 +13,7 @@ goes to the `spool.events` stream, which each node materialises (view.py).
 from __future__ import annotations
 
 import asyncio
+import copy
 import logging
 import random
 from collections.abc import Callable, Sequence
@@ -222,7 +223,7 @@ class AmqpBroker:
 
     async def emit(self, msg: Message, ver: int, count: str | None, link: Link) -> None:
         """Records a transition: applied here at once, then confirmed on the stream."""
-        self.view.apply(msg, ver, count)
+        self.view.apply(copy.copy(msg), ver, count)  # a copy: the caller keeps changing msg
         await link.publish(topology.EVENTS, admin.encode(message_event(msg, ver, count)))
 
     def apply_pause(self, event: Event) -> None:
@@ -346,6 +347,10 @@ class AmqpBroker:
         if known is not None and known_ver // 1_000_000_000 == gen:
             if known.status.final:
                 await delivery.ack()  # cancelled, or its outcome was recorded before the ack
+                if msg.id in self.view.tombstones[msg.queue]:
+                    self.view.tombstones[msg.queue].discard(msg.id)
+                    dropped = Event("dropped", msg.queue, token=msg.id)
+                    await link.publish(topology.EVENTS, admin.encode(dropped))
                 return None
             msg.attempts = max(msg.attempts, known.attempts)
             msg.failures = max(msg.failures, known.failures)
@@ -370,9 +375,12 @@ class AmqpBroker:
     async def _dead_letter(self, link: Link, msg: Message, gen: int) -> None:
         msg.status = Status.FAILED
         msg.finished_at = self.clock()
+        await self._dead_copy(link, msg, gen)
+        await self.emit(msg, version(gen, msg.attempts, FINAL), "failed", link)
+
+    async def _dead_copy(self, link: Link, msg: Message, gen: int) -> None:
         headers = {H_GEN: gen, H_ATTEMPTS: msg.attempts, H_FAILURES: msg.failures}
         await link.publish(topology.dead(msg.queue), encode_message(msg), headers=headers)
-        await self.emit(msg, version(gen, msg.attempts, FINAL), "failed", link)
 
     async def finish(self, message: Message, outcome: Outcome) -> Finished:
         qs = self.queue(message.queue)
@@ -399,19 +407,12 @@ class AmqpBroker:
             if message.status is Status.SUCCEEDED:
                 await self.emit(message, ver, label, link)
             return Finished(message, label)
+        if message.status is Status.FAILED:
+            await self._dead_copy(link, message, held.gen)
+        # The event goes before a retry's copy, so no node can see the next attempt first.
+        await self.emit(message, ver, label, link)
         if message.status is Status.RETRYING:
             await self.send(link, message, held.gen)
-        elif message.status is Status.FAILED:
-            await link.publish(
-                topology.dead(message.queue),
-                encode_message(message),
-                headers={
-                    H_GEN: held.gen,
-                    H_ATTEMPTS: message.attempts,
-                    H_FAILURES: message.failures,
-                },
-            )
-        await self.emit(message, ver, label, link)
         await held.delivery.ack()
         return Finished(message, label)
 

@@ -32,7 +32,7 @@ def version(gen: int, attempts: int, step: int) -> int:
 
 
 class Event(msgspec.Struct, omit_defaults=True):
-    kind: Literal["message", "pause", "marker"]
+    kind: Literal["message", "pause", "marker", "dropped"]
     queue: str = ""
     version: int = 0
     record: msgspec.Raw = msgspec.Raw(b"")  # a message record (records.py); empty otherwise
@@ -70,12 +70,16 @@ class View:
         self._clock = clock
         self.messages: dict[str, Message] = {}
         self.versions: dict[str, int] = {}
+        self.counted: dict[str, set[int]] = {}
         self.finals: OrderedDict[str, None] = OrderedDict()
         self.dead: dict[str, dict[str, None]] = {n: {} for n in names}
         self.keys: dict[str, dict[str, str]] = {n: {} for n in names}
         self.status_counts: dict[str, Counter[Status]] = {n: Counter() for n in names}
         self.counts: dict[str, QueueCounts] = {n: QueueCounts() for n in names}
         self.paused: dict[str, bool] = dict.fromkeys(names, False)
+        # Cancelled while queued: their copies still sit in RabbitMQ until a consumer meets
+        # and drops them, so the queued figure leaves them out.
+        self.tombstones: dict[str, set[str]] = {n: set() for n in names}
         self._waiters: dict[str, list[asyncio.Future[None]]] = {}
         self._listeners: list[Listener] = []
 
@@ -84,18 +88,24 @@ class View:
         """Take in one transition; False when this node already knows a newer one."""
         if msg.queue not in self.dead:
             return False
+        if count is not None:
+            # Counted once per transition even when a newer one arrived first.
+            seen = self.counted.setdefault(msg.id, set())
+            if ver not in seen:
+                seen.add(ver)
+                counts = self.counts[msg.queue]
+                setattr(counts, count, getattr(counts, count) + 1)
         old_ver = self.versions.get(msg.id)
         if old_ver is not None and ver <= old_ver:
             return False
         old = self.messages.get(msg.id)
         if old is not None:
             self._unindex(old)
+            if msg.status is Status.CANCELLED and old.status is Status.QUEUED:
+                self.tombstones[msg.queue].add(msg.id)
         self.messages[msg.id] = msg
         self.versions[msg.id] = ver
         self._index(msg)
-        if count is not None:
-            counts = self.counts[msg.queue]
-            setattr(counts, count, getattr(counts, count) + 1)
         if msg.status.final:
             for fut in self._waiters.pop(msg.id, ()):
                 if not fut.done():
@@ -131,9 +141,11 @@ class View:
     def drop(self, mid: str) -> None:
         msg = self.messages.pop(mid, None)
         self.versions.pop(mid, None)
+        self.counted.pop(mid, None)
         if msg is None:
             return
         self._unindex(msg)
+        self.tombstones[msg.queue].discard(mid)
         keys = self.keys[msg.queue]
         if msg.idempotency_key is not None and keys.get(msg.idempotency_key) == mid:
             del keys[msg.idempotency_key]
