@@ -100,3 +100,12 @@ def record(body: Any, ctx: HandlerContext) -> str:
     finally:
         os.close(fd)
     return ctx.id
+
+
+async def record_async(body: Any, ctx: HandlerContext) -> str:
+    """record() for async queues, after `options.sleep_s` of (simulated) I/O."""
+    await asyncio.sleep(float(ctx.options.get("sleep_s", 0.0)))
+    path = ctx.options["path"]
+    with open(path, "a") as out:  # noqa: ASYNC230 - one short line, O_APPEND
+        out.write(f"{ctx.id}\n")
+    return ctx.id

@@ -191,3 +191,29 @@ async def test_idempotency_key_repeats_answer_200_on_another_node(nodes: Nodes) 
 
 async def _known(client: Client, mid: str) -> bool:
     return bool((await client.get(f"/v1/messages/{mid}")).status_code == 200)
+
+
+async def test_broker_restart_answers_503_then_reconnects_by_itself(
+    nodes: Nodes, rabbit: Rabbit
+) -> None:
+    (a, rt), (b, _) = await nodes(2)
+    first = (await (await a.post("/v1/queues/work/messages", json={"body": 1})).get_json())["id"]
+    assert (await final(b, first))["status"] == "succeeded"
+    await asyncio.to_thread(rabbit.stop)
+    try:
+        await eventually(lambda: _status_is(a, "/readyz", 503))
+        r = await a.post("/v1/queues/work/messages", json={"body": 2})
+        assert r.status_code == 503 and "Retry-After" in r.headers
+    finally:
+        await asyncio.to_thread(rabbit.start)
+    await eventually(lambda: _status_is(a, "/readyz", 200), timeout=60)
+    await eventually(lambda: _status_is(b, "/readyz", 200), timeout=60)
+    r = await a.post("/v1/queues/work/messages", json={"body": 3})
+    assert r.status_code == 202
+    doc = await final(b, (await r.get_json())["id"])
+    assert doc["status"] == "succeeded" and doc["result"] == 3
+    assert rt.live_consumers("work") == 2
+
+
+async def _status_is(client: Client, path: str, status: int) -> bool:
+    return bool((await client.get(path)).status_code == status)

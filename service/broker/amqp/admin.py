@@ -168,11 +168,11 @@ async def apply_consuming(b: AmqpBroker, queue: str) -> None:
         await link.stop_consuming(queue)
         inbox = b.inbox[queue]
         while not inbox.empty():
-            ident, delivery = inbox.get_nowait()
-            if ident == link.ident:
+            came_by, delivery = inbox.get_nowait()
+            if came_by is link:
                 await delivery.nack(requeue=True)
     else:
-        await link.start_consuming(queue, b.deliver_to(queue, link.ident))
+        await link.start_consuming(queue, b.deliver_to(queue, link))
 
 
 async def load_pause_state(b: AmqpBroker, link: Link) -> None:

@@ -58,7 +58,7 @@ LINK_ERRORS = (aiormq.exceptions.AMQPConnectionError, aiormq.exceptions.ChannelI
 class Held:
     __slots__ = ("delivery", "gen", "link")
 
-    def __init__(self, link: int, delivery: AbstractIncomingMessage, gen: int) -> None:
+    def __init__(self, link: Link, delivery: AbstractIncomingMessage, gen: int) -> None:
         self.link, self.delivery, self.gen = link, delivery, gen
 
 
@@ -80,7 +80,7 @@ class AmqpBroker:
         self.view = View(queues, results, clock)
         self.link: Link | None = None
         self.connected = asyncio.Event()
-        self.inbox: dict[str, asyncio.Queue[tuple[int, AbstractIncomingMessage]]] = {
+        self.inbox: dict[str, asyncio.Queue[tuple[Link, AbstractIncomingMessage]]] = {
             name: asyncio.Queue() for name in queues
         }
         self.held: dict[str, Held] = {}
@@ -128,7 +128,7 @@ class AmqpBroker:
             for name, qs in self.queues.items():
                 await link.open_work(name, qs.concurrency)
                 if not self.view.paused[name]:
-                    await link.start_consuming(name, self.deliver_to(name, link.ident))
+                    await link.start_consuming(name, self.deliver_to(name, link))
             self._marker = new_id()
             await link.publish(
                 topology.EVENTS, admin.encode_marker(self._marker), headers={"x-spool": "marker"}
@@ -222,9 +222,12 @@ class AmqpBroker:
             pass
 
     async def emit(self, msg: Message, ver: int, count: str | None, link: Link) -> None:
-        """Records a transition: applied here at once, then confirmed on the stream."""
+        """Records a transition: confirmed on the stream, then applied here at once (before
+        the stream brings it back). Never the other way round: a transition this node knew
+        but the stream lost would make this node drop a redelivery the others wait for."""
+        event = message_event(msg, ver, count)
+        await link.publish(topology.EVENTS, admin.encode(event))
         self.view.apply(copy.copy(msg), ver, count)  # a copy: the caller keeps changing msg
-        await link.publish(topology.EVENTS, admin.encode(message_event(msg, ver, count)))
 
     def apply_pause(self, event: Event) -> None:
         if event.queue in self.view.paused and self.view.paused[event.queue] != event.paused:
@@ -294,11 +297,11 @@ class AmqpBroker:
         return self.view.dead_page(queue, limit, cursor)
 
     # ------------------------------------------------------------------ consuming
-    def deliver_to(self, name: str, ident: int) -> Callable[[AbstractIncomingMessage], Any]:
+    def deliver_to(self, name: str, link: Link) -> Callable[[AbstractIncomingMessage], Any]:
         inbox = self.inbox[name]
 
         async def deliver(delivery: AbstractIncomingMessage) -> None:
-            inbox.put_nowait((ident, delivery))
+            inbox.put_nowait((link, delivery))
 
         return deliver
 
@@ -306,16 +309,22 @@ class AmqpBroker:
         qs = self.queue(queue)
         inbox = self.inbox[queue]
         while True:
-            ident, delivery = await inbox.get()
-            link = self.link
-            if link is None or link.ident != ident or not link.usable:
+            link, delivery = await inbox.get()
+            if not link.usable:
                 continue  # stale: RabbitMQ redelivers it through the new link
             try:
                 msg = await self._claim(link, qs, delivery)
             except asyncio.CancelledError:
                 raise
-            except LINK_ERRORS:
-                continue
+            except Exception:
+                if link.usable:  # never leave a delivery unacked on a live channel
+                    try:
+                        await delivery.nack(requeue=True)
+                    except Exception:
+                        log.debug("giving a delivery back failed", exc_info=True)
+                if link.usable:
+                    raise
+                continue  # the connection dropped meanwhile: RabbitMQ redelivers it
             if msg is not None:
                 return msg
 
@@ -369,7 +378,7 @@ class AmqpBroker:
         msg.finished_at = None
         # Confirmed before the handler starts: if this node dies now, the attempt counts.
         await self.emit(msg, version(gen, msg.attempts, RUNNING), None, link)
-        self.held[msg.id] = Held(link.ident, delivery, gen)
+        self.held[msg.id] = Held(link, delivery, gen)
         return msg
 
     async def _dead_letter(self, link: Link, msg: Message, gen: int) -> None:
@@ -401,7 +410,7 @@ class AmqpBroker:
         step = REQUEUED if message.status is Status.RETRYING else FINAL
         ver = version(held.gen, message.attempts, step)
         link = await self.usable_link(FINISH_WAIT_S)
-        if link.ident != held.link:
+        if link is not held.link:
             # The delivery died with its connection and is redelivered: record a success (so
             # the redelivery is skipped) but leave a retry or dead letter to the redelivery.
             if message.status is Status.SUCCEEDED:
@@ -421,7 +430,7 @@ class AmqpBroker:
         message.started_at = None
         message.status = Status.QUEUED
         link = self.link
-        if held is None or link is None or link.ident != held.link:
+        if held is None or link is not held.link or not link.usable:
             return
         try:
             await self.emit(message, version(held.gen, message.attempts, REQUEUED), None, link)
