@@ -182,12 +182,12 @@ def test_rabbitmq_restart_under_load_keeps_every_202(
     try:
         time.sleep(1.5)
         rabbit.restart()
-        ready = {}
+        ready: set[str] = set()
         deadline = time.monotonic() + 60
         while len(ready) < 2 and time.monotonic() < deadline:
             for node in (a, b):
                 if httpx.get(f"{node.url}/readyz", timeout=5).status_code == 200:
-                    ready[node.url] = True
+                    ready.add(node.url)
             time.sleep(0.2)
         assert len(ready) == 2, "nodes did not reconnect"
         time.sleep(1.0)
