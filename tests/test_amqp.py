@@ -12,8 +12,10 @@ import pytest
 from quart.typing import TestClientProtocol as Client
 
 from service import Runtime, Settings
+from service.broker.amqp import AmqpBroker
+from service.errors import StartupError
 
-from .conftest import client_for, make_settings
+from .conftest import client_for, free_port, make_settings
 from .rabbit import Rabbit, delete_spool_queues
 
 QUEUES: dict[str, dict[str, Any]] = {
@@ -217,3 +219,16 @@ async def test_broker_restart_answers_503_then_reconnects_by_itself(
 
 async def _status_is(client: Client, path: str, status: int) -> bool:
     return bool((await client.get(path)).status_code == status)
+
+
+async def test_unreachable_rabbitmq_stops_the_start_with_one_clear_line() -> None:
+    settings = make_settings({"work": {"handler": "tests.handlers:echo"}})
+    port = free_port()  # nothing listens there
+    broker = AmqpBroker(
+        settings.queues, settings.results, f"amqp://guest:s3cret@127.0.0.1:{port}/", start_timeout=2
+    )
+    with pytest.raises(StartupError) as caught:
+        await broker.start()
+    text = str(caught.value)
+    assert text.startswith("broker.amqp_url:") and str(port) in text and "s3cret" not in text
+    assert broker.health()["ok"] is False

@@ -24,42 +24,27 @@ from aio_pika.abc import AbstractIncomingMessage
 
 from ...config import QueueSettings, ResultsSettings
 from ...errors import Conflict, NotFound, StartupError, Unavailable, UnknownQueue
-from ...model import Envelope, ErrorInfo, Message, Status, new_id, now
+from ...model import Envelope, Message, Status, new_id, now
 from ..base import (
     DeadPage,
-    Failed,
     Finished,
     Listener,
     Outcome,
     Published,
     QueueStats,
     Redriven,
-    Succeeded,
 )
 from ..records import decode_message, encode_message
-from . import admin, topology
-from .link import Link, redact
-from .view import FINAL, NEW, REQUEUED, RUNNING, Event, View, message_event, version
+from . import admin, consume, topology
+from .consume import Held
+from .link import LINK_ERRORS, Link, redact
+from .view import FINAL, GEN, Event, View, message_event, version
 
 log = logging.getLogger(__name__)
 
-START_TIMEOUT_S = 30.0
-CATCH_UP_TIMEOUT_S = 60.0
+START_TIMEOUT_S = 30.0  # to reach RabbitMQ and replay the event history at start
 PUBLISH_WAIT_S = 2.0  # an API write waits this long for a connection, then answers 503
-FINISH_WAIT_S = 10.0  # an outcome waits this long for a connection to be recorded
 RECONNECT_MAX_S = 5.0
-H_GEN, H_ATTEMPTS, H_FAILURES = "x-spool-gen", "x-spool-attempts", "x-spool-failures"
-WORKER_LOST = ErrorInfo("WorkerLost", "the node running this attempt stopped before it ended")
-# AMQP errors that mean "the connection or channel is gone", not "RabbitMQ said no".
-LINK_ERRORS = (aiormq.exceptions.AMQPConnectionError, aiormq.exceptions.ChannelInvalidStateError,
-               ConnectionError, TimeoutError, RuntimeError)  # fmt: skip
-
-
-class Held:
-    __slots__ = ("delivery", "gen", "link")
-
-    def __init__(self, link: Link, delivery: AbstractIncomingMessage, gen: int) -> None:
-        self.link, self.delivery, self.gen = link, delivery, gen
 
 
 class AmqpBroker:
@@ -71,7 +56,9 @@ class AmqpBroker:
         *,
         clock: Callable[[], float] = now,
         rng: random.Random | None = None,
+        start_timeout: float = START_TIMEOUT_S,
     ) -> None:
+        self.start_timeout = start_timeout
         self.queues = queues
         self.results = results
         self.url = url
@@ -94,7 +81,7 @@ class AmqpBroker:
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
         try:
-            async with asyncio.timeout(START_TIMEOUT_S):
+            async with asyncio.timeout(self.start_timeout):
                 while True:
                     try:
                         await self._connect()
@@ -113,7 +100,7 @@ class AmqpBroker:
         except TimeoutError:
             raise StartupError(
                 f"broker.amqp_url: RabbitMQ at {redact(self.url)} did not answer within "
-                f"{START_TIMEOUT_S:g} s ({self._last_error or 'no reply'})"
+                f"{self.start_timeout:g} s ({self._last_error or 'no reply'})"
             ) from None
         await admin.refresh_figures(self)
 
@@ -260,7 +247,7 @@ class AmqpBroker:
 
     async def send(self, link: Link, msg: Message, gen: int) -> None:
         """Puts a message where it waits: the work queue, or the delay ladder while not due."""
-        headers = {H_GEN: gen, H_ATTEMPTS: msg.attempts, H_FAILURES: msg.failures}
+        headers = consume.headers_of(msg, gen)
         body = encode_message(msg)
         remaining = (msg.scheduled_for or 0.0) - self.clock()
         if msg.status in (Status.SCHEDULED, Status.RETRYING) and remaining > topology.DUE_SLACK_S:
@@ -306,141 +293,13 @@ class AmqpBroker:
         return deliver
 
     async def take(self, queue: str) -> Message:
-        qs = self.queue(queue)
-        inbox = self.inbox[queue]
-        while True:
-            link, delivery = await inbox.get()
-            if not link.usable:
-                continue  # stale: RabbitMQ redelivers it through the new link
-            try:
-                msg = await self._claim(link, qs, delivery)
-            except asyncio.CancelledError:
-                raise
-            except Exception:
-                if link.usable:  # never leave a delivery unacked on a live channel
-                    try:
-                        await delivery.nack(requeue=True)
-                    except Exception:
-                        log.debug("giving a delivery back failed", exc_info=True)
-                if link.usable:
-                    raise
-                continue  # the connection dropped meanwhile: RabbitMQ redelivers it
-            if msg is not None:
-                return msg
-
-    async def _claim(
-        self, link: Link, qs: QueueSettings, delivery: AbstractIncomingMessage
-    ) -> Message | None:
-        """The delivery as a running message, or None when it is handled here (not due yet,
-        cancelled, already final, paused, unreadable)."""
-        try:
-            msg = decode_message(delivery.body)
-        except Exception:
-            log.error("dropping an unreadable delivery from %s", delivery.routing_key)
-            await delivery.reject(requeue=False)
-            return None
-        if self.view.paused.get(msg.queue):
-            await delivery.nack(requeue=True)
-            return None
-        headers = delivery.headers or {}
-        gen = _int(headers.get(H_GEN))
-        msg.attempts = max(msg.attempts, _int(headers.get(H_ATTEMPTS)))
-        msg.failures = max(msg.failures, _int(headers.get(H_FAILURES)))
-        remaining = (msg.scheduled_for or 0.0) - self.clock()
-        if msg.status in (Status.SCHEDULED, Status.RETRYING) and remaining > topology.DUE_SLACK_S:
-            await self.send(link, msg, gen)  # the next hop down the delay ladder
-            await delivery.ack()
-            return None
-        known = self.view.messages.get(msg.id)
-        known_ver = self.view.versions.get(msg.id, -1)
-        if known is not None and known_ver // 1_000_000_000 == gen:
-            if known.status.final:
-                await delivery.ack()  # cancelled, or its outcome was recorded before the ack
-                if msg.id in self.view.tombstones[msg.queue]:
-                    self.view.tombstones[msg.queue].discard(msg.id)
-                    dropped = Event("dropped", msg.queue, token=msg.id)
-                    await link.publish(topology.EVENTS, admin.encode(dropped))
-                return None
-            msg.attempts = max(msg.attempts, known.attempts)
-            msg.failures = max(msg.failures, known.failures)
-            if known.status is Status.RUNNING and delivery.redelivered:
-                # The node that ran it died (or lost RabbitMQ) before recording the outcome.
-                msg.failures += 1
-                msg.error = WORKER_LOST
-                if msg.failures > qs.max_retries:
-                    await self._dead_letter(link, msg, gen)
-                    await delivery.ack()
-                    return None
-        msg.attempts += 1
-        msg.status = Status.RUNNING
-        msg.started_at = self.clock()
-        msg.enqueued_at = msg.scheduled_for or msg.created_at
-        msg.finished_at = None
-        # Confirmed before the handler starts: if this node dies now, the attempt counts.
-        await self.emit(msg, version(gen, msg.attempts, RUNNING), None, link)
-        self.held[msg.id] = Held(link, delivery, gen)
-        return msg
-
-    async def _dead_letter(self, link: Link, msg: Message, gen: int) -> None:
-        msg.status = Status.FAILED
-        msg.finished_at = self.clock()
-        await self._dead_copy(link, msg, gen)
-        await self.emit(msg, version(gen, msg.attempts, FINAL), "failed", link)
-
-    async def _dead_copy(self, link: Link, msg: Message, gen: int) -> None:
-        headers = {H_GEN: gen, H_ATTEMPTS: msg.attempts, H_FAILURES: msg.failures}
-        await link.publish(topology.dead(msg.queue), encode_message(msg), headers=headers)
+        return await consume.take(self, queue)
 
     async def finish(self, message: Message, outcome: Outcome) -> Finished:
-        qs = self.queue(message.queue)
-        held = self.held.pop(message.id)
-        message.finished_at = self.clock()
-        if isinstance(outcome, Succeeded):
-            message.result, message.error = outcome.result, None
-            message.status, label = Status.SUCCEEDED, "succeeded"
-        else:
-            assert isinstance(outcome, Failed)
-            message.error = outcome.error
-            message.failures += 1
-            if message.failures <= qs.max_retries:
-                message.scheduled_for = message.finished_at + self._backoff(qs, message.failures)
-                message.status, label = Status.RETRYING, "retried"
-            else:
-                message.status, label = Status.FAILED, "failed"
-        step = REQUEUED if message.status is Status.RETRYING else FINAL
-        ver = version(held.gen, message.attempts, step)
-        link = await self.usable_link(FINISH_WAIT_S)
-        if link is not held.link:
-            # The delivery died with its connection and is redelivered: record a success (so
-            # the redelivery is skipped) but leave a retry or dead letter to the redelivery.
-            if message.status is Status.SUCCEEDED:
-                await self.emit(message, ver, label, link)
-            return Finished(message, label)
-        if message.status is Status.FAILED:
-            await self._dead_copy(link, message, held.gen)
-        # The event goes before a retry's copy, so no node can see the next attempt first.
-        await self.emit(message, ver, label, link)
-        if message.status is Status.RETRYING:
-            await self.send(link, message, held.gen)
-        await held.delivery.ack()
-        return Finished(message, label)
+        return await consume.finish(self, message, outcome)
 
     async def interrupt(self, message: Message) -> None:
-        held = self.held.pop(message.id, None)
-        message.started_at = None
-        message.status = Status.QUEUED
-        link = self.link
-        if held is None or link is not held.link or not link.usable:
-            return
-        try:
-            await self.emit(message, version(held.gen, message.attempts, REQUEUED), None, link)
-            await held.delivery.nack(requeue=True)
-        except LINK_ERRORS:
-            log.warning("giving back message %s failed; RabbitMQ redelivers it", message.id)
-
-    def _backoff(self, qs: QueueSettings, failures: int) -> float:
-        ceiling = min(qs.retry_backoff_max_s, qs.retry_backoff_s * 2 ** (failures - 1))
-        return self.rng.uniform(0, ceiling)
+        await consume.interrupt(self, message)
 
     # ------------------------------------------------------------------ operator actions
     async def cancel(self, message_id: str) -> Message:
@@ -452,7 +311,7 @@ class AmqpBroker:
                 f"message {message_id!r} is {known.status.value}; it cannot be cancelled"
             )
         link = await self.usable_link()
-        gen = self.view.versions[message_id] // 1_000_000_000
+        gen = self.view.versions[message_id] // GEN
         msg = decode_message(encode_message(known))
         msg.status, msg.finished_at = Status.CANCELLED, self.clock()
         # The copy in RabbitMQ stays until a consumer meets it and drops it (a final status).
@@ -469,8 +328,4 @@ class AmqpBroker:
         return await admin.redrive(self, queue, ids)
 
 
-def _int(value: object) -> int:
-    return value if isinstance(value, int) else 0
-
-
-__all__ = ["NEW", "AmqpBroker"]
+__all__ = ["AmqpBroker"]

@@ -14,6 +14,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 import aio_pika
+import aiormq
 from aio_pika.abc import (
     AbstractChannel,
     AbstractConnection,
@@ -29,6 +30,14 @@ log = logging.getLogger(__name__)
 
 CONNECT_TIMEOUT_S = 5.0
 EVENTS_PREFETCH = 500
+# AMQP errors that mean "the connection or channel is gone", not "RabbitMQ said no".
+LINK_ERRORS = (
+    aiormq.exceptions.AMQPConnectionError,
+    aiormq.exceptions.ChannelInvalidStateError,
+    ConnectionError,
+    TimeoutError,
+    RuntimeError,
+)
 Callback = Callable[[AbstractIncomingMessage], Awaitable[None]]
 
 
