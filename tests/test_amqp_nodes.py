@@ -6,6 +6,7 @@ restarts; every node answers for every message; two nodes work faster than one.
 
 from __future__ import annotations
 
+import signal
 import threading
 import time
 from collections import Counter
@@ -146,6 +147,33 @@ def test_kill_9_of_a_node_under_load_loses_nothing(
         # A's unacked deliveries ran again elsewhere, their lost attempt counted
         assert any(d["attempts"] > 1 for d in docs.values())
         assert cb.get("/v1/queues/load").json()["depth"]["queued"] == 0
+
+
+def test_sigterm_of_a_busy_node_gives_its_work_back(
+    rabbit: Rabbit, clean: None, server_factory: Callable[..., Server], tmp_path: Path
+) -> None:
+    a = server_factory(config(rabbit, tmp_path, sleep_s=0.3))
+    b = server_factory(config(rabbit, tmp_path, sleep_s=0.3))
+    a.start()
+    b.start()
+    with (
+        httpx.Client(base_url=a.url, timeout=30) as ca,
+        httpx.Client(base_url=b.url, timeout=30) as cb,
+    ):
+        ids = publish_batch(ca, 120, "stop")
+        deadline = time.monotonic() + 30
+        while ca.get("/v1/queues/load").json()["depth"]["running"] < 8:
+            assert time.monotonic() < deadline
+            time.sleep(0.02)
+        started = time.monotonic()
+        a.signal(signal.SIGTERM)
+        assert a.wait_exit(30) == 0
+        assert time.monotonic() - started < 3 + 5  # graceful_timeout_s + 5 s
+        docs = wait_all_final(cb, ids)
+        assert {d["status"] for d in docs.values()} == {"succeeded"}
+        assert set(ids) <= processed(tmp_path)
+        # a stop is not a failure: nothing was counted as a lost attempt
+        assert all(d["error"] is None for d in docs.values())
 
 
 def test_rabbitmq_restart_under_load_keeps_every_202(

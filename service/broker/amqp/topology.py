@@ -90,10 +90,12 @@ def state_args() -> dict[str, Any]:
     return {"x-max-length": 1}
 
 
-def events_args(ttl_s: float) -> dict[str, Any]:
-    # Retention works per segment: small segments let old events go close to ttl_s.
+def events_args(ttl_s: float, max_entries: int) -> dict[str, Any]:
+    # Retention works per segment: small segments let old events go close to ttl_s. The
+    # size cap (about four events of 1 KiB per retained result) bounds the disk it takes.
     return {
         "x-queue-type": "stream",
         "x-max-age": f"{max(1, round(ttl_s))}s",
+        "x-max-length-bytes": max(64 * 2**20, max_entries * 4096),
         "x-stream-max-segment-size-bytes": 8_000_000,
     }
