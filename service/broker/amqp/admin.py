@@ -25,7 +25,6 @@ if TYPE_CHECKING:
 log = logging.getLogger(__name__)
 
 FIGURES_INTERVAL_S = 1.0
-_tasks: set[asyncio.Task[None]] = set()
 
 
 class PauseState(msgspec.Struct):
@@ -54,14 +53,14 @@ def apply_event(b: AmqpBroker, body: bytes) -> None:
 
 def spawn(b: AmqpBroker, coro: Coroutine[Any, Any, None]) -> None:
     task = asyncio.get_running_loop().create_task(coro)
-    _tasks.add(task)
-    task.add_done_callback(_done)
+    b.tasks.add(task)
 
+    def done(task: asyncio.Task[None]) -> None:
+        b.tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            log.warning("background RabbitMQ call failed", exc_info=task.exception())
 
-def _done(task: asyncio.Task[None]) -> None:
-    _tasks.discard(task)
-    if not task.cancelled() and task.exception() is not None:
-        log.warning("background RabbitMQ call failed", exc_info=task.exception())
+    task.add_done_callback(done)
 
 
 # ---------------------------------------------------------------------- publishing

@@ -71,6 +71,7 @@ class AmqpBroker:
             name: asyncio.Queue() for name in queues
         }
         self.held: dict[str, Held] = {}
+        self.tasks: set[asyncio.Task[None]] = set()  # pause/resume from other nodes
         self.figures: dict[str, dict[str, int]] = {n: {} for n in queues}
         self._links = 0
         self._offset: int | str = "first"
@@ -129,27 +130,28 @@ class AmqpBroker:
 
     async def run(self) -> None:
         """Keeps the connection (reopened with backoff when it drops) and the figures fresh."""
-        figures = asyncio.create_task(admin.refresh_loop(self))
-        try:
-            backoff = 0.2
-            while True:
-                link = self.link
-                if link is not None:
-                    await link.closed.wait()
-                    self._lose(link)
-                    log.warning("lost the connection to RabbitMQ; reconnecting")
-                try:
-                    await self._connect()
-                    backoff = 0.2
-                except asyncio.CancelledError:
-                    raise
-                except Exception as exc:
-                    self._last_error = str(exc) or type(exc).__name__
-                    log.warning("reconnecting to RabbitMQ failed: %s", self._last_error)
-                    await asyncio.sleep(backoff)
-                    backoff = min(RECONNECT_MAX_S, backoff * 2)
-        finally:
-            figures.cancel()
+        async with asyncio.TaskGroup() as tg:
+            tg.create_task(admin.refresh_loop(self), name="amqp-figures")
+            tg.create_task(self._keep_connected(), name="amqp-connection")
+
+    async def _keep_connected(self) -> None:
+        backoff = 0.2
+        while True:
+            link = self.link
+            if link is not None:
+                await link.closed.wait()
+                self._lose(link)
+                log.warning("lost the connection to RabbitMQ; reconnecting")
+            try:
+                await self._connect()
+                backoff = 0.2
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                self._last_error = str(exc) or type(exc).__name__
+                log.warning("reconnecting to RabbitMQ failed: %s", self._last_error)
+                await asyncio.sleep(backoff)
+                backoff = min(RECONNECT_MAX_S, backoff * 2)
 
     def _lose(self, link: Link) -> None:
         if self.link is link:

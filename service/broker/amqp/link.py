@@ -85,7 +85,9 @@ class Link:
         assert self.publisher is not None
         ch = self.publisher
         await ch.declare_queue(
-            topology.EVENTS, durable=True, arguments=topology.events_args(results.ttl_s, results.max_entries)
+            topology.EVENTS,
+            durable=True,
+            arguments=topology.events_args(results.ttl_s, results.max_entries),
         )
         for name, qs in queues.items():
             await ch.declare_queue(

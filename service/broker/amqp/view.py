@@ -25,6 +25,8 @@ from ..records import decode_message, encode_message
 # Steps of one attempt, in the order they happen.
 NEW, RUNNING, REQUEUED, FINAL = 0, 1, 2, 3
 GEN = 1_000_000_000
+# ?wait= on an id this node does not know yet waits this long for its event to arrive.
+UNKNOWN_GRACE_S = 2.0
 
 
 def version(gen: int, attempts: int, step: int) -> int:
@@ -106,7 +108,7 @@ class View:
         self.messages[msg.id] = msg
         self.versions[msg.id] = ver
         self._index(msg)
-        if msg.status.final:
+        if msg.status.final or old is None:
             for fut in self._waiters.pop(msg.id, ()):
                 if not fut.done():
                     fut.set_result(None)
@@ -171,6 +173,22 @@ class View:
         return sum(counts[s] for s in WAITING)
 
     async def wait(self, message_id: str, timeout: float) -> Message | None:
+        msg = self.messages.get(message_id)
+        if msg is not None and msg.status.final:
+            return msg
+        if msg is None:
+            # Published on another node a moment ago, its event may still be on its way:
+            # wait a little for it before calling it unknown.
+            loop = asyncio.get_running_loop()
+            deadline = loop.time() + timeout
+            grace = min(timeout, UNKNOWN_GRACE_S)
+            if await self._wait_for(message_id, grace) is None:
+                return None
+            timeout = max(0.0, deadline - loop.time())
+        return await self._wait_for(message_id, timeout)
+
+    async def _wait_for(self, message_id: str, timeout: float) -> Message | None:
+        """Waits for the message to be final (or, while unknown, to be known at all)."""
         msg = self.messages.get(message_id)
         if msg is not None and msg.status.final:
             return msg
