@@ -232,3 +232,20 @@ async def test_unreachable_rabbitmq_stops_the_start_with_one_clear_line() -> Non
     text = str(caught.value)
     assert text.startswith("broker.amqp_url:") and str(port) in text and "s3cret" not in text
     assert broker.health()["ok"] is False
+
+
+async def test_a_channel_that_dies_is_reopened_with_its_connection(nodes: Nodes) -> None:
+    ((a, rt),) = await nodes(1)
+    broker = rt.broker
+    assert isinstance(broker, AmqpBroker) and broker.link is not None
+    old = broker.link
+    assert old.publisher is not None
+    await old.publisher.close()  # as RabbitMQ does after a channel error
+    await eventually(lambda: _replaced(broker, old))
+    r = await a.post("/v1/queues/work/messages", json={"body": "after"})
+    assert r.status_code == 202
+    assert (await final(a, (await r.get_json())["id"]))["status"] == "succeeded"
+
+
+async def _replaced(broker: AmqpBroker, old: object) -> bool:
+    return broker.link is not None and broker.link is not old and broker.link.usable

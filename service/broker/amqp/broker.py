@@ -142,6 +142,10 @@ class AmqpBroker:
                 await link.closed.wait()
                 self._lose(link)
                 log.warning("lost the connection to RabbitMQ; reconnecting")
+                try:
+                    await asyncio.wait_for(link.close(), 5.0)  # when only a channel died
+                except Exception:
+                    log.debug("closing the old connection failed", exc_info=True)
             try:
                 await self._connect()
                 backoff = 0.2

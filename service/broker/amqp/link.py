@@ -61,6 +61,8 @@ class Link:
         connection.close_callbacks.add(self._on_close)
 
     def _on_close(self, *_: Any) -> None:
+        """The connection, or a channel it cannot work without, closed: the link is done
+        (RabbitMQ closes a channel on a channel error, e.g. a queue deleted under it)."""
         self.closed.set()
 
     @property
@@ -75,6 +77,7 @@ class Link:
             link.publisher = await connection.channel(
                 publisher_confirms=True, on_return_raises=True
             )
+            link.publisher.close_callbacks.add(link._on_close)
             link.probe = await connection.channel(publisher_confirms=False)
         except BaseException:
             await connection.close()
@@ -130,12 +133,14 @@ class Link:
 
     async def consume_events(self, offset: int | str, callback: Callback) -> None:
         channel = await self.connection.channel(publisher_confirms=False)
+        channel.close_callbacks.add(self._on_close)
         await channel.set_qos(prefetch_count=EVENTS_PREFETCH)
         queue = await channel.declare_queue(topology.EVENTS, passive=True)
         await queue.consume(callback, arguments={"x-stream-offset": offset})
 
     async def open_work(self, name: str, prefetch: int) -> None:
         channel = await self.connection.channel(publisher_confirms=False)
+        channel.close_callbacks.add(self._on_close)
         # global_: the prefetch is shared by the work and due queues of this channel.
         await channel.set_qos(prefetch_count=prefetch, global_=True)
         queues = [
