@@ -161,8 +161,8 @@ async def set_paused(b: AmqpBroker, queue: str, paused: bool) -> QueueStats:
 
 async def apply_consuming(b: AmqpBroker, queue: str) -> None:
     link = b.link
-    if link is None or not link.usable:
-        return  # the next connection starts consumers by the paused flags
+    if link is None or not link.usable or not b._caught_up.is_set():
+        return  # the next connection (or the end of the replay) starts them by the flags
     if b.view.paused[queue]:
         await link.stop_consuming(queue)
         inbox = b.inbox[queue]

@@ -93,11 +93,15 @@ class AmqpBroker:
                             f"other arguments than this config gives it ({exc}); delete it or "
                             "align max_size / results settings across nodes"
                         ) from None
-                    except (*LINK_ERRORS, OSError) as exc:
+                    except (*LINK_ERRORS, aiormq.exceptions.AMQPError, OSError) as exc:
+                        # e.g. a RabbitMQ still starting: its stream is not up yet
                         self._last_error = str(exc) or type(exc).__name__
                         await asyncio.sleep(1.0)
-                # Replay the event history up to now before this node reports ready.
+                # Replay the event history up to now before this node takes any work, so it
+                # knows what was cancelled, finished or cut short by a node that died.
                 await self._caught_up.wait()
+                for name in self.queues:
+                    await admin.apply_consuming(self, name)
         except TimeoutError:
             raise StartupError(
                 f"broker.amqp_url: RabbitMQ at {redact(self.url)} did not answer within "
@@ -115,12 +119,11 @@ class AmqpBroker:
             await link.consume_events(self._offset, self._on_event)
             for name, qs in self.queues.items():
                 await link.open_work(name, qs.concurrency)
-                if not self.view.paused[name]:
+                if self._caught_up.is_set() and not self.view.paused[name]:
                     await link.start_consuming(name, self.deliver_to(name, link))
-            self._marker = new_id()
-            await link.publish(
-                topology.EVENTS, admin.encode_marker(self._marker), headers={"x-spool": "marker"}
-            )
+            if not self._caught_up.is_set():
+                self._marker = new_id()
+                await link.publish(topology.EVENTS, admin.encode_marker(self._marker))
         except BaseException:
             await link.close()
             raise
