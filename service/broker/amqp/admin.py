@@ -4,6 +4,7 @@ resume for every node, redrive from the dead-letter queue, and the queue figures
 from __future__ import annotations
 
 import asyncio
+import copy
 import logging
 from collections.abc import Coroutine, Sequence
 from typing import TYPE_CHECKING, Any
@@ -65,7 +66,7 @@ def spawn(b: AmqpBroker, coro: Coroutine[Any, Any, None]) -> None:
 
 # ---------------------------------------------------------------------- publishing
 async def publish(b: AmqpBroker, queue: str, envelopes: Sequence[Envelope]) -> list[Published]:
-    qs = b.queue(queue)
+    b.queue(queue)
     link = await b.usable_link()
     created_at = b.clock()
     out: list[Published] = []
@@ -74,7 +75,7 @@ async def publish(b: AmqpBroker, queue: str, envelopes: Sequence[Envelope]) -> l
     for env in envelopes:
         key = env.idempotency_key
         if key is not None:
-            earlier = seen.get(key) or b.view.by_key(queue, key)
+            earlier = seen.get(key) or b.pending_keys.get((queue, key)) or b.view.by_key(queue, key)
             if earlier is not None:
                 out.append(Published(earlier, created=False))
                 continue
@@ -85,6 +86,20 @@ async def publish(b: AmqpBroker, queue: str, envelopes: Sequence[Envelope]) -> l
         out.append(Published(msg, created=True))
     if not fresh:
         return out
+    # Hold the keys while the publish is in flight, so a concurrent repeat on this node
+    # gets the same message.
+    held = {(queue, m.idempotency_key): m for m in fresh if m.idempotency_key is not None}
+    b.pending_keys.update(held)
+    try:
+        await _publish_fresh(b, link, queue, fresh)
+    finally:
+        for pair in held:
+            b.pending_keys.pop(pair, None)
+    return out
+
+
+async def _publish_fresh(b: AmqpBroker, link: Link, queue: str, fresh: list[Message]) -> None:
+    qs = b.queue(queue)
     if len(fresh) > 1 or any(m.status is Status.SCHEDULED for m in fresh):
         # The broker's cap sees only the work queue: check the whole figure first.
         await refresh_queue(b, link, queue)
@@ -117,9 +132,11 @@ async def publish(b: AmqpBroker, queue: str, envelopes: Sequence[Envelope]) -> l
     try:
         await asyncio.gather(*(b.emit(m, version(0, 0, NEW), "published", link) for m in fresh))
     except Exception:
-        # The messages are held (confirmed): only other nodes learn of them later.
+        # The messages are held (confirmed): this node knows them, the others learn of them
+        # when they run.
+        for msg in fresh:
+            b.view.apply(copy.copy(msg), version(0, 0, NEW), "published")
         log.warning("recording a publish on the events stream failed", exc_info=True)
-    return out
 
 
 def _refused(exc: BaseException) -> bool:

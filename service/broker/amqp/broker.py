@@ -71,6 +71,7 @@ class AmqpBroker:
             name: asyncio.Queue() for name in queues
         }
         self.held: dict[str, Held] = {}
+        self.pending_keys: dict[tuple[str, str], Message] = {}  # idempotency keys in flight
         self.tasks: set[asyncio.Task[None]] = set()  # pause/resume from other nodes
         self.figures: dict[str, dict[str, int]] = {n: {} for n in queues}
         self._links = 0
