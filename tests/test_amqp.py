@@ -91,6 +91,7 @@ async def test_message_published_on_one_node_is_answered_by_the_other(nodes: Nod
 async def test_full_queue_answers_429_and_batch_is_all_or_nothing(nodes: Nodes) -> None:
     (a, _), (b, _) = await nodes(2)
     await a.post("/v1/queues/small/pause")
+    await eventually(lambda: _paused(b, "small"))  # the other node hears of it in ms
     for i in range(3):
         r = await a.post("/v1/queues/small/messages", json={"body": i})
         assert r.status_code == 202

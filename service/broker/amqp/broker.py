@@ -35,7 +35,7 @@ from ..base import (
     Redriven,
 )
 from ..records import decode_message, encode_message
-from . import admin, consume, topology
+from . import admin, consume, publish, topology
 from .consume import Held
 from .link import LINK_ERRORS, Link, redact
 from .view import FINAL, GEN, Event, View, message_event, version
@@ -239,7 +239,7 @@ class AmqpBroker:
             raise UnknownQueue(f"queue {name!r} is not configured") from None
 
     async def publish(self, queue: str, envelopes: Sequence[Envelope]) -> list[Published]:
-        return await admin.publish(self, queue, envelopes)
+        return await publish.publish(self, queue, envelopes)
 
     def make_message(self, queue: str, env: Envelope, created_at: float) -> Message:
         delayed = env.delay_s > 0
