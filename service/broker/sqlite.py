@@ -70,6 +70,7 @@ class SqliteJournal:
         self._loop: asyncio.AbstractEventLoop | None = None
         self._paused: list[str] = []
         self._error: str | None = None  # set while writes fail; cleared by the next commit
+        self._shrink_more = False  # a burst of deletes left more free pages to give back
         self.commits = 0  # transactions committed (group commit: fewer than writes)
 
     # ------------------------------------------------------------------ the asyncio side
@@ -166,7 +167,10 @@ class SqliteJournal:
     def _run(self) -> None:
         while True:
             with self._cond:
-                if not self._jobs and not self._deletes and not self._closing:
+                # While writes fail, retention deletes alone wait for the next probe time.
+                deletes_due = bool(self._deletes) and self._error is None
+                idle = not self._jobs and not deletes_due and not self._closing
+                if idle and not (self._shrink_more and self._store.is_open):
                     self._cond.wait(PROBE_INTERVAL_S if self._error is not None else None)
                 if self._closing and not self._jobs:
                     return
@@ -179,6 +183,8 @@ class SqliteJournal:
             if not jobs and not deletes:
                 if self._error is not None and self._store.is_open:
                     self._probe()
+                elif self._shrink_more and self._store.is_open:
+                    self._shrink()
                 continue
             self._process(jobs, deletes)
 
@@ -225,10 +231,14 @@ class SqliteJournal:
         self._recovered()
         self._settle([w.future for w in writes], None)
         if deletes:
-            try:
-                self._store.shrink()
-            except sqlite3.Error as exc:
-                log.warning("journal %s: incremental vacuum failed: %s", self.path, exc)
+            self._shrink()
+
+    def _shrink(self) -> None:
+        try:
+            self._shrink_more = self._store.shrink()
+        except sqlite3.Error as exc:
+            self._shrink_more = False
+            log.warning("journal %s: incremental vacuum failed: %s", self.path, exc)
 
     def _probe(self) -> None:
         try:

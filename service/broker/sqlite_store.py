@@ -194,13 +194,19 @@ class Store:
             with contextlib.suppress(sqlite3.Error):
                 self.conn.execute("DELETE FROM meta WHERE key = 'probe'")
 
-    def shrink(self) -> None:
-        """Give free pages back to the file system after a burst of deletes."""
+    def shrink(self) -> bool:
+        """One step of giving free pages back to the file system after a burst of deletes;
+        True when another step is due."""
         conn = self.conn
+        if conn.execute("PRAGMA auto_vacuum").fetchone()[0] != 2:  # 2 = INCREMENTAL
+            return False  # a file made by something else: its free pages are reused only
         free = conn.execute("PRAGMA freelist_count").fetchone()[0]
         total = conn.execute("PRAGMA page_count").fetchone()[0]
-        if free >= FREE_PAGES_MIN and free >= total * FREE_SHARE:
-            conn.execute(f"PRAGMA incremental_vacuum({VACUUM_STEP_PAGES})").fetchall()
+        if free < FREE_PAGES_MIN or free < total * FREE_SHARE:
+            return False
+        # executescript steps the pragma to the end; execute() would free a single page.
+        conn.executescript(f"PRAGMA incremental_vacuum({VACUUM_STEP_PAGES});")
+        return bool(free > VACUUM_STEP_PAGES)
 
     def close(self) -> None:
         if self._conn is None:
