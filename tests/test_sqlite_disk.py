@@ -32,7 +32,7 @@ def page_count(path: Path) -> int:
 
 def count_rows(path: Path, status: str | None = None) -> int:
     with sqlite3.connect(path) as conn:
-        sql, args = "SELECT count(*) FROM messages", ()
+        sql, args = "SELECT count(*) FROM messages", tuple[str, ...]()
         if status is not None:
             sql, args = sql + " WHERE status = ?", (status,)
         count: int = conn.execute(sql, args).fetchone()[0]
