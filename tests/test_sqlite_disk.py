@@ -186,3 +186,60 @@ async def test_expired_results_leave_the_file_and_a_burst_is_given_back(
         await eventually(lambda: count_rows(path) == 0)
         # incremental_vacuum returns the burst's pages to the file system.
         await eventually(lambda: page_count(path) < peak / 2)
+
+
+async def test_a_read_only_journal_changes_nothing_and_recovers(
+    tmp_settings: Callable[..., Settings],
+) -> None:
+    settings = tmp_settings(
+        {
+            "work": {"handler": "tests.handlers:fail", "max_retries": 0, "concurrency": 1},
+            "held": {"handler": "tests.handlers:echo", "concurrency": 1},
+        },
+        broker={"backend": "sqlite"},
+    )
+    async with client_for(settings) as (client, runtime):
+        broker = runtime.broker
+        assert isinstance(broker, MemoryBroker)
+        journal = broker._journal
+        assert isinstance(journal, SqliteJournal)
+        await client.post("/v1/queues/held/pause")
+        queued = (
+            await (await client.post("/v1/queues/held/messages", json={"body": 1})).get_json()
+        )["id"]
+        r = await client.post("/v1/queues/held/messages", json={"body": 2, "delay_s": 3600})
+        scheduled = (await r.get_json())["id"]
+        dead = (await (await client.post("/v1/queues/work/messages", json={"body": 3})).get_json())[
+            "id"
+        ]
+        await broker.wait(dead, 20)
+
+        async def read_only(on: bool) -> None:
+            # The file turns read-only under the running service (as root, chmod would not).
+            sql = f"PRAGMA query_only = {int(on)}"
+            await journal._call(lambda: journal._store.conn.execute(sql))
+
+        await read_only(True)
+        r = await client.post("/v1/queues/held/messages", json={"body": 4})
+        assert r.status_code == 503 and "SQLITE_READONLY" in (await r.get_json())["detail"]
+        assert (await client.get("/readyz")).status_code == 503
+        assert (await client.delete(f"/v1/messages/{scheduled}")).status_code == 503
+        assert (await client.post("/v1/queues/held/resume")).status_code == 503
+        assert (await client.post("/v1/queues/work/pause")).status_code == 503
+        assert (await client.post("/v1/queues/work/dead/redrive", json={})).status_code == 503
+        assert (await broker.get(scheduled)).status.value == "scheduled"  # type: ignore[union-attr]
+        assert (await broker.stats("held")).paused and not (await broker.stats("work")).paused
+        assert (await broker.stats("work")).depth["dead"] == 1
+        # A consumer that cannot commit "running" gives the message back untouched.
+        broker.queue("held").unpaused.set()
+        await asyncio.sleep(1.2)
+        msg = await broker.get(queued)
+        assert msg is not None and msg.status.value == "queued" and msg.attempts == 0
+
+        await read_only(False)
+        await eventually(lambda: journal.health()["ok"] is True)
+        done = await broker.wait(queued, 20)
+        assert done is not None and done.status.value == "succeeded" and done.attempts == 1
+        assert (await client.delete(f"/v1/messages/{scheduled}")).status_code == 200
+        r = await client.post("/v1/queues/work/dead/redrive", json={})
+        assert (await r.get_json())["redriven"] == 1

@@ -410,19 +410,27 @@ class MemoryBroker:
 
     async def pause(self, queue: str) -> QueueStats:
         q = self.queue(queue)
+        was_paused = q.paused
         q.unpaused.clear()
-        await self._persist_paused()
+        await self._persist_paused(q, was_paused)
         return q.stats()
 
     async def resume(self, queue: str) -> QueueStats:
         q = self.queue(queue)
+        was_paused = q.paused
         q.unpaused.set()
-        await self._persist_paused()
+        await self._persist_paused(q, was_paused)
         return q.stats()
 
-    async def _persist_paused(self) -> None:
-        if self._journal is not None:
-            await self._journal.set_paused([q.name for q in self._queues.values() if q.paused])
+    async def _persist_paused(self, q: LocalQueue, was_paused: bool) -> None:
+        if self._journal is None:
+            return
+        try:
+            await self._journal.set_paused([o.name for o in self._queues.values() if o.paused])
+        except Exception:
+            if was_paused != q.paused:  # not committed: as it was
+                (q.unpaused.clear if was_paused else q.unpaused.set)()
+            raise
 
     async def redrive(self, queue: str, ids: Sequence[str] | None) -> Redriven:
         q = self.queue(queue)

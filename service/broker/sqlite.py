@@ -22,6 +22,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+from ..errors import Unavailable
 from ..model import Message, Status
 from .records import encode_message
 from .sqlite_store import Lock, Row, Store, unavailable
@@ -66,6 +67,7 @@ class SqliteJournal:
         self._jobs: list[_Write | _Call] = []
         self._deletes: list[str] = []
         self._closing = False
+        self._accepting = True  # False once close() has written the last rows
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._paused: list[str] = []
@@ -113,9 +115,12 @@ class SqliteJournal:
         return list(self._paused)
 
     def health(self) -> dict[str, object]:
-        check: dict[str, object] = {"ok": self._error is None, "backend": "sqlite"}
-        if self._error is not None:
-            check["error"] = self._error
+        error = self._error
+        if self._thread is not None and not self._thread.is_alive():
+            error = "the journal writer thread is not running"
+        check: dict[str, object] = {"ok": error is None, "backend": "sqlite"}
+        if error is not None:
+            check["error"] = error
         return check
 
     async def close(self, messages: Iterable[Message], paused: Sequence[str]) -> None:
@@ -129,10 +134,15 @@ class SqliteJournal:
             await self._submit([_row(m) for m in cut], list(paused))
         except Exception:
             log.exception("journal %s: the last write at stop failed", self.path)
+        self._accepting = False
         await self._stop()
 
     async def _submit(self, rows: list[Row], paused: list[str] | None) -> None:
         assert self._loop is not None, "the journal is not open"
+        if not self._accepting:
+            raise Unavailable(
+                "the service is shutting down; retry on the next start", retry_after=5
+            )
         future = self._loop.create_future()
         with self._cond:
             self._jobs.append(_Write(rows, paused, future))
