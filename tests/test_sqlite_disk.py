@@ -243,3 +243,17 @@ async def test_a_read_only_journal_changes_nothing_and_recovers(
         assert (await client.delete(f"/v1/messages/{scheduled}")).status_code == 200
         r = await client.post("/v1/queues/work/dead/redrive", json={})
         assert (await r.get_json())["redriven"] == 1
+
+
+async def test_the_journal_makes_its_directory_and_names_the_key_when_it_cannot(
+    tmp_path: Path,
+) -> None:
+    journal = SqliteJournal(tmp_path / "a" / "b" / "spool.db")
+    assert await journal.open() == []
+    await journal.close([], [])
+    (tmp_path / "file").write_text("not a directory")
+    with pytest.raises(StartupError, match=r"^broker\.sqlite_path: cannot use"):
+        await SqliteJournal(tmp_path / "file" / "spool.db").open()
+    (tmp_path / "junk.db").write_bytes(b"this is not a database" * 100)
+    with pytest.raises(StartupError, match=r"^broker\.sqlite_path: cannot open .* journal"):
+        await SqliteJournal(tmp_path / "junk.db").open()

@@ -135,8 +135,9 @@ class MemoryBroker:
                 if msg.failures > queue.settings.max_retries:
                     msg.status, msg.finished_at = Status.FAILED, self._clock()
         self._messages[msg.id] = msg
-        if msg.idempotency_key is not None:
-            queue.idempotency[msg.idempotency_key] = msg.id
+        key = msg.idempotency_key
+        if key is not None and queue.idempotency.get(key, "") < msg.id:
+            queue.idempotency[key] = msg.id  # ids are time-ordered: the newest holds the key
         if msg.status is Status.FAILED:
             queue.dead[msg.id] = None
             return was_running

@@ -22,7 +22,7 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
-from ..errors import Unavailable
+from ..errors import StartupError, Unavailable
 from ..model import Message, Status
 from .records import encode_message
 from .sqlite_store import Lock, Row, Store, unavailable
@@ -90,7 +90,13 @@ class SqliteJournal:
         return messages
 
     def _open(self) -> tuple[list[Message], list[str]]:
-        self._lock.acquire()
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._lock.acquire()
+        except OSError as exc:
+            raise StartupError(
+                f"broker.sqlite_path: cannot use {str(self.path)!r}: {exc}"
+            ) from None
         try:
             return self._store.open()
         except BaseException:

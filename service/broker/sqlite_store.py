@@ -120,7 +120,6 @@ class Store:
         return self._conn
 
     def open(self) -> tuple[list[Message], list[str]]:
-        self.path.parent.mkdir(parents=True, exist_ok=True)
         try:
             self._conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=True)
             self._configure()
