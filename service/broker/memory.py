@@ -109,7 +109,12 @@ class MemoryBroker:
         cannot loop forever. A snapshot only holds what a graceful stop cut short: no failure.
         """
         changed: list[Message] = []
-        for msg in sorted(messages, key=lambda m: (m.finished_at or 0.0, m.id)):
+        # Live ones first, then finals by when they ended (retention and dead-letter order);
+        # what was running goes last: its outcome (a retry or a dead letter) is decided now.
+        order = sorted(
+            messages, key=lambda m: (m.status is Status.RUNNING, m.finished_at or 0.0, m.id)
+        )
+        for msg in order:
             if self._restore(msg, crashed=crashed):
                 changed.append(msg)
         for name in paused:
