@@ -223,3 +223,24 @@ async def test_cancel_and_redrive_are_journaled(tmp_settings: Callable[..., Sett
     async with client_for(settings) as (client, runtime):
         msg = await (await client.get(f"/v1/messages/{dead}")).get_json()
         assert msg["status"] == "queued" and msg["attempts"] == 0
+
+
+async def test_sqlite_synchronous_reaches_the_connection(
+    tmp_settings: Callable[..., Settings],
+) -> None:
+    for setting, level in (("full", 2), ("normal", 1)):
+        settings = tmp_settings(
+            {"work": {"handler": "tests.handlers:echo"}},
+            broker={"backend": "sqlite", "sqlite_synchronous": setting},
+        )
+        async with running(settings) as runtime:
+            journal = runtime.broker._journal  # type: ignore[attr-defined]
+            assert isinstance(journal, SqliteJournal)
+            conn = journal._store.conn  # used on the writer thread only, through _call
+
+            def pragma(name: str, conn: sqlite3.Connection = conn) -> Any:
+                return conn.execute(f"PRAGMA {name}").fetchone()[0]
+
+            got = await journal._call(lambda: pragma("synchronous"))
+            mode = await journal._call(lambda: pragma("journal_mode"))
+            assert (got, mode) == (level, "wal")
