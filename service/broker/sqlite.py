@@ -242,6 +242,8 @@ class SqliteJournal:
         except BaseException as exc:
             log.exception("journal %s: unexpected error in a commit", self.path)
             self._settle([w.future for w in writes], _raiser(exc))
+            with self._cond:
+                self._deletes[:0] = deletes
             return
         self.commits += 1
         self._recovered()
