@@ -1,0 +1,220 @@
+"""GET /v1/events (Server-Sent Events), GET /v1/node and the dashboard page, in process."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from collections.abc import AsyncIterator, Callable
+from typing import Any, cast
+
+import pytest
+from quart.testing.connections import TestHTTPConnection as Connection
+from quart.typing import TestClientProtocol as Client
+from quart.typing import TestHTTPConnectionProtocol
+
+from service import Runtime, Settings, create_app
+from service.api.events import CLIENT_BUFFER, EventHub
+
+from .conftest import client_for, running
+
+Event = tuple[str, Any]
+QUEUES = {
+    "work": {"handler": "tests.handlers:echo", "concurrency": 2},
+    "bad": {"handler": "tests.handlers:fail", "max_retries": 0},
+    "held": {"handler": "tests.handlers:echo"},
+}
+
+
+@pytest.fixture
+async def live(tmp_settings: Callable[..., Settings]) -> AsyncIterator[tuple[Client, Runtime]]:
+    async with client_for(tmp_settings(QUEUES)) as pair:
+        yield pair
+
+
+def parse(data: bytes) -> list[Event]:
+    events = []
+    for block in data.decode().split("\n\n"):
+        name, payload = "message", []
+        for line in block.splitlines():
+            if line.startswith("event: "):
+                name = line[7:]
+            elif line.startswith("data: "):
+                payload.append(line[6:])
+        if payload:
+            events.append((name, json.loads("\n".join(payload))))
+    return events
+
+
+async def collect(
+    conn: TestHTTPConnectionProtocol, until: Callable[[list[Event]], bool], timeout: float = 10
+) -> list[Event]:
+    """Reads the stream until `until(events)` holds; fails after `timeout` seconds."""
+    data = b""
+    async with asyncio.timeout(timeout):
+        while True:
+            data += await conn.receive()
+            events = parse(data[: data.rfind(b"\n\n") + 2])
+            if until(events):
+                return events
+
+
+def messages(events: list[Event]) -> list[dict[str, Any]]:
+    return [doc for name, doc in events if name == "message"]
+
+
+async def test_stream_sends_queue_figures_and_every_transition(
+    live: tuple[Client, Runtime],
+) -> None:
+    client, _ = live
+    async with client.request("/v1/events") as opened:
+        conn = cast(Connection, opened)
+        await conn.send_complete()
+        first = await collect(conn, lambda ev: any(n == "queues" for n, _ in ev))
+        assert conn.status_code == 200
+        assert conn.headers is not None
+        assert conn.headers["Content-Type"].startswith("text/event-stream")
+        queues_doc = next(doc for name, doc in first if name == "queues")
+        assert [q["name"] for q in queues_doc["queues"]] == ["work", "bad", "held"]
+        work = queues_doc["queues"][0]
+        assert set(work["depth"]) == {"scheduled", "queued", "running", "retrying", "dead"}
+        assert work["latency"] == {
+            "wait_s": {"p50": None, "p95": None},
+            "processing_s": {"p50": None, "p95": None},
+        }
+        assert {"loop_lag_ms", "executors", "backend"} <= set(queues_doc["node"])
+
+        msg = await (await client.post("/v1/queues/work/messages", json={"body": 1})).get_json()
+
+        def finished(ev: list[Event]) -> bool:
+            return any(m["id"] == msg["id"] and m["status"] == "succeeded" for m in messages(ev))
+
+        events = await collect(conn, finished)
+        mine = [m for m in messages(events) if m["id"] == msg["id"]]
+        assert [m["status"] for m in mine] == ["queued", "running", "succeeded"]
+        assert mine[-1] == {"id": msg["id"], "queue": "work", "status": "succeeded", "attempts": 1}
+
+        def measured(ev: list[Event]) -> bool:
+            docs = [doc for name, doc in ev if name == "queues"]
+            return (
+                bool(docs) and docs[-1]["queues"][0]["latency"]["processing_s"]["p50"] is not None
+            )
+
+        later = await collect(conn, measured)
+        latency = [doc for name, doc in later if name == "queues"][-1]["queues"][0]["latency"]
+        assert latency["wait_s"]["p50"] is not None
+        assert 0 <= latency["processing_s"]["p50"] <= latency["processing_s"]["p95"] < 5
+        await conn.disconnect()
+
+
+async def test_queue_filter_limits_figures_and_messages(live: tuple[Client, Runtime]) -> None:
+    client, _ = live
+    async with client.request("/v1/events?queue=bad") as conn:
+        await conn.send_complete()
+        await client.post("/v1/queues/work/messages", json={"body": 1})
+        bad = await (await client.post("/v1/queues/bad/messages", json={"body": 2})).get_json()
+
+        def failed(ev: list[Event]) -> bool:
+            return any(m["id"] == bad["id"] and m["status"] == "failed" for m in messages(ev))
+
+        events = await collect(conn, failed)
+        assert {m["queue"] for m in messages(events)} == {"bad"}
+        for name, doc in events:
+            if name == "queues":
+                assert [q["name"] for q in doc["queues"]] == ["bad"]
+        await conn.disconnect()
+
+
+async def test_unknown_queue_filter_is_404(live: tuple[Client, Runtime]) -> None:
+    client, _ = live
+    r = await client.get("/v1/events?queue=nope")
+    assert r.status_code == 404
+    assert r.content_type == "application/problem+json"
+
+
+async def test_stream_ends_when_a_graceful_stop_begins(
+    tmp_settings: Callable[..., Settings],
+) -> None:
+    settings = tmp_settings(QUEUES)
+    async with running(settings) as rt:
+        app = create_app(settings, rt)
+        async with app.test_app() as test_app:
+            client = test_app.test_client()
+            async with client.request("/v1/events") as conn:
+                await conn.send_complete()
+                await collect(conn, lambda ev: bool(ev))
+                rt.request_stop()
+                # the stream closes by itself: leaving this block awaits the response's end
+                async with asyncio.timeout(5):
+                    await cast(Connection, conn)._task
+            r = await client.get("/v1/events")
+            assert r.status_code == 503
+
+
+async def test_a_client_that_falls_behind_is_dropped(
+    tmp_settings: Callable[..., Settings],
+) -> None:
+    settings = tmp_settings({"held": {"handler": "tests.handlers:echo", "max_size": 5000}})
+    async with running(settings) as rt:
+        await rt.broker.pause("held")
+        hub = EventHub(rt)
+        await hub.attach()
+        try:
+            slow = hub.subscribe(None)
+            other = hub.subscribe(["elsewhere"])
+            for start in range(0, CLIENT_BUFFER + 10, 100):
+                await publish_many(rt, 100, start)
+            assert slow.dropped and slow.buffer.qsize() == CLIENT_BUFFER
+            assert hub.subscribers == 1 and not other.dropped and other.buffer.empty()
+            assert hub.dropped_total == 1
+        finally:
+            await hub.detach()
+
+
+async def publish_many(rt: Runtime, count: int, start: int) -> None:
+    import msgspec
+
+    from service.model import Envelope
+
+    envelopes = [Envelope(body=msgspec.Raw(str(start + i).encode())) for i in range(count)]
+    await rt.broker.publish("held", envelopes)
+
+
+async def test_events_and_node_need_the_read_scope(tmp_settings: Callable[..., Settings]) -> None:
+    settings = tmp_settings(QUEUES, auth={"tokens": ["read:r", "publish:p", "admin:a"]})
+    async with client_for(settings) as (client, _):
+        assert (await client.get("/v1/events")).status_code == 401
+        assert (
+            await client.get("/v1/events", headers={"Authorization": "Bearer p"})
+        ).status_code == 403
+        r = await client.get("/v1/node", headers={"Authorization": "Bearer r"})
+        assert r.status_code == 200
+        doc = await r.get_json()
+        assert doc["auth"] is True and doc["scopes"] == ["read"]
+        r = await client.get("/v1/node", headers={"Authorization": "Bearer p"})
+        assert (await r.get_json())["scopes"] == ["publish"]
+        assert (await client.get("/v1/node")).status_code == 401
+        assert (await client.get("/")).status_code == 200  # the page itself is open
+
+
+async def test_node_reports_loop_lag_and_executors(live: tuple[Client, Runtime]) -> None:
+    client, _ = live
+    doc = await (await client.get("/v1/node")).get_json()
+    assert doc["auth"] is False and doc["scopes"] == ["admin", "publish", "read"]
+    assert doc["loop_lag_ms"] >= 0 and doc["draining"] is False
+    assert doc["executors"]["thread"]["size"] == 8
+    assert doc["executors"]["thread"]["busy"] == 0
+
+
+async def test_dashboard_is_one_offline_page(live: tuple[Client, Runtime]) -> None:
+    client, _ = live
+    r = await client.get("/")
+    assert r.status_code == 200 and r.mimetype == "text/html"
+    page = await r.get_data(as_text=True)
+    assert "default-src 'none'" in r.headers["Content-Security-Policy"]
+    assert "http://" not in page and "https://" not in page  # no CDN
+    for asset in ("/static/dashboard.js", "/static/dashboard.css"):
+        assert asset in page
+        served = await client.get(asset)
+        assert served.status_code == 200
+        text = await served.get_data(as_text=True)
+        assert "https://" not in text.replace("http://www.w3.org/", "")
