@@ -10,7 +10,7 @@ from typing import Any, cast
 import pytest
 from quart.testing.connections import TestHTTPConnection as Connection
 from quart.typing import TestClientProtocol as Client
-from quart.typing import TestHTTPConnectionProtocol
+from quart.typing import TestHTTPConnectionProtocol as Stream
 
 from service import Runtime, Settings, create_app
 from service.api.events import CLIENT_BUFFER, EventHub
@@ -46,7 +46,7 @@ def parse(data: bytes) -> list[Event]:
 
 
 async def collect(
-    conn: TestHTTPConnectionProtocol, until: Callable[[list[Event]], bool], timeout: float = 10
+    conn: Stream, until: Callable[[list[Event]], bool], timeout: float = 10
 ) -> list[Event]:
     """Reads the stream until `until(events)` holds; fails after `timeout` seconds."""
     data = b""
