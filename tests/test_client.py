@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 import re
 import time
 from collections.abc import Callable, Iterator
@@ -30,6 +29,7 @@ from service.client import (
 from service.client.errors import error_from
 
 from .conftest import Server, free_port, toml_config
+from .live import start_server
 
 ADMIN, READ, PUBLISH = "adm-token", "read-token", "pub-token"
 QUEUES = """
@@ -59,17 +59,6 @@ max_body_bytes = 4096
 [auth]
 tokens = ["admin:{ADMIN}", "read:{READ}", "publish:{PUBLISH}"]
 """
-
-
-def start_server(tmp: Path, config: str) -> Server:
-    path = tmp / "config.toml"
-    path.write_text(config)
-    port = free_port()
-    env = {k: v for k, v in os.environ.items() if not k.startswith("SPOOL_")}
-    env.update({"SPOOL_SERVER__BIND": f"127.0.0.1:{port}", "PYTHONUNBUFFERED": "1"})
-    server = Server(path, port, tmp / "server.log", env)
-    server.start()
-    return server
 
 
 @pytest.fixture(scope="module")

@@ -37,6 +37,10 @@ def _settings(
     return base, all_headers
 
 
+def _unreachable(base: httpx.URL, call: Call, exc: Exception) -> str:
+    return f"{call.method} {base}{call.path.lstrip('/')}: {exc or type(exc).__name__}"
+
+
 def _request_args(call: Call) -> dict[str, Any]:
     args: dict[str, Any] = {"params": call.params}
     if call.json is not NO_BODY:
@@ -96,7 +100,7 @@ class Client(_Plans):
             try:
                 response = self._http.request(call.method, call.path, **_request_args(call))
             except httpx.HTTPError as exc:
-                raise ConnectionFailed(f"{call.method} {call.path}: {exc!r}") from exc
+                raise ConnectionFailed(_unreachable(self._http.base_url, call, exc)) from exc
             if response.is_success:
                 return response
             delay = budget.delay(response)
@@ -197,7 +201,7 @@ class AsyncClient(_Plans):
             try:
                 response = await self._http.request(call.method, call.path, **_request_args(call))
             except httpx.HTTPError as exc:
-                raise ConnectionFailed(f"{call.method} {call.path}: {exc!r}") from exc
+                raise ConnectionFailed(_unreachable(self._http.base_url, call, exc)) from exc
             if response.is_success:
                 return response
             delay = budget.delay(response)
