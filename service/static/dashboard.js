@@ -114,6 +114,7 @@ async function start() {
   try {
     const doc = await api("GET", "/v1/queues");
     renderQueues(doc.queues);
+    loadDead();
   } catch (err) {
     notice(`Cannot load the queues: ${err.message}`);
   }
@@ -238,7 +239,7 @@ function queueCard(name) {
   fact("Consumers", "consumers");
   fact("Wait p50 / p95", "wait");
   fact("Processing p50 / p95", "processing");
-  fact("Total published / succeeded / failed", "totals");
+  fact("Published / succeeded / failed", "totals");
   const card = el("article", { class: "queue", "data-queue": name, "aria-labelledby": `${id}-t` },
     el("header", {},
       el("h3", { id: `${id}-t`, text: name }),
@@ -306,8 +307,11 @@ function drawChart(entry) {
   const top = Math.max(1, ...SERIES.flatMap((s) => all[s]));
   for (const series of SERIES) {
     const values = all[series];
-    const offset = HISTORY - values.length;
-    const points = values.map((v, i) => `${offset + i},${(100 - (v / top) * 96).toFixed(1)}`).join(" ");
+    // The x axis spans at least a minute, and grows to five minutes as history builds up.
+    const span = Math.max(60, values.length);
+    const step = HISTORY / (span - 1);
+    const offset = span - values.length;
+    const points = values.map((v, i) => `${((offset + i) * step).toFixed(1)},${(100 - (v / top) * 96).toFixed(1)}`).join(" ");
     entry.card.querySelector(`polyline.${series}`).setAttribute("points", points);
     const recent = values.slice(-5);
     const avg = recent.length ? recent.reduce((a, b) => a + b, 0) / recent.length : 0;
