@@ -14,6 +14,7 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from .api import dashboard, events, messages, ops, queues
 from .api.auth import Authenticator
+from .api.hub import EventHub
 from .config import Settings
 from .errors import SpoolError
 from .runtime import Runtime
@@ -50,7 +51,7 @@ def create_app(settings: Settings, runtime: Runtime) -> Quart:
     app.extensions["spool.runtime"] = runtime
     app.extensions["spool.settings"] = settings
     app.extensions["spool.auth"] = Authenticator(settings.auth)
-    event_hub = app.extensions["spool.events"] = events.EventHub(runtime)
+    event_hub = app.extensions["spool.events"] = EventHub(runtime)
     for blueprint in (messages.bp, queues.bp, ops.bp, events.bp, dashboard.bp):
         app.register_blueprint(blueprint)
     app.before_serving(event_hub.attach)

@@ -7,13 +7,16 @@ import json
 from collections.abc import AsyncIterator, Callable
 from typing import Any, cast
 
+import msgspec
 import pytest
 from quart.testing.connections import TestHTTPConnection as Connection
 from quart.typing import TestClientProtocol as Client
 from quart.typing import TestHTTPConnectionProtocol as Stream
 
 from service import Runtime, Settings, create_app
-from service.api.events import CLIENT_BUFFER, EventHub
+from service.api.events import NodeFigures
+from service.api.hub import CLIENT_BUFFER, EventHub
+from service.model import Envelope
 
 from .conftest import client_for, running
 
@@ -171,10 +174,6 @@ async def test_a_client_that_falls_behind_is_dropped(
 
 
 async def publish_many(rt: Runtime, count: int, start: int) -> None:
-    import msgspec
-
-    from service.model import Envelope
-
     envelopes = [Envelope(body=msgspec.Raw(str(start + i).encode())) for i in range(count)]
     await rt.broker.publish("held", envelopes)
 
@@ -218,3 +217,12 @@ async def test_dashboard_is_one_offline_page(live: tuple[Client, Runtime]) -> No
         assert served.status_code == 200
         text = await served.get_data(as_text=True)
         assert "https://" not in text.replace("http://www.w3.org/", "")
+
+
+async def test_openapi_documents_the_live_routes(live: tuple[Client, Runtime]) -> None:
+    client, _ = live
+    spec = await (await client.get("/openapi.json")).get_json()
+    assert {"/v1/events", "/v1/node", "/"} <= set(spec["paths"])
+    assert "text/event-stream" in spec["paths"]["/v1/events"]["get"]["responses"]["200"]["content"]
+    node = await (await client.get("/v1/node")).get_data()
+    msgspec.json.decode(node, type=NodeFigures)  # the answer fits the documented schema
