@@ -4,9 +4,12 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
 from collections.abc import AsyncIterator, Callable
+from pathlib import Path
 from typing import Any, cast
 
+import httpx
 import msgspec
 import pytest
 from quart.testing.connections import TestHTTPConnection as Connection
@@ -18,7 +21,7 @@ from service.api.events import NodeFigures
 from service.api.hub import CLIENT_BUFFER, EventHub
 from service.model import Envelope
 
-from .conftest import client_for, running
+from .conftest import Server, client_for, running, toml_config
 
 Event = tuple[str, Any]
 QUEUES = {
@@ -226,3 +229,23 @@ async def test_openapi_documents_the_live_routes(live: tuple[Client, Runtime]) -
     assert "text/event-stream" in spec["paths"]["/v1/events"]["get"]["responses"]["200"]["content"]
     node = await (await client.get("/v1/node")).get_data()
     msgspec.json.decode(node, type=NodeFigures)  # the answer fits the documented schema
+
+
+def test_open_streams_end_at_a_graceful_stop_over_hypercorn(
+    server_factory: Callable[..., Server], tmp_path: Path
+) -> None:
+    server = server_factory(
+        toml_config(tmp_path, '[queues.work]\nhandler = "tests.handlers:echo"\n')
+    )
+    server.start()
+    started = time.monotonic()
+    with httpx.stream("GET", f"{server.url}/v1/events", timeout=10) as response:
+        assert response.status_code == 200
+        lines = response.iter_lines()
+        assert next(line for line in lines if line.startswith("event:")) == "event: queues"
+        server.signal()
+        for _ in lines:  # ends when the server closes the stream, not at the timeout
+            pass
+    assert time.monotonic() - started < 8
+    assert server.wait_exit(15) == 0
+    assert "Traceback" not in server.log()

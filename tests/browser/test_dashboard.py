@@ -11,7 +11,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -177,6 +177,25 @@ def test_pause_and_resume_from_the_page_reach_the_server(page: Page, server: Ser
         resume.click()
         expect(card(page, "reports").get_by_role("button", name="Pause")).to_be_visible()
         assert not spool.queue("reports").paused
+
+
+def test_the_page_reconnects_after_a_restart(
+    page: Page, server_factory: Callable[..., Server], tmp_path: Path
+) -> None:
+    from playwright.sync_api import expect
+
+    restarted = server_factory(toml_config(tmp_path, QUEUES))
+    restarted.start()
+    page.goto(restarted.url)
+    expect(page.locator("#conn")).to_have_text("live")
+    assert restarted.stop() == 0
+    expect(page.locator("#conn")).to_contain_text("reconnecting")
+    restarted.start()  # same port: the page finds it again by itself
+    expect(page.locator("#conn")).to_have_text("live", timeout=20_000)
+    with Client(restarted.url) as spool:
+        spool.pause("work")
+        spool.publish("work", 1)
+    expect(card(page, "work").locator('td[data-k="queued"]')).to_have_text("1")
 
 
 def test_the_page_fits_a_phone(browser: Browser, server: Server) -> None:
