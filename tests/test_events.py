@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import time
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -249,3 +250,28 @@ def test_open_streams_end_at_a_graceful_stop_over_hypercorn(
     assert time.monotonic() - started < 8
     assert server.wait_exit(15) == 0
     assert "Traceback" not in server.log()
+
+
+def test_a_client_that_stops_reading_is_dropped_over_a_real_socket(
+    server_factory: Callable[..., Server], tmp_path: Path
+) -> None:
+    queue = '[queues.held]\nhandler = "tests.handlers:echo"\nmax_size = 200000\n'
+    server = server_factory(toml_config(tmp_path, queue))
+    server.start()
+    httpx.post(f"{server.url}/v1/queues/held/pause").raise_for_status()
+    with socket.socket() as stalled:
+        stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        stalled.connect(("127.0.0.1", server.port))
+        stalled.sendall(b"GET /v1/events HTTP/1.1\r\nHost: spool\r\n\r\n")  # and never reads
+        deadline = time.monotonic() + 10
+        while httpx.get(f"{server.url}/v1/node").json()["streams"] != 1:
+            assert time.monotonic() < deadline, "the stream never opened"
+            time.sleep(0.05)
+        batch = {"messages": [{"body": "x" * 200} for _ in range(1000)]}
+        for _ in range(150):  # socket buffers take a few MB before the stream's own buffer fills
+            httpx.post(f"{server.url}/v1/queues/held/messages/batch", json=batch, timeout=30)
+            if httpx.get(f"{server.url}/v1/node").json()["streams"] == 0:
+                break
+        assert httpx.get(f"{server.url}/v1/node").json()["streams"] == 0, "never dropped"
+    with httpx.stream("GET", f"{server.url}/v1/events", timeout=10) as response:
+        assert response.status_code == 200  # others are served as before
