@@ -215,7 +215,7 @@ async def test_dashboard_is_one_offline_page(live: tuple[Client, Runtime]) -> No
     page = await r.get_data(as_text=True)
     assert "default-src 'none'" in r.headers["Content-Security-Policy"]
     assert "http://" not in page and "https://" not in page  # no CDN
-    for asset in ("/static/dashboard.js", "/static/dashboard.css"):
+    for asset in ("/static/dashboard.js", "/static/panels.js", "/static/dashboard.css"):
         assert asset in page
         served = await client.get(asset)
         assert served.status_code == 200
