@@ -187,17 +187,12 @@ async function readStream(body, onData) {
   }
 }
 
-let deadRefresh = null;
 function dispatch(event, doc) {
   if (event === "queues") {
     renderQueues(doc.queues);
     if (doc.node) renderNode(doc.node);
-  } else if (event === "message") {
-    if (doc.id === state.lookupId) lookup(doc.id);
-    if (doc.queue === state.deadQueue && (doc.status === "failed" || doc.status === "queued")) {
-      clearTimeout(deadRefresh);
-      deadRefresh = setTimeout(loadDead, 300);
-    }
+  } else if (event === "message" && doc.id === state.lookupId) {
+    lookup(doc.id);
   }
 }
 

@@ -51,6 +51,11 @@ function renderQueues(list) {
       applyScopes();
     }
     updateCard(entry, q);
+    // The shown dead letters follow the queue (at most once a second): a new failure moves
+    // `failed`, a redrive moves `dead`, so the pair changes whenever the list does.
+    const deadMark = `${q.depth.dead}/${q.counts.failed}`;
+    if (q.name === state.deadQueue && entry.deadMark !== undefined && entry.deadMark !== deadMark) loadDead();
+    entry.deadMark = deadMark;
   }
   if (!state.deadQueue && list.length) state.deadQueue = select.value = list[0].name;
 }
