@@ -134,6 +134,8 @@ def test_queues_as_a_table_and_as_json(server: Server) -> None:
     lines = table.stdout.splitlines()
     assert lines[0].split()[:3] == ["QUEUE", "PAUSED", "CONSUMERS"]
     assert [line.split()[0] for line in lines[1:]] == ["work", "bad", "tiny"]
+    flag = spool(None, "queues", "--url", server.url, "--json")  # --url wins over SPOOL_URL
+    assert flag.returncode == 0, flag.stderr
     docs = as_json(spool(server, "queues", "--json"))
     assert [q["name"] for q in docs] == ["work", "bad", "tiny"]
     assert set(docs[0]["depth"]) == {"scheduled", "queued", "running", "retrying", "dead"}
