@@ -155,9 +155,14 @@ def test_a_failed_message_is_redriven_from_the_page(
         assert done.status == "succeeded" and done.result == "healed"
         expect(row).to_have_count(0)
         expect(page.locator("#dead-empty")).to_be_visible()
-        again = spool.publish("poison", {"marker": str(tmp_path / "absent")})
+        later = tmp_path / "later"
+        again = spool.publish("poison", {"marker": str(later)})
         live_row = page.locator(f'#dead-table tr[data-id="{again.id}"]')
         expect(live_row).to_contain_text("ValueError")  # the open list follows by itself
+        later.write_text("fixed too")
+        page.get_by_role("button", name="Redrive all").click()
+        assert spool.wait(again.id, timeout=20).status == "succeeded"
+        expect(live_row).to_have_count(0)
 
         page.fill("#lookup-id", message.id)
         page.keyboard.press("Enter")
