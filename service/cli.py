@@ -14,7 +14,8 @@ import sys
 import threading
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
+from typing import Any
 
 from hypercorn.asyncio import serve as hypercorn_serve
 from hypercorn.config import Config as HypercornConfig
@@ -33,6 +34,8 @@ DEFAULT_CONFIG = "config.toml"
 # Hypercorn's own grace for open connections once the runtime has drained and persisted.
 CONNECTION_GRACE_S = 2.0
 HEALTHCHECK_TIMEOUT_S = 3.0
+# At exit, tasks still running after the drain get this long to honour their cancellation.
+STRAY_TASK_GRACE_S = 1.0
 
 
 def config_path(explicit: str | None) -> str | None:
@@ -88,19 +91,47 @@ def healthcheck(settings: Settings) -> int:
 def run_server(settings: Settings) -> int:
     setup_logging(settings.log)
     runtime = Runtime(settings)
+    stray = False
     try:
-        code = asyncio.run(serve(settings, runtime))
+        code, stray = run_loop(serve(settings, runtime))
     except BaseExceptionGroup as group:
         code = report_start_failure(settings, first_leaf(group))
     except (SpoolError, OSError) as exc:
         code = report_start_failure(settings, exc)
-    if runtime.executors.abandoned_threads or threading.active_count() > 1:
+    if stray or runtime.executors.abandoned_threads or threading.active_count() > 1:
         # Handler threads that overran cannot be joined; they must not hold up the exit.
         logging.shutdown()
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)
     return code
+
+
+def run_loop(main: Coroutine[Any, Any, int]) -> tuple[int, bool]:
+    """asyncio.run(main), except that tasks which ignore their cancellation (an async handler
+    that swallows CancelledError) get STRAY_TASK_GRACE_S, not forever: asyncio.run would
+    wait for them. Returns (exit code, whether such tasks were left behind)."""
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    try:
+        code = loop.run_until_complete(main)
+        pending = asyncio.all_tasks(loop)
+        for task in pending:
+            task.cancel()
+        if pending:
+            done, left = loop.run_until_complete(asyncio.wait(pending, timeout=STRAY_TASK_GRACE_S))
+            for task in done:
+                if not task.cancelled() and task.exception() is not None:
+                    log.error("task %s failed at exit", task.get_name(), exc_info=task.exception())
+            if left:
+                log.warning("%d handler tasks ignore cancellation; exiting without them", len(left))
+                return code, True
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        return code, False
+    finally:
+        asyncio.set_event_loop(None)
+        if not loop.is_running():
+            loop.close()
 
 
 def first_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException:

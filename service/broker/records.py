@@ -7,6 +7,8 @@ import msgspec
 
 from ..model import ErrorInfo, Message, Status
 
+NO_RESULT = msgspec.Raw(b"")
+
 
 class MessageRecord(msgspec.Struct, omit_defaults=True, forbid_unknown_fields=True):
     id: str
@@ -19,7 +21,9 @@ class MessageRecord(msgspec.Struct, omit_defaults=True, forbid_unknown_fields=Tr
     scheduled_for: float | None = None
     attempts: int = 0
     failures: int = 0
-    result: msgspec.Raw | None = None
+    # Raw | None would decode every non-null result as a validation error; an absent
+    # field (the empty Raw) stands for "no result" instead.
+    result: msgspec.Raw = NO_RESULT
     error: ErrorInfo | None = None
     started_at: float | None = None
     finished_at: float | None = None
@@ -43,7 +47,7 @@ def encode_message(msg: Message) -> bytes:
             scheduled_for=msg.scheduled_for,
             attempts=msg.attempts,
             failures=msg.failures,
-            result=msgspec.Raw(msg.result) if msg.result is not None else None,
+            result=msgspec.Raw(msg.result) if msg.result is not None else NO_RESULT,
             error=msg.error,
             started_at=msg.started_at,
             finished_at=msg.finished_at,
@@ -67,7 +71,7 @@ def decode_message(data: bytes | str) -> Message:
         scheduled_for=rec.scheduled_for,
         attempts=rec.attempts,
         failures=rec.failures,
-        result=bytes(rec.result) if rec.result is not None else None,
+        result=bytes(rec.result) or None,
         error=rec.error,
         started_at=rec.started_at,
         finished_at=rec.finished_at,
