@@ -15,7 +15,7 @@ from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 from .api import messages, ops, queues
 from .api.auth import Authenticator
 from .config import Settings
-from .errors import SpoolError
+from .errors import HeadersTooLarge, SpoolError, UriTooLong
 from .runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -23,7 +23,14 @@ access_log = logging.getLogger("service.access")
 
 PROBLEM = "application/problem+json"
 REQUEST_ID_HEADER = "X-Request-ID"
+# A client that sends its body this slowly is cut off with a 408.
 BODY_TIMEOUT_S = 10
+# Request heads: the target (path + query) and the header block. Hypercorn refuses a head
+# that trickles in past its own bound (cli.MAX_HEAD_BYTES); these catch one that arrives
+# whole, with a problem+json answer.
+MAX_TARGET_BYTES = 8 * 1024
+MAX_HEADER_BYTES = 16 * 1024
+MAX_HEADERS = 100
 
 
 def problem(
@@ -38,6 +45,17 @@ def problem(
     if extra:
         doc.update(extra)
     return Response(msgspec.json.encode(doc), status=status, content_type=PROBLEM)
+
+
+def check_head(scope: Any) -> None:
+    """414 / 431 for a request target or header block over the bounds above."""
+    if len(scope["raw_path"]) + len(scope["query_string"]) > MAX_TARGET_BYTES:
+        raise UriTooLong(f"the request target exceeds {MAX_TARGET_BYTES} bytes")
+    headers = scope["headers"]
+    if len(headers) > MAX_HEADERS or sum(len(k) + len(v) for k, v in headers) > MAX_HEADER_BYTES:
+        raise HeadersTooLarge(
+            f"send at most {MAX_HEADERS} headers and {MAX_HEADER_BYTES} bytes of them"
+        )
 
 
 def create_app(settings: Settings, runtime: Runtime) -> Quart:
@@ -59,6 +77,7 @@ def create_app(settings: Settings, runtime: Runtime) -> Quart:
     async def start_request() -> None:
         g.started = time.perf_counter()
         g.request_id = request.headers.get(REQUEST_ID_HEADER, "")[:200] or uuid.uuid4().hex
+        check_head(request.scope)
 
     @app.after_request
     async def finish_request(response: Response) -> Response:

@@ -34,6 +34,8 @@ DEFAULT_CONFIG = "config.toml"
 # Hypercorn's own grace for open connections once the runtime has drained and persisted.
 CONNECTION_GRACE_S = 2.0
 HEALTHCHECK_TIMEOUT_S = 3.0
+HEAD_TIMEOUT_S = 5
+MAX_HEAD_BYTES = 32 * 1024  # above app.py's MAX_TARGET_BYTES + MAX_HEADER_BYTES
 # At exit, tasks still running after the drain get this long to honour their cancellation.
 STRAY_TASK_GRACE_S = 1.0
 
@@ -166,6 +168,14 @@ async def serve(settings: Settings, runtime: Runtime) -> int:
     config = HypercornConfig()
     config.bind = [settings.server.bind]
     config.graceful_timeout = CONNECTION_GRACE_S
+    # Hostile clients: a request head must arrive within HEAD_TIMEOUT_S (Hypercorn's idle
+    # timer runs until the head is complete) and fit in MAX_HEAD_BYTES (else 431/400); the
+    # body has the app's BODY_TIMEOUT_S. No read_timeout: it would cut off legitimate
+    # long-polls (GET ?wait=60) and event streams, where the client rightly sends nothing.
+    config.keep_alive_timeout = HEAD_TIMEOUT_S
+    config.h11_max_incomplete_size = MAX_HEAD_BYTES
+    config.read_timeout = None
+    config.include_server_header = False
     config.accesslog = None  # the app logs each request itself, with its request id
     config.errorlog = logging.getLogger("hypercorn.error")
     config.workers = 1  # memory and sqlite hold their queues in this process
