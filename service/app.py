@@ -4,6 +4,7 @@ errors to application/problem+json."""
 from __future__ import annotations
 
 import logging
+import re
 import time
 import uuid
 from typing import Any
@@ -31,6 +32,10 @@ BODY_TIMEOUT_S = 10
 MAX_TARGET_BYTES = 8 * 1024
 MAX_HEADER_BYTES = 16 * 1024
 MAX_HEADERS = 100
+# Label values stay bounded: any other method a client invents is counted as "other".
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+# A client's request id is echoed and logged only when it is short and plain.
+REQUEST_ID = re.compile(r"[\w.:@/+=-]{1,128}", re.ASCII)
 
 
 def problem(
@@ -76,7 +81,8 @@ def create_app(settings: Settings, runtime: Runtime) -> Quart:
     @app.before_request
     async def start_request() -> None:
         g.started = time.perf_counter()
-        g.request_id = request.headers.get(REQUEST_ID_HEADER, "")[:200] or uuid.uuid4().hex
+        given = request.headers.get(REQUEST_ID_HEADER, "")
+        g.request_id = given if REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
         check_head(request.scope)
 
     @app.after_request
@@ -86,16 +92,17 @@ def create_app(settings: Settings, runtime: Runtime) -> Quart:
         response.headers[REQUEST_ID_HEADER] = getattr(g, "request_id", "")
         if started is not None:
             elapsed = time.perf_counter() - started
-            metrics.http_requests.labels(request.method, rule, str(response.status_code)).inc()
-            metrics.http_duration.labels(request.method, rule).observe(elapsed)
+            method = request.method if request.method in METHODS else "other"
+            metrics.http_requests.labels(method, rule, str(response.status_code)).inc()
+            metrics.http_duration.labels(method, rule).observe(elapsed)
             access_log.info(
                 "%s %s %d",
-                request.method,
+                method,
                 request.path,
                 response.status_code,
                 extra={
                     "request_id": g.request_id,
-                    "method": request.method,
+                    "method": method,
                     "route": rule,
                     "status": response.status_code,
                     "duration_ms": round(elapsed * 1000, 3),
