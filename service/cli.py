@@ -24,6 +24,7 @@ from .api.auth import Authenticator
 from .app import create_app
 from .config import Settings, load_settings
 from .errors import SpoolError
+from .executor import stop_helper_processes
 from .handlers.registry import resolve_queue_handlers
 from .logs import setup_logging
 from .runtime import Runtime
@@ -100,6 +101,7 @@ def run_server(settings: Settings) -> int:
         code = report_start_failure(settings, first_leaf(group))
     except (SpoolError, OSError) as exc:
         code = report_start_failure(settings, exc)
+    stop_helper_processes()
     if stray or runtime.executors.abandoned_threads or threading.active_count() > 1:
         # Handler threads that overran cannot be joined; they must not hold up the exit.
         logging.shutdown()

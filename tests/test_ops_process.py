@@ -172,3 +172,45 @@ concurrency = 2
         f"healthz under load: median {statistics.median(timings) * 1000:.1f} ms, max {max(timings) * 1000:.1f} ms"
     )
     assert server.stop() == 0
+
+
+def session_processes(sid: int) -> list[str]:
+    """Processes (zombies included) still in the session `sid`, as 'pid state name'."""
+    left = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            text = stat.read_text()
+        except OSError:
+            continue
+        name_end = text.rindex(")")
+        fields = text[name_end + 2 :].split()
+        if int(fields[3]) == sid:  # state ppid pgrp session
+            left.append(f"{stat.parent.name} {fields[0]} {text[text.index('(') + 1 : name_end]}")
+    return left
+
+
+def test_stop_leaves_no_process_behind(
+    server_factory: Callable[..., Server], tmp_path: Path
+) -> None:
+    queues = """
+[queues.cpu]
+handler = "tests.handlers:spin"
+mode = "process"
+concurrency = 2
+[queues.blocking]
+handler = "tests.handlers:sleep"
+mode = "thread"
+"""
+    server = server_factory(toml_config(tmp_path, queues, "[server]\ngraceful_timeout_s = 1\n"))
+    server.start(timeout=60)
+    with httpx.Client(base_url=server.url, timeout=10) as client:
+        client.post("/v1/queues/cpu/messages", json={"body": {"seconds": 30}})
+        client.post("/v1/queues/blocking/messages", json={"body": {"seconds": 30}})
+        time.sleep(0.5)
+    assert server.process is not None
+    sid = server.process.pid
+    assert server.stop() == 0
+    deadline = time.monotonic() + 5
+    while (left := session_processes(sid)) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    assert left == [], left
