@@ -246,7 +246,11 @@ class Executors:
             for proc in list(getattr(slot.pool, "_processes", {}).values()):
                 if proc.is_alive():
                     proc.kill()
-            slot.pool.shutdown(wait=False, cancel_futures=True)
+        for slot in self._slots:
+            # Its workers are dead, so this returns at once; waiting lets the pool close its
+            # queues, whose semaphores would otherwise be reported leaked at exit.
+            slot.pool.shutdown(wait=True, cancel_futures=True)
+        self._slots.clear()
 
 
 def stop_helper_processes() -> None:

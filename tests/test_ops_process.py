@@ -214,3 +214,4 @@ mode = "thread"
     while (left := session_processes(sid)) and time.monotonic() < deadline:
         time.sleep(0.1)
     assert left == [], left
+    assert "leaked" not in server.log() and "Warning" not in server.log()
