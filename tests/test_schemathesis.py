@@ -65,7 +65,12 @@ mode = "async"
         f"--report-dir={tmp_path / 'report'}",
     ]
     result = subprocess.run(
-        command, capture_output=True, text=True, timeout=BUDGET_S + 70, env=os.environ.copy()
+        command,
+        capture_output=True,
+        text=True,
+        timeout=BUDGET_S + 70,
+        env=os.environ.copy(),
+        cwd=tmp_path,  # schemathesis keeps a cache in its working directory
     )
     output = result.stdout + result.stderr
     assert result.returncode == 0, output[-8000:]

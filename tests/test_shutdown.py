@@ -87,7 +87,7 @@ def test_sigterm_under_load_drains_refuses_and_loses_nothing(
 [queues.work]
 handler = "tests.handlers:async_sleep"
 mode = "async"
-concurrency = 8
+concurrency = 32
 max_size = 100000
 [queues.later]
 handler = "tests.handlers:echo"
@@ -265,3 +265,27 @@ def test_corrupt_or_foreign_snapshot_stops_the_start_and_is_kept(
     assert expect in server.log()
     assert "Traceback" not in server.log()
     assert snapshot.read_bytes() == content
+
+
+def test_a_publish_whose_body_ends_during_the_drain_is_refused(
+    server_factory: Callable[..., Server], tmp_path: Path
+) -> None:
+    """A slow upload that began before the signal must not get a 202 after the snapshot."""
+    import socket
+
+    queues = '[queues.q]\nhandler = "tests.handlers:echo"\n'
+    server = server_factory(config(tmp_path, 1, queues))
+    server.start()
+    body = b'{"body": "late"}'
+    with socket.create_connection(("127.0.0.1", server.port), timeout=20) as sock:
+        sock.sendall(
+            b"POST /v1/queues/q/messages HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
+            b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(body) + body[:5]
+        )
+        time.sleep(0.3)
+        server.signal(signal.SIGTERM)
+        time.sleep(0.5)
+        sock.sendall(body[5:])
+        answer = sock.recv(65536)
+    assert answer.startswith(b"HTTP/1.1 503"), answer
+    assert server.wait_exit(1 + EXIT_MARGIN_S + 5) == 0
