@@ -81,8 +81,10 @@ def healthcheck(settings: Settings) -> int:
     if ":" in host:
         host = f"[{host}]"
     url = f"http://{host}:{settings.server.port}/readyz"
+    # No proxy: an http_proxy in the container's environment must not take the probe away.
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     try:
-        with urllib.request.urlopen(url, timeout=HEALTHCHECK_TIMEOUT_S) as response:
+        with opener.open(url, timeout=HEALTHCHECK_TIMEOUT_S) as response:
             return 0 if response.status == 200 else 1
     except urllib.error.HTTPError as exc:
         print(f"spool: {url} answered {exc.code}", file=sys.stderr)

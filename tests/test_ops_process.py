@@ -6,8 +6,10 @@ from __future__ import annotations
 import json
 import os
 import shutil
+import signal
 import statistics
 import subprocess
+import sys
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -215,3 +217,34 @@ mode = "thread"
         time.sleep(0.1)
     assert left == [], left
     assert "leaked" not in server.log() and "Warning" not in server.log()
+
+
+def run_healthcheck(server: Server, env: dict[str, str] | None = None) -> int:
+    result = subprocess.run(
+        [sys.executable, "-m", "service", "healthcheck", "--config", str(server.config_path)],
+        env={**server.env, **(env or {})},
+        capture_output=True,
+        timeout=30,
+    )
+    return result.returncode
+
+
+def test_healthcheck_command_follows_readiness(
+    server_factory: Callable[..., Server], tmp_path: Path
+) -> None:
+    queues = '[queues.q]\nhandler = "tests.handlers:sleep"\nconcurrency = 1\n'
+    extra = "[server]\ngraceful_timeout_s = 10\n"
+    server = server_factory(toml_config(tmp_path, queues, extra))
+    server.start()
+    # Through a proxy that does not exist, as a container's environment may say.
+    assert run_healthcheck(server, {"http_proxy": "http://127.0.0.1:9"}) == 0
+    bound_any = {"SPOOL_SERVER__BIND": f"0.0.0.0:{server.port}"}
+    assert run_healthcheck(server, bound_any) == 0  # 0.0.0.0 is probed on 127.0.0.1
+    with httpx.Client(base_url=server.url, timeout=10) as client:
+        client.post("/v1/queues/q/messages", json={"body": {"seconds": 3}})
+        time.sleep(0.3)
+    server.signal(signal.SIGTERM)
+    time.sleep(0.3)
+    assert run_healthcheck(server) == 1  # draining: /readyz answers 503
+    assert server.wait_exit(30) == 0
+    assert run_healthcheck(server) == 1  # nothing listens
