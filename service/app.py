@@ -32,6 +32,7 @@ BODY_TIMEOUT_S = 10
 MAX_TARGET_BYTES = 8 * 1024
 MAX_HEADER_BYTES = 16 * 1024
 MAX_HEADERS = 100
+MAX_LOGGED_PATH = 512
 # Label values stay bounded: any other method a client invents is counted as "other".
 METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
 # A client's request id is echoed and logged only when it is short and plain.
@@ -50,6 +51,13 @@ def problem(
     if extra:
         doc.update(extra)
     return Response(msgspec.json.encode(doc), status=status, content_type=PROBLEM)
+
+
+def log_path(scope: Any) -> str:
+    """The path as the client sent it (still percent-encoded): a decoded %0A or %00 must
+    not start a forged line in a text log."""
+    raw: bytes = scope.get("raw_path") or scope["path"].encode("utf-8", "backslashreplace")
+    return raw[:MAX_LOGGED_PATH].decode("ascii", "backslashreplace")
 
 
 def check_head(scope: Any) -> None:
@@ -98,7 +106,7 @@ def create_app(settings: Settings, runtime: Runtime) -> Quart:
             access_log.info(
                 "%s %s %d",
                 method,
-                request.path,
+                log_path(request.scope),
                 response.status_code,
                 extra={
                     "request_id": g.request_id,

@@ -301,6 +301,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     try:
         yield srv
         assert srv.stop() == 0, srv.log()
+        errors = [line for line in srv.log().splitlines() if line[24:29] == "ERROR"]
+        assert "Traceback" not in srv.log() and not errors, srv.log()
     finally:
         srv.kill()
 
@@ -354,3 +356,13 @@ def test_long_poll_is_not_cut_off_by_the_head_or_body_timeouts(server: Server) -
     )
     assert status == 200, raw
     assert took >= 11
+
+
+def test_access_log_cannot_be_forged_through_the_path(server: Server) -> None:
+    forged = "x%0A2026-01-01%2000:00:00,000%20ERROR%20service:%20forged%00"
+    status, _, _ = exchange(server.port, case("forge", get(f"/v1/messages/{forged}")))
+    assert status == 404
+    log = server.log_path.read_bytes()
+    assert b"\x00" not in log
+    assert not any(line.startswith(b"2026-01-01") for line in log.splitlines())
+    assert b"/v1/messages/x%0A2026" in log
