@@ -151,6 +151,13 @@ retry_backoff_max_s = 30
     accepted = [mid for p in publishers for mid in p.accepted]
     assert len(accepted) > 50
 
+    # Consumers kept taking queued work during the drain.
+    during = server.log().split("draining: up to", 1)[1]
+    assert "message succeeded" in during
+    print(
+        f"accepted {len(accepted)}, refused {len(refused)} during the drain, stop took {took:.2f}s"
+    )
+
     snapshot = tmp_path / "snapshot.jsonl"
     records = {r["id"]: r for r in snapshot_lines(snapshot)}
     statuses = {r["status"] for r in records.values()}
