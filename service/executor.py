@@ -246,4 +246,30 @@ class Executors:
             for proc in list(getattr(slot.pool, "_processes", {}).values()):
                 if proc.is_alive():
                     proc.kill()
-            slot.pool.shutdown(wait=False, cancel_futures=True)
+        for slot in self._slots:
+            # Its workers are dead, so this returns at once; waiting lets the pool close its
+            # queues, whose semaphores would otherwise be reported leaked at exit.
+            slot.pool.shutdown(wait=True, cancel_futures=True)
+        self._slots.clear()
+
+
+def stop_helper_processes() -> None:
+    """At process exit: stop and reap multiprocessing's forkserver and resource tracker.
+
+    Both would exit on their own once this process is gone, but as orphans nobody may
+    reap (a container whose init does not wait): `docker stop` must leave no process
+    behind. The stdlib has no public call for this; its own tests use these two.
+    """
+    from multiprocessing import forkserver, resource_tracker
+
+    for helper in (
+        getattr(forkserver, "_forkserver", None),
+        getattr(resource_tracker, "_resource_tracker", None),
+    ):
+        stop = getattr(helper, "_stop", None)
+        if stop is None:
+            continue
+        try:
+            stop()
+        except (OSError, ChildProcessError) as exc:
+            log.debug("stopping a multiprocessing helper failed: %s", exc)
