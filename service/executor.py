@@ -97,6 +97,9 @@ class Executors:
         self._mp = multiprocessing.get_context("forkserver")
         self._free_slots: asyncio.Queue[_ProcessSlot] | None = None
         self._slots: list[_ProcessSlot] = []
+        # Pools whose worker was killed: closed for good at shutdown, so their queues'
+        # semaphores are released rather than reported leaked at exit.
+        self._retired: list[ProcessPoolExecutor] = []
         self.busy = {"thread": 0, "process": 0}
         self.process_restarts = 0
 
@@ -231,6 +234,7 @@ class Executors:
             if proc.is_alive():
                 proc.kill()
         old.shutdown(wait=False, cancel_futures=True)
+        self._retired = [p for p in self._retired if _still_closing(p)] + [old]
         slot.pool = self._new_process_pool()
         self.process_restarts += 1
 
@@ -246,11 +250,18 @@ class Executors:
             for proc in list(getattr(slot.pool, "_processes", {}).values()):
                 if proc.is_alive():
                     proc.kill()
-        for slot in self._slots:
+        for pool in [*(slot.pool for slot in self._slots), *self._retired]:
             # Its workers are dead, so this returns at once; waiting lets the pool close its
             # queues, whose semaphores would otherwise be reported leaked at exit.
-            slot.pool.shutdown(wait=True, cancel_futures=True)
+            pool.shutdown(wait=True, cancel_futures=True)
         self._slots.clear()
+        self._retired.clear()
+
+
+def _still_closing(pool: ProcessPoolExecutor) -> bool:
+    """Whether a retired pool's manager thread still runs (it closes the queues)."""
+    thread = getattr(pool, "_executor_manager_thread", None)
+    return thread is not None and thread.is_alive()
 
 
 def stop_helper_processes() -> None:
