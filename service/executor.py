@@ -250,10 +250,10 @@ class Executors:
             for proc in list(getattr(slot.pool, "_processes", {}).values()):
                 if proc.is_alive():
                     proc.kill()
-        for pool in [*(slot.pool for slot in self._slots), *self._retired]:
+        for process_pool in [*(slot.pool for slot in self._slots), *self._retired]:
             # Its workers are dead, so this returns at once; waiting lets the pool close its
             # queues, whose semaphores would otherwise be reported leaked at exit.
-            pool.shutdown(wait=True, cancel_futures=True)
+            process_pool.shutdown(wait=True, cancel_futures=True)
         self._slots.clear()
         self._retired.clear()
 
