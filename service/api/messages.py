@@ -23,6 +23,7 @@ async def publish(queue: str) -> Response:
     refuse_when_draining(rt)
     rt.broker.cached_stats(queue)  # 404 for an unknown queue before the body is read
     envelope = await read_json(Envelope)
+    refuse_when_draining(rt)  # again: a slow upload may end after the snapshot is written
     (published,) = await rt.broker.publish(queue, [envelope])
     if not published.created:
         return json_response(published.message.view(), 200)
@@ -39,6 +40,7 @@ async def publish_batch(queue: str) -> Response:
     refuse_when_draining(rt)
     rt.broker.cached_stats(queue)
     batch = await read_json(Batch)
+    refuse_when_draining(rt)
     limit = rt.settings.server.max_batch
     if len(batch.messages) > limit:
         raise Invalid(

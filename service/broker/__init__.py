@@ -18,8 +18,18 @@ def create_broker(settings: Settings) -> Broker:
         return MemoryBroker(
             settings.queues, settings.results, snapshot_path=Path(settings.broker.snapshot_path)
         )
+<<<<<<< HEAD
     if backend == "amqp":
         from .amqp import AmqpBroker  # aio-pika loads only where it is used
 
         return AmqpBroker(settings.queues, settings.results, settings.broker.amqp_url)
+=======
+    if backend == "sqlite":
+        from .sqlite import SqliteJournal
+
+        journal = SqliteJournal(
+            Path(settings.broker.sqlite_path), synchronous=settings.broker.sqlite_synchronous
+        )
+        return MemoryBroker(settings.queues, settings.results, journal=journal)
+>>>>>>> main
     raise StartupError(f"broker.backend: {backend!r} is not available in this build")

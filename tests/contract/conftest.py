@@ -18,7 +18,7 @@ from service import Runtime, Settings
 from ..conftest import client_for
 from ..rabbit import delete_spool_queues
 
-BACKENDS = ["memory", "amqp"]
+BACKENDS = ["memory", "sqlite", "amqp"]
 
 # A context manager factory: queues → (client, runtime) on the chosen backend.
 Connect = Callable[..., AbstractAsyncContextManager[tuple[Client, Runtime]]]
