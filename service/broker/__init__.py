@@ -18,12 +18,6 @@ def create_broker(settings: Settings) -> Broker:
         return MemoryBroker(
             settings.queues, settings.results, snapshot_path=Path(settings.broker.snapshot_path)
         )
-<<<<<<< HEAD
-    if backend == "amqp":
-        from .amqp import AmqpBroker  # aio-pika loads only where it is used
-
-        return AmqpBroker(settings.queues, settings.results, settings.broker.amqp_url)
-=======
     if backend == "sqlite":
         from .sqlite import SqliteJournal
 
@@ -31,5 +25,8 @@ def create_broker(settings: Settings) -> Broker:
             Path(settings.broker.sqlite_path), synchronous=settings.broker.sqlite_synchronous
         )
         return MemoryBroker(settings.queues, settings.results, journal=journal)
->>>>>>> main
+    if backend == "amqp":
+        from .amqp import AmqpBroker  # aio-pika loads only where it is used
+
+        return AmqpBroker(settings.queues, settings.results, settings.broker.amqp_url)
     raise StartupError(f"broker.backend: {backend!r} is not available in this build")

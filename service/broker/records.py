@@ -7,9 +7,6 @@ import msgspec
 
 from ..model import ErrorInfo, Message, Status
 
-# msgspec cannot decode `Raw | None`: "no result" is this empty Raw, omitted when encoded.
-NO_RESULT = msgspec.Raw(b"")
-
 
 class MessageRecord(msgspec.Struct, omit_defaults=True, forbid_unknown_fields=True):
     id: str
@@ -22,13 +19,9 @@ class MessageRecord(msgspec.Struct, omit_defaults=True, forbid_unknown_fields=Tr
     scheduled_for: float | None = None
     attempts: int = 0
     failures: int = 0
-<<<<<<< HEAD
-    result: msgspec.Raw = NO_RESULT
-=======
     # Not `Raw | None`: msgspec decodes that union as null-only, and a handler's result may
     # itself be JSON null. UNSET means "no result yet".
     result: msgspec.Raw | msgspec.UnsetType = msgspec.UNSET
->>>>>>> main
     error: ErrorInfo | None = None
     started_at: float | None = None
     finished_at: float | None = None
@@ -52,11 +45,7 @@ def encode_message(msg: Message) -> bytes:
             scheduled_for=msg.scheduled_for,
             attempts=msg.attempts,
             failures=msg.failures,
-<<<<<<< HEAD
-            result=msgspec.Raw(msg.result) if msg.result is not None else NO_RESULT,
-=======
             result=msgspec.Raw(msg.result) if msg.result is not None else msgspec.UNSET,
->>>>>>> main
             error=msg.error,
             started_at=msg.started_at,
             finished_at=msg.finished_at,
@@ -80,11 +69,7 @@ def decode_message(data: bytes | str) -> Message:
         scheduled_for=rec.scheduled_for,
         attempts=rec.attempts,
         failures=rec.failures,
-<<<<<<< HEAD
-        result=bytes(rec.result) if len(rec.result) else None,
-=======
         result=bytes(rec.result) if not isinstance(rec.result, msgspec.UnsetType) else None,
->>>>>>> main
         error=rec.error,
         started_at=rec.started_at,
         finished_at=rec.finished_at,
