@@ -149,6 +149,52 @@ def test_kill_9_of_a_node_under_load_loses_nothing(
         assert cb.get("/v1/queues/load").json()["depth"]["queued"] == 0
 
 
+def test_a_message_that_kills_its_node_is_dead_lettered_not_looped(
+    rabbit: Rabbit, server_factory: Callable[..., Server], tmp_path: Path
+) -> None:
+    crash = f"""
+[broker]
+backend = "amqp"
+amqp_url = "{rabbit.url}"
+
+[queues.crash]
+handler = "tests.handlers:crash"
+mode = "thread"
+max_retries = 0
+"""
+    nodes = [server_factory(crash), server_factory(crash)]
+    try:
+        for node in nodes:
+            node.start()
+        with httpx.Client(base_url=nodes[0].url, timeout=30) as client:
+            # Paused while publishing, so no node dies before the 202 is sent.
+            assert client.post("/v1/queues/crash/pause").status_code == 200
+            r = client.post("/v1/queues/crash/messages", json={"body": "boom"})
+            assert r.status_code == 202
+            mid = r.json()["id"]
+            try:
+                client.post("/v1/queues/crash/resume")
+            except httpx.HTTPError:
+                pass  # this node may die before it answers
+        deadline = time.monotonic() + 30
+        while all(n.process is not None and n.process.poll() is None for n in nodes):
+            assert time.monotonic() < deadline, "no node ran the message"
+            time.sleep(0.05)
+        (survivor,) = [n for n in nodes if n.process is not None and n.process.poll() is None]
+        with httpx.Client(base_url=survivor.url, timeout=30) as client:
+            doc = client.get(f"/v1/messages/{mid}", params={"wait": 20}).json()
+            assert doc["status"] == "failed" and doc["error"]["type"] == "WorkerLost"
+            assert doc["attempts"] == 1  # it was not run again
+            page = client.get("/v1/queues/crash/dead").json()
+            assert [m["id"] for m in page["messages"]] == [mid]
+    finally:
+        for node in nodes:
+            node.kill()
+        import asyncio
+
+        asyncio.run(delete_spool_queues(rabbit.url, ["crash"]))
+
+
 def test_sigterm_of_a_busy_node_gives_its_work_back(
     rabbit: Rabbit, clean: None, server_factory: Callable[..., Server], tmp_path: Path
 ) -> None:
