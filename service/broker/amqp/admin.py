@@ -47,8 +47,12 @@ def apply_event(b: AmqpBroker, body: bytes) -> None:
         b.apply_pause(event)
     elif event.kind == "dropped":
         b.view.tombstones.get(event.queue, set()).discard(event.token)
-    elif event.kind == "marker" and event.token == b._marker:
-        b._caught_up.set()
+    elif event.kind == "marker":
+        if event.token == b._marker:
+            b._caught_up.set()
+        fut = b.syncs.get(event.token)
+        if fut is not None and not fut.done():
+            fut.set_result(None)
 
 
 def spawn(b: AmqpBroker, coro: Coroutine[Any, Any, None]) -> None:

@@ -45,6 +45,7 @@ log = logging.getLogger(__name__)
 START_TIMEOUT_S = 30.0  # to reach RabbitMQ and replay the event history at start
 PUBLISH_WAIT_S = 2.0  # an API write waits this long for a connection, then answers 503
 RECONNECT_MAX_S = 5.0
+SYNC_TIMEOUT_S = 2.0
 
 
 class AmqpBroker:
@@ -77,6 +78,7 @@ class AmqpBroker:
         self._links = 0
         self._offset: int | str = "first"
         self._marker = ""
+        self.syncs: dict[str, asyncio.Future[None]] = {}
         self._caught_up = asyncio.Event()
         self._last_error = ""
 
@@ -225,6 +227,20 @@ class AmqpBroker:
         event = message_event(msg, ver, count)
         await link.publish(topology.EVENTS, admin.encode(event))
         self.view.apply(copy.copy(msg), ver, count)  # a copy: the caller keeps changing msg
+
+    async def sync(self, link: Link, timeout: float = SYNC_TIMEOUT_S) -> None:
+        """Returns once this node has applied every event confirmed before the call (a marker
+        of its own made the round trip through the stream), or after `timeout`."""
+        token = new_id()
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self.syncs[token] = fut
+        try:
+            await link.publish(topology.EVENTS, admin.encode_marker(token))
+            await asyncio.wait_for(fut, timeout)
+        except TimeoutError:
+            log.warning("the events stream lags more than %.1f s behind", timeout)
+        finally:
+            self.syncs.pop(token, None)
 
     def apply_pause(self, event: Event) -> None:
         if event.queue in self.view.paused and self.view.paused[event.queue] != event.paused:

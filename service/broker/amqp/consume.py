@@ -93,6 +93,12 @@ async def claim(
         await delivery.ack()
         return None
     known = b.view.messages.get(msg.id)
+    if delivery.redelivered and (known is None or known.status is not Status.RUNNING):
+        # Its last attempt may have begun on a node that just died: that attempt's event
+        # was confirmed before the handler started, so once this node has caught up with
+        # the stream it knows.
+        await b.sync(link)
+        known = b.view.messages.get(msg.id)
     known_ver = b.view.versions.get(msg.id, -1)
     if known is not None and known_ver // GEN == gen:
         if known.status.final:
