@@ -11,12 +11,12 @@ from typing import TYPE_CHECKING, Any
 import aiormq
 import msgspec
 
-from ...errors import QueueFull
+from ...errors import Conflict, NotFound, QueueFull
 from ...model import Message, Status
 from ..base import QueueCounts, QueueStats, Redriven
-from ..records import decode_message
+from ..records import decode_message, encode_message
 from . import topology
-from .view import GEN, NEW, Event, decode_event, encode_event, event_message, version
+from .view import FINAL, GEN, NEW, Event, decode_event, encode_event, event_message, version
 
 if TYPE_CHECKING:
     from .broker import AmqpBroker
@@ -65,6 +65,22 @@ def spawn(b: AmqpBroker, coro: Coroutine[Any, Any, None]) -> None:
             log.warning("background RabbitMQ call failed", exc_info=task.exception())
 
     task.add_done_callback(done)
+
+
+# ---------------------------------------------------------------------- cancel
+async def cancel(b: AmqpBroker, message_id: str) -> Message:
+    known = b.view.messages.get(message_id)
+    if known is None:
+        raise NotFound(f"message {message_id!r} is not known")
+    if not known.status.cancellable:
+        raise Conflict(f"message {message_id!r} is {known.status.value}; it cannot be cancelled")
+    link = await b.usable_link()
+    gen = b.view.versions[message_id] // GEN
+    msg = decode_message(encode_message(known))
+    msg.status, msg.finished_at = Status.CANCELLED, b.clock()
+    # The copy in RabbitMQ stays until a consumer meets it and drops it (a final status).
+    await b.emit(msg, version(gen, msg.attempts, FINAL), "cancelled", link)
+    return msg
 
 
 # ---------------------------------------------------------------------- pause / resume

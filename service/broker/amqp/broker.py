@@ -23,7 +23,7 @@ import aiormq
 from aio_pika.abc import AbstractIncomingMessage
 
 from ...config import QueueSettings, ResultsSettings
-from ...errors import Conflict, NotFound, StartupError, Unavailable, UnknownQueue
+from ...errors import StartupError, Unavailable, UnknownQueue
 from ...model import Envelope, Message, Status, new_id, now
 from ..base import (
     DeadPage,
@@ -34,11 +34,11 @@ from ..base import (
     QueueStats,
     Redriven,
 )
-from ..records import decode_message, encode_message
+from ..records import encode_message
 from . import admin, consume, publish, topology
 from .consume import Held
 from .link import LINK_ERRORS, Link, redact
-from .view import FINAL, GEN, Event, View, message_event, version
+from .view import Event, View, message_event
 
 log = logging.getLogger(__name__)
 
@@ -257,20 +257,6 @@ class AmqpBroker:
     async def publish(self, queue: str, envelopes: Sequence[Envelope]) -> list[Published]:
         return await publish.publish(self, queue, envelopes)
 
-    def make_message(self, queue: str, env: Envelope, created_at: float) -> Message:
-        delayed = env.delay_s > 0
-        return Message(
-            id=new_id(),
-            queue=queue,
-            status=Status.SCHEDULED if delayed else Status.QUEUED,
-            body=bytes(env.body),
-            headers=env.headers,
-            priority=env.priority,
-            created_at=created_at,
-            scheduled_for=created_at + env.delay_s if delayed else None,
-            idempotency_key=env.idempotency_key,
-        )
-
     async def send(self, link: Link, msg: Message, gen: int) -> None:
         """Puts a message where it waits: the work queue, or the delay ladder while not due."""
         headers = consume.headers_of(msg, gen)
@@ -329,20 +315,7 @@ class AmqpBroker:
 
     # ------------------------------------------------------------------ operator actions
     async def cancel(self, message_id: str) -> Message:
-        known = self.view.messages.get(message_id)
-        if known is None:
-            raise NotFound(f"message {message_id!r} is not known")
-        if not known.status.cancellable:
-            raise Conflict(
-                f"message {message_id!r} is {known.status.value}; it cannot be cancelled"
-            )
-        link = await self.usable_link()
-        gen = self.view.versions[message_id] // GEN
-        msg = decode_message(encode_message(known))
-        msg.status, msg.finished_at = Status.CANCELLED, self.clock()
-        # The copy in RabbitMQ stays until a consumer meets it and drops it (a final status).
-        await self.emit(msg, version(gen, msg.attempts, FINAL), "cancelled", link)
-        return msg
+        return await admin.cancel(self, message_id)
 
     async def pause(self, queue: str) -> QueueStats:
         return await admin.set_paused(self, queue, True)
