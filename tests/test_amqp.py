@@ -250,3 +250,16 @@ async def test_a_channel_that_dies_is_reopened_with_its_connection(nodes: Nodes)
 
 async def _replaced(broker: AmqpBroker, old: object) -> bool:
     return broker.link is not None and broker.link is not old and broker.link.usable
+
+
+async def test_nodes_with_other_queue_arguments_refuse_to_start(
+    amqp_settings: Callable[..., Settings], rabbit: Rabbit
+) -> None:
+    queues = {"work": {"handler": "tests.handlers:echo", "max_size": 10}}
+    async with client_for(amqp_settings(queues)):
+        other = amqp_settings({"work": {"handler": "tests.handlers:echo", "max_size": 20}})
+        broker = AmqpBroker(other.queues, other.results, rabbit.url, start_timeout=10)
+        with pytest.raises(StartupError) as caught:
+            await broker.start()
+        assert str(caught.value).startswith("broker.amqp_url:")
+        assert "other arguments" in str(caught.value)
