@@ -1,0 +1,94 @@
+"""PNG charts for the README's Performance section, drawn from the results document."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+
+def _flat(doc: dict[str, Any]) -> list[dict[str, Any]]:
+    out = []
+    for result in doc["results"]:
+        out.append(result)
+        out.extend(result.get("extra", []))
+    return out
+
+
+def _target(text: str) -> float | None:
+    for token in text.replace(">=", " ").replace("<=", " ").split():
+        try:
+            return float(token)
+        except ValueError:
+            continue
+    return None
+
+
+def draw(doc: dict[str, Any], folder: Path, suffix: str = "") -> list[Path]:
+    paths = []
+    flat = _flat(doc)
+    bars = [
+        r
+        for r in flat
+        if r.get("ratio") is not None and r["id"] not in ("B8", "B5-loop") and not r.get("extra")
+    ]
+    if bars:
+        fig, ax = plt.subplots(figsize=(8, 0.45 * len(bars) + 1.2))
+        labels = [f"{r['id']} {r['title']}" for r in bars]
+        values = [r["ratio"] for r in bars]
+        colors = ["#2e7d32" if r.get("met") else "#c62828" for r in bars]
+        y = range(len(bars))
+        ax.barh(list(y), values, color=colors)
+        for i, r in enumerate(bars):
+            target = _target(r.get("target", ""))
+            if target is not None:
+                ax.plot([target, target], [i - 0.4, i + 0.4], color="black", linewidth=2)
+            lo, hi = r.get("spread") or (r["ratio"], r["ratio"])
+            ax.plot([lo, hi], [i, i], color="black", linewidth=1)
+            ax.text(r["ratio"], i, f" {r['ratio']:.2f}", va="center", fontsize=8)
+        ax.set_yticks(list(y), labels, fontsize=8)
+        ax.invert_yaxis()
+        ax.set_xlabel("ratio (black tick: target; line: spread of the pairs)")
+        ax.set_title("Spool ÷ reference, measured side by side")
+        fig.tight_layout()
+        paths.append(_save(fig, folder / f"ratios{suffix}.png"))
+    peers = [r for r in flat if r["id"].startswith("B4-") and "subject" in r.get("figures", {})]
+    if peers:
+        fig, ax = plt.subplots(figsize=(8, 3))
+        names, values = [], []
+        for r in peers:
+            names += [f"Spool ({r['id'][3:]} run)", r["title"]]
+            values += [r["figures"]["subject"], r["figures"]["reference"]]
+        ax.barh(names, values, color=["#1565c0", "#9e9e9e"] * len(peers))
+        ax.invert_yaxis()
+        ax.set_xlabel("messages handled per second (~20 µs handler, 4 threads)")
+        ax.set_title("B4: Spool and what users would pick instead")
+        fig.tight_layout()
+        paths.append(_save(fig, folder / f"peers{suffix}.png"))
+    b5 = [r for r in flat if r["id"].startswith("B5-") and "subject" in r.get("figures", {})]
+    if b5:
+        fig, ax = plt.subplots(figsize=(8, 3))
+        names = [r["title"] for r in b5]
+        idle = [r["figures"]["reference"] for r in b5]
+        loaded = [r["figures"]["subject"] for r in b5]
+        x = range(len(b5))
+        ax.bar([i - 0.2 for i in x], idle, width=0.4, label="idle", color="#9e9e9e")
+        ax.bar([i + 0.2 for i in x], loaded, width=0.4, label="CPU-bound handlers busy")
+        ax.set_xticks(list(x), names)
+        ax.set_yscale("log")
+        ax.set_ylabel("/healthz p99 (ms, log scale)")
+        ax.set_title("B5: the event loop while handlers burn CPU")
+        ax.legend()
+        fig.tight_layout()
+        paths.append(_save(fig, folder / f"latency{suffix}.png"))
+    return paths
+
+
+def _save(fig: Any, path: Path) -> Path:
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
