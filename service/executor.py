@@ -95,7 +95,10 @@ class _ThreadCall:
     __slots__ = ("_fn", "_lock", "_loop", "_on_return", "abandoned", "state")
 
     def __init__(
-        self, fn: Callable[[], bytes], loop: asyncio.AbstractEventLoop, on_return: Callable[[], None]
+        self,
+        fn: Callable[[], bytes],
+        loop: asyncio.AbstractEventLoop,
+        on_return: Callable[[], None],
     ) -> None:
         self._fn = fn
         self._loop = loop

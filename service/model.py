@@ -22,6 +22,10 @@ class Status(enum.StrEnum):
     FAILED = "failed"
     CANCELLED = "cancelled"
 
+    # Enum's own __hash__ is Python code; a StrEnum member hashes as its str, in C. Statuses
+    # key the per-queue counters, so this runs several times per message.
+    __hash__ = str.__hash__
+
     @property
     def final(self) -> bool:
         return self in FINAL

@@ -282,7 +282,8 @@ class MemoryBroker:
     async def take(self, queue: str) -> Message:
         q = self.queue(queue)
         while True:
-            await q.unpaused.wait()
+            if q.paused:
+                await q.unpaused.wait()
             entry = await q.ready.get()
             msg = self._messages.get(entry[2])
             if msg is None or msg.status is not Status.QUEUED:

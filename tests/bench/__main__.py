@@ -44,7 +44,7 @@ def rows(result: Result) -> list[list[str]]:
     for r in [result, *result.extra]:
         if r is result and result.extra and r.ratio is None:
             continue
-        spread = f"{fmt(r.spread[0])}–{fmt(r.spread[1])}" if r.spread else ""
+        spread = f"{fmt(r.spread[0])}-{fmt(r.spread[1])}" if r.spread else ""
         met = {True: "yes", False: "NO", None: ""}[r.met]
         figures = ""
         if "subject" in r.figures:
@@ -58,10 +58,11 @@ def table(results: list[Result]) -> str:
     head = ["id", "benchmark", "ratio", "spread", "target", "met", "subject vs reference", "note"]
     body = [row for r in results for row in rows(r)]
     widths = [max(len(str(x)) for x in col) for col in zip(head, *body, strict=False)]
-    line = "  ".join("{:<%d}" % w for w in widths)
-    return "\n".join([line.format(*head), line.format(*("-" * w for w in widths))] + [
-        line.format(*row) for row in body
-    ])
+    line = "  ".join(f"{{:<{w}}}" for w in widths)
+    return "\n".join(
+        [line.format(*head), line.format(*("-" * w for w in widths))]
+        + [line.format(*row) for row in body]
+    )
 
 
 def main(argv: list[str] | None = None) -> int:

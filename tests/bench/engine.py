@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import gc
 import json
 import os
@@ -71,7 +72,7 @@ async def with_runtime(settings: Any, body: Callable[[Runtime], Awaitable[Any]])
         runtime.request_stop()
         runtime.request_stop()
         await task
-        if os.path.exists(SNAPSHOT):
+        with contextlib.suppress(FileNotFoundError):
             os.remove(SNAPSHOT)
 
 
@@ -84,7 +85,8 @@ async def publish_and_wait(rt: Runtime, queue: str, items: list[bytes]) -> float
     for i in range(0, len(items), CHUNK):
         await rt.broker.publish(queue, [_envelope.decode(b) for b in items[i : i + CHUNK]])
         await asyncio.sleep(0)
-    while rt.broker.cached_stats(queue).counts.succeeded - before < len(items):
+    # Polling a counter every 2 ms costs the loop less than an event set per message would.
+    while rt.broker.cached_stats(queue).counts.succeeded - before < len(items):  # noqa: ASYNC110
         await asyncio.sleep(0.002)
     elapsed = time.perf_counter() - started
     stats = rt.broker.cached_stats(queue)
@@ -95,8 +97,14 @@ async def publish_and_wait(rt: Runtime, queue: str, items: list[bytes]) -> float
 
 async def spool_rate(n: int) -> float:
     settings = spool_settings(
-        {"b": {"handler": "tests.bench.work:small", "mode": "thread", "concurrency": CONCURRENCY,
-               "max_size": 10 * n}}
+        {
+            "b": {
+                "handler": "tests.bench.work:small",
+                "mode": "thread",
+                "concurrency": CONCURRENCY,
+                "max_size": 10 * n,
+            }
+        }
     )
     items = bodies(n)
     rate: float = await with_runtime(settings, lambda rt: publish_and_wait(rt, "b", items))
@@ -186,7 +194,7 @@ async def memory_per_message(n: int) -> dict[str, float]:
         if queued != n:
             raise BenchFailure(f"{queued} queued, expected {n}")
         await rt.broker.resume("m")
-        while rt.broker.cached_stats("m").counts.succeeded < n:
+        while rt.broker.cached_stats("m").counts.succeeded < n:  # noqa: ASYNC110
             await asyncio.sleep(0.01)
         return {"bytes_per_message": grown / (n - 10), "queued": float(queued)}
 

@@ -73,14 +73,17 @@ def b3(mode: Mode) -> Result:
 def b4(mode: Mode) -> Result:
     result = Result("B4", "peers", "B3's workload: Spool ÷ what users would pick instead")
     n = 5_000 if mode.quick else 20_000
-    for case, title, target in (("taskiq", "taskiq InMemoryBroker", 3.0), ("huey", "Huey MemoryHuey", 1.5)):
+    for case, title, target in (
+        ("taskiq", "taskiq InMemoryBroker", 3.0),
+        ("huey", "Huey MemoryHuey", 1.5),
+    ):
         sub = Result(f"B4-{case}", title, f"Spool engine ÷ {title}, in process")
         _from_child(sub, child(case, pairs=mode.pairs, n=n), at_least=target)
         sub.checks.append(f"every one of {n} messages handled, on both sides")
         result.extra.append(sub)
     result.extra.append(_flask(mode))
     result.met = all(s.met for s in result.extra)
-    result.target = ">= 3× taskiq, >= 1.5× Huey, >= 3× Flask pattern"
+    result.target = ">= 3x taskiq, >= 1.5x Huey, >= 3x Flask pattern"
     return result
 
 
@@ -115,8 +118,13 @@ def _flask(mode: Mode) -> Result:
             def spool_run() -> float:
                 done_before = _spool_done(spool)
                 started = time.perf_counter()
-                load = wrk(spool.url + "/v1/queues/bench/messages", seconds=seconds,
-                           connections=32, body=ONE, cpu=LOAD_CPU)
+                load = wrk(
+                    spool.url + "/v1/queues/bench/messages",
+                    seconds=seconds,
+                    connections=32,
+                    body=ONE,
+                    cpu=LOAD_CPU,
+                )
                 load.check("spool publish", expect=202)
                 accepted["spool"] += load.requests
                 done = _wait_done(lambda: _spool_done(spool), done_before + load.requests)

@@ -149,7 +149,9 @@ class Server:
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise RuntimeError(f"{self.name} exited with {self.process.returncode}: {self.tail()}")
+                raise RuntimeError(
+                    f"{self.name} exited with {self.process.returncode}: {self.tail()}"
+                )
             try:
                 if httpx.get(self.url + self.ready_path, timeout=1).status_code == 200:
                     return

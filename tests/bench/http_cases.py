@@ -131,8 +131,9 @@ def b7(mode: Mode) -> Result:
         durable.stop()
         single = _publish_pair(result, mode, durable, memory, batch=False, target=0.85)
         batches = Result("B7b", "durable batches", "sqlite ÷ memory, messages/s through /batch")
-        durable, memory = _with_backend(tmp, "sqlite", "2"), spool_server(
-            tmp, "spool-memory2", PUBLISH_QUEUE, RETENTION
+        durable, memory = (
+            _with_backend(tmp, "sqlite", "2"),
+            spool_server(tmp, "spool-memory2", PUBLISH_QUEUE, RETENTION),
         )
         single.extra.append(_publish_pair(batches, mode, durable, memory, batch=True, target=0.5))
         return single

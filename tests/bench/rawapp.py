@@ -19,7 +19,6 @@ from hypercorn.asyncio import serve
 from hypercorn.config import Config
 
 
-
 class Envelope(msgspec.Struct):
     body: msgspec.Raw
 
