@@ -12,8 +12,9 @@ import msgspec
 from quart import Quart, Response, g, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from .api import messages, ops, queues
+from .api import dashboard, events, messages, ops, queues
 from .api.auth import Authenticator
+from .api.hub import EventHub
 from .config import Settings
 from .errors import SpoolError
 from .runtime import Runtime
@@ -50,8 +51,11 @@ def create_app(settings: Settings, runtime: Runtime) -> Quart:
     app.extensions["spool.runtime"] = runtime
     app.extensions["spool.settings"] = settings
     app.extensions["spool.auth"] = Authenticator(settings.auth)
-    for blueprint in (messages.bp, queues.bp, ops.bp):
+    event_hub = app.extensions["spool.events"] = EventHub(runtime)
+    for blueprint in (messages.bp, queues.bp, ops.bp, events.bp, dashboard.bp):
         app.register_blueprint(blueprint)
+    app.before_serving(event_hub.attach)
+    app.after_serving(event_hub.detach)
 
     metrics = runtime.metrics
 

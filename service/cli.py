@@ -1,6 +1,8 @@
 """python -m service [serve|check-config|healthcheck] [--config PATH]
 
 Exit codes: 0 ok; 1 the service failed or is not ready; 2 bad config or usage.
+The client commands (publish, get, queues, dead, redrive, pause, resume) live in
+client_cli.py, with their own exit codes.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from collections.abc import Sequence
 from hypercorn.asyncio import serve as hypercorn_serve
 from hypercorn.config import Config as HypercornConfig
 
+from . import client_cli
 from .api.auth import Authenticator
 from .app import create_app
 from .config import Settings, load_settings
@@ -43,7 +46,14 @@ def config_path(explicit: str | None) -> str | None:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m service", description=__doc__.splitlines()[0])
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if argv and argv[0] in client_cli.COMMANDS:
+        return client_cli.main(argv)
+    parser = argparse.ArgumentParser(
+        prog="python -m service",
+        description=__doc__.splitlines()[0],
+        epilog=f"client commands: {', '.join(client_cli.COMMANDS)} (e.g. publish --help)",
+    )
     parser.add_argument(
         "command", nargs="?", default="serve", choices=["serve", "check-config", "healthcheck"]
     )

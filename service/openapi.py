@@ -7,6 +7,7 @@ from typing import Any
 import msgspec
 
 from . import __version__
+from .api.events import NodeFigures, openapi_paths
 from .model import Batch, Envelope, ErrorInfo, MessageView, RedriveRequest
 
 
@@ -79,6 +80,7 @@ _TYPES = (
     QueueList,
     Redriven,
     Readiness,
+    NodeFigures,
 )
 
 
@@ -268,6 +270,7 @@ def openapi_document() -> dict[str, Any]:
             "get": {"summary": "This document", "responses": {"200": {"description": "OpenAPI"}}}
         },
     }
+    paths.update(openapi_paths())
     return {
         "openapi": "3.1.0",
         "info": {

@@ -1,0 +1,180 @@
+"""The live view: `GET /v1/events` (Server-Sent Events) and `GET /v1/node`.
+
+The hub (hub.py) feeds the streams; each has a bounded buffer and a slow one is dropped.
+
+Stream: `event: queues` once a second with `{"queues":[figures + "latency"], "node":{…}}`,
+`event: message` with `{"id","queue","status","attempts"}` on every transition. Streams end
+when a graceful stop begins; a new one is refused with 503 while the node drains.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import msgspec
+from quart import Blueprint, Response, current_app, request
+
+from ..errors import UnknownQueue
+from ..runtime import Runtime
+from .auth import authenticator, requires
+from .common import json_response, refuse_when_draining, runtime
+from .hub import CLIENT_BUFFER, EventHub, Subscription, node_figures
+
+bp = Blueprint("events", __name__)
+
+TICK_S = 1.0  # one `event: queues` a second
+DRAIN_CHECK_S = 0.25  # how soon an open stream notices a graceful stop
+CHUNK_EVENTS = 200  # message events written in one chunk at most
+RECONNECT_MS = 2000
+_encoder = msgspec.json.Encoder()
+
+
+def hub() -> EventHub:
+    found: EventHub = current_app.extensions["spool.events"]
+    return found
+
+
+def sse(event: str, data: Any) -> bytes:
+    return b"event: " + event.encode() + b"\ndata: " + _encoder.encode(data) + b"\n\n"
+
+
+@bp.get("/v1/events")
+@requires("read")
+async def events() -> Response:
+    rt = runtime()
+    wanted = request.args.getlist("queue")
+    for name in wanted:
+        if name not in rt.settings.queues:
+            raise UnknownQueue(f"queue {name!r} is not configured")
+    refuse_when_draining(rt)
+    events_hub = hub()
+    sub = events_hub.subscribe(wanted or None)
+    response = Response(
+        _stream(rt, events_hub, sub),
+        content_type="text/event-stream; charset=utf-8",
+        headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
+    )
+    response.timeout = None  # a stream lasts as long as the client or the node
+    return response
+
+
+async def _stream(rt: Runtime, events_hub: EventHub, sub: Subscription) -> AsyncIterator[bytes]:
+    loop = asyncio.get_running_loop()
+    wanted = sub.queues
+    try:
+        yield f"retry: {RECONNECT_MS}\n\n".encode()
+        next_tick = 0.0
+        while not rt.draining and not sub.dropped:
+            if loop.time() >= next_tick:
+                doc = await events_hub.snapshot()
+                if wanted is not None:
+                    doc = {**doc, "queues": [q for q in doc["queues"] if q["name"] in wanted]}
+                yield sse("queues", doc)
+                next_tick = loop.time() + TICK_S
+            timeout = max(0.0, min(next_tick - loop.time(), DRAIN_CHECK_S))
+            try:
+                first = await asyncio.wait_for(sub.buffer.get(), timeout)
+            except TimeoutError:
+                continue
+            chunk = [sse("message", first)]
+            while len(chunk) < CHUNK_EVENTS and not sub.buffer.empty():
+                chunk.append(sse("message", sub.buffer.get_nowait()))
+            yield b"".join(chunk)
+    finally:
+        events_hub.unsubscribe(sub)
+
+
+@bp.get("/v1/node")
+@requires("publish", "read")
+async def node() -> Response:
+    """This node's figures, and the scopes of the caller's token (what a dashboard may offer)."""
+    rt = runtime()
+    auth = authenticator(current_app.extensions)
+    if auth.enabled:
+        scopes = sorted(auth.scopes_for(request.headers.get("Authorization")))
+    else:
+        scopes = ["admin", "publish", "read"]
+    return json_response(
+        {**node_figures(rt), "auth": auth.enabled, "scopes": scopes, "streams": hub().subscribers}
+    )
+
+
+class ExecutorFigures(msgspec.Struct):
+    busy: int
+    size: int
+
+
+class NodeFigures(msgspec.Struct):
+    """GET /v1/node. The `node` of each `event: queues` is the same without auth/scopes/streams."""
+
+    version: str
+    backend: str
+    draining: bool
+    running: int
+    loop_lag_ms: float
+    max_loop_lag_ms: float
+    executors: dict[str, ExecutorFigures]
+    auth: bool
+    scopes: list[str]
+    streams: int
+
+
+_PROBLEM = {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
+
+
+def openapi_paths() -> dict[str, Any]:
+    """This module's routes and the dashboard's, for /openapi.json."""
+
+    def problems(*codes: int) -> dict[str, Any]:
+        return {str(c): {"description": "problem", "content": _PROBLEM} for c in codes}
+
+    def text(kind: str, description: str) -> dict[str, Any]:
+        return {"description": description, "content": {kind: {"schema": {"type": "string"}}}}
+
+    queue_names = {"type": "string", "pattern": "^[a-z0-9][a-z0-9_.-]{0,63}$"}
+    return {
+        "/v1/events": {
+            "get": {
+                "summary": "Live queue figures and message transitions (Server-Sent Events)",
+                "description": (
+                    'Once a second `event: queues` with `{"queues":[figures + "latency":'
+                    '{"wait_s":{"p50","p95"},"processing_s":{"p50","p95"}}],"node":{…}}` '
+                    "(seconds over the last 5 minutes; null without samples). On every "
+                    'transition `event: message` with `{"id","queue","status","attempts"}`. '
+                    f"A client {CLIENT_BUFFER} events behind is dropped; streams end at a graceful stop."
+                ),
+                "parameters": [
+                    {
+                        "name": "queue",
+                        "in": "query",
+                        "required": False,
+                        "explode": True,
+                        "schema": {"type": "array", "items": queue_names},
+                    }
+                ],
+                "responses": {
+                    "200": text("text/event-stream", "the stream"),
+                    **problems(401, 403, 404, 503),
+                },
+            }
+        },
+        "/v1/node": {
+            "get": {
+                "summary": "This node's figures and the caller's scopes",
+                "responses": {
+                    "200": {
+                        "description": "node figures",
+                        "content": {
+                            "application/json": {
+                                "schema": {"$ref": "#/components/schemas/NodeFigures"}
+                            }
+                        },
+                    },
+                    **problems(401, 403),
+                },
+            }
+        },
+        "/": {"get": {"summary": "The dashboard", "responses": {"200": text("text/html", "page")}}},
+    }

@@ -1,0 +1,93 @@
+"""Delays, priorities, pause / resume."""
+
+from __future__ import annotations
+
+import asyncio
+
+from .conftest import Connect
+from .helpers import figures, get, pause, publish, resume, wait_final
+
+
+async def test_delayed_message_is_scheduled_then_runs(connect: Connect) -> None:
+    async with connect({"q": {"handler": "tests.handlers:echo"}}) as (client, _):
+        msg = await publish(client, "q", "later", delay_s=0.3)
+        assert msg["status"] == "scheduled"
+        assert msg["scheduled_for"] > msg["created_at"]
+        assert (await figures(client, "q"))["depth"]["scheduled"] == 1
+        done = await wait_final(client, msg["id"])
+        assert done["status"] == "succeeded"
+        assert done["started_at"] >= msg["scheduled_for"]
+
+
+async def test_delayed_messages_run_in_due_order(connect: Connect) -> None:
+    queues = {"q": {"handler": "tests.handlers:echo", "concurrency": 1}}
+    async with connect(queues) as (client, _):
+        delays = [0.5, 0.1, 0.3]
+        ids = [(await publish(client, "q", d, delay_s=d))["id"] for d in delays]
+        done = [await wait_final(client, mid) for mid in ids]
+        order = [d["body"] for d in sorted(done, key=lambda d: d["started_at"])]
+        assert order == sorted(delays)
+
+
+async def test_priorities_run_highest_first_fifo_within(connect: Connect) -> None:
+    # Each run takes 20 ms, so start times (millisecond resolution) cannot tie.
+    queues = {"q": {"handler": "tests.handlers:async_sleep", "mode": "async", "concurrency": 1}}
+    async with connect(queues) as (client, _):
+        await pause(client, "q")
+        plan = [(0, "a"), (5, "b"), (9, "c"), (5, "d"), (0, "e"), (9, "f")]
+        ids = [
+            (await publish(client, "q", {"seconds": 0.02, "tag": tag}, priority=p))["id"]
+            for p, tag in plan
+        ]
+        await resume(client, "q")
+        done = [await wait_final(client, mid) for mid in ids]
+        order = [d["body"]["tag"] for d in sorted(done, key=lambda d: d["started_at"])]
+        assert order == ["c", "f", "b", "d", "a", "e"]
+
+
+async def test_due_delayed_message_is_ordered_by_priority(connect: Connect) -> None:
+    async with connect({"q": {"handler": "tests.handlers:echo", "concurrency": 1}}) as (client, _):
+        await pause(client, "q")
+        low = await publish(client, "q", "low", priority=1)
+        high = await publish(client, "q", "high", priority=8, delay_s=0.05)
+        await asyncio.sleep(0.3)  # let the delayed one fall due while paused
+        await resume(client, "q")
+        a, b = await wait_final(client, low["id"]), await wait_final(client, high["id"])
+        assert b["started_at"] <= a["started_at"]
+
+
+async def test_paused_queue_accepts_but_hands_out_nothing(connect: Connect) -> None:
+    async with connect({"q": {"handler": "tests.handlers:echo"}}) as (client, _):
+        await pause(client, "q")
+        msg = await publish(client, "q", 1)
+        r = await client.get(f"/v1/messages/{msg['id']}?wait=0.3")
+        assert (await r.get_json())["status"] == "queued"
+        fig = await figures(client, "q")
+        assert fig["paused"] is True
+        assert fig["depth"]["queued"] == 1
+        await resume(client, "q")
+        assert (await figures(client, "q"))["paused"] is False
+        assert (await wait_final(client, msg["id"]))["status"] == "succeeded"
+
+
+async def test_pause_lets_in_flight_work_finish(connect: Connect) -> None:
+    queues = {"q": {"handler": "tests.handlers:async_sleep", "mode": "async", "concurrency": 1}}
+    async with connect(queues) as (client, _):
+        running = await publish(client, "q", {"seconds": 0.3})
+        for _ in range(100):
+            if (await get(client, running["id"]))["status"] == "running":
+                break
+            await asyncio.sleep(0.01)
+        await pause(client, "q")
+        waiting = await publish(client, "q", {"seconds": 0})
+        assert (await wait_final(client, running["id"]))["status"] == "succeeded"
+        r = await client.get(f"/v1/messages/{waiting['id']}?wait=0.2")
+        assert (await r.get_json())["status"] == "queued"
+
+
+async def test_pause_and_resume_of_unknown_queue_is_404(connect: Connect) -> None:
+    async with connect({"q": {"handler": "tests.handlers:echo"}}) as (client, _):
+        assert (await client.post("/v1/queues/nope/pause")).status_code == 404
+        assert (await client.post("/v1/queues/nope/resume")).status_code == 404
+        assert (await client.get("/v1/queues/nope/dead")).status_code == 404
+        assert (await client.post("/v1/queues/nope/dead/redrive")).status_code == 404
