@@ -246,5 +246,5 @@ async def test_fast_path_and_route_answer_alike(settings: Settings) -> None:
                 answers[fast].append(
                     normalised(await served.client.post(path, headers=headers, **args))
                 )
-    for case, quart, fast in zip(CASES, answers[False], answers[True], strict=True):
-        assert quart == fast, case
+    for case, via_quart, via_fast in zip(CASES, answers[False], answers[True], strict=True):
+        assert via_quart == via_fast, case
