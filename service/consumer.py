@@ -63,7 +63,7 @@ async def run_attempt(runtime: Runtime, message: Message) -> None:
         id=message.id,
         queue=message.queue,
         attempt=message.attempts,
-        headers=message.headers,
+        headers=dict(message.headers),  # the handler's own copy: it cannot touch the message
         options=queue.options,
     )
     extra = {"message_id": message.id, "queue": message.queue, "attempt": message.attempts}

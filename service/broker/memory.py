@@ -18,7 +18,7 @@ from typing import Protocol
 
 from ..config import QueueSettings, ResultsSettings
 from ..errors import Conflict, NotFound, QueueFull, UnknownQueue
-from ..model import Envelope, Message, Status, new_id, now
+from ..model import NO_HEADERS, Envelope, Message, Status, new_id, now
 from . import snapshot
 from .base import (
     DeadPage,
@@ -188,7 +188,9 @@ class MemoryBroker:
                 queue=queue,
                 status=Status.SCHEDULED if env.delay_s > 0 else Status.QUEUED,
                 body=bytes(env.body),
-                headers=env.headers,
+                # Most messages have no headers: they share one empty dict (never mutated;
+                # a handler's context gets a copy), 64 bytes less per held message.
+                headers=env.headers or NO_HEADERS,
                 priority=env.priority,
                 created_at=created_at,
                 scheduled_for=created_at + env.delay_s if env.delay_s > 0 else None,

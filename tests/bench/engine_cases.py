@@ -64,7 +64,7 @@ def b3(mode: Mode) -> Result:
         "in-process publish→done msgs/s, ~20 µs sync handler: Spool ÷ asyncio.Queue + "
         "consumers + run_in_executor",
     )
-    n = 10_000 if mode.quick else 30_000
+    n = 5_000 if mode.quick else 30_000
     _from_child(result, child("b3", pairs=mode.pairs, n=n), at_least=0.7)
     result.checks.append(f"every one of {n} messages succeeded, on both sides, in every run")
     return result
@@ -72,7 +72,7 @@ def b3(mode: Mode) -> Result:
 
 def b4(mode: Mode) -> Result:
     result = Result("B4", "peers", "B3's workload: Spool ÷ what users would pick instead")
-    n = 5_000 if mode.quick else 20_000
+    n = 3_000 if mode.quick else 20_000
     for case, title, target in (
         ("taskiq", "taskiq InMemoryBroker", 3.0),
         ("huey", "Huey MemoryHuey", 1.5),
@@ -108,7 +108,7 @@ def _flask(mode: Mode) -> Result:
         "Flask + queue.Queue + threads",
         "publish→done msgs/s over HTTP: Spool ÷ the Flask pattern (4 worker threads each)",
     )
-    seconds = mode.seconds(4, 2)
+    seconds = mode.seconds(4, 1)
     with workdir() as tmp:
         spool = spool_server(tmp, "spool", FLASK_QUEUE)
         flask = module_server(tmp, "flask", "tests.bench.flask_pattern")
@@ -174,7 +174,7 @@ def b6(mode: Mode) -> Result:
     result = Result(
         "B6", "CPU scaling", "CPU-bound jobs/s (checksum, ~10 ms each): process mode ÷ thread mode"
     )
-    jobs = 40 if mode.quick else 100
+    jobs = 20 if mode.quick else 100
     # Not pinned: this one is about using both CPUs.
     _from_child(result, child("b6", pairs=mode.pairs, n=jobs, cpu=None), at_least=1.6)
     result.figures["unit"] = "jobs/s"

@@ -59,7 +59,7 @@ class Publisher:
         path = PUBLISH + ("/batch" if self.batch else "")
         load = wrk(
             self.server.url + path,
-            seconds=seconds or self.mode.seconds(5, 2),
+            seconds=seconds or self.mode.seconds(5, 1),
             connections=4 if self.batch else CONNECTIONS,
             body=BATCH if self.batch else ONE,
         )
@@ -217,19 +217,24 @@ def b5(mode: Mode) -> Result:
         "loop under CPU load",
         "/healthz p99 while CPU-bound handlers saturate every worker ÷ idle p99",
     )
-    seconds = mode.seconds(4, 2)
+    seconds = mode.seconds(3, 1)
     with workdir() as tmp:
         # Not pinned: the process pool needs both CPUs, and the loop must win them back.
         spool = spool_server(tmp, "spool", LOADED_QUEUES, cpu=None)
         with serving(spool):
             warm(spool)
-            for queue, workers, at_most in (("proc", 2, 3.0), ("thread", 4, 10.0), ("loop", 1, 0)):
+            # (queue, consumers, CPUs its handlers can use at once, target)
+            for queue, workers, cores, at_most in (
+                ("proc", 2, 2, 3.0),
+                ("thread", 4, 1, 10.0),  # one GIL: one CPU's worth, whatever the threads
+                ("loop", 1, 1, 0.0),
+            ):
                 sub = Result(f"B5-{queue}", f"{queue} mode", f"p99 loaded ÷ idle, mode {queue}")
                 published = 0
 
-                def loaded(q: str = queue, w: int = workers) -> float:
+                def loaded(q: str = queue, w: int = workers, c: int = cores) -> float:
                     nonlocal published
-                    published += _saturate(spool.url, q, w, seconds)
+                    published += _saturate(spool.url, q, w, c, seconds)
                     return _healthz_p99(spool, seconds)
 
                 def idle(q: str = queue) -> float:
@@ -255,9 +260,9 @@ def b5(mode: Mode) -> Result:
     return result
 
 
-def _saturate(url: str, queue: str, workers: int, seconds: float) -> int:
+def _saturate(url: str, queue: str, workers: int, cores: int, seconds: float) -> int:
     """Enough ~50 ms jobs to keep every worker busy for the whole measurement, and a little."""
-    count = int(workers * (seconds + 1.0) / CPU_JOB_S) + workers
+    count = int(cores * (seconds + 0.5) / CPU_JOB_S) + workers
     body = {"messages": [{"body": {"data": f"job{i}", "rounds": CPU_ROUNDS}} for i in range(count)]}
     response = httpx.post(f"{url}/v1/queues/{queue}/messages/batch", json=body, timeout=30)
     if response.status_code != 202:
