@@ -31,29 +31,36 @@ def _target(text: str) -> float | None:
 def draw(doc: dict[str, Any], folder: Path, suffix: str = "") -> list[Path]:
     paths = []
     flat = _flat(doc)
-    bars = [
-        r
-        for r in flat
-        if r.get("ratio") is not None and r["id"] not in ("B8", "B5-loop") and not r.get("extra")
-    ]
+    bars = [r for r in flat if r.get("ratio") is not None and r.get("met") is not None]
+    bars = [r for r in bars if not (r.get("extra") and r["id"] in ("B4", "B5"))]
     if bars:
-        fig, ax = plt.subplots(figsize=(8, 0.45 * len(bars) + 1.2))
-        labels = [f"{r['id']} {r['title']}" for r in bars]
-        values = [r["ratio"] for r in bars]
-        colors = ["#2e7d32" if r.get("met") else "#c62828" for r in bars]
-        y = range(len(bars))
-        ax.barh(list(y), values, color=colors)
+        fig, ax = plt.subplots(figsize=(8, 0.45 * len(bars) + 1.4))
+        scores, labels = [], []
+        for r in bars:
+            target = _target(r.get("target", "")) or 1.0
+            at_most = r.get("target", "").startswith("<=")
+            scores.append(target / r["ratio"] if at_most else r["ratio"] / target)
+            labels.append(f"{r['id']} {r['title']}")
+        y = list(range(len(bars)))
+        ax.barh(
+            y,
+            [min(s, 2.0) for s in scores],
+            color=["#2e7d32" if r.get("met") else "#c62828" for r in bars],
+        )
+        ax.axvline(1.0, color="black", linewidth=1.5)
         for i, r in enumerate(bars):
-            target = _target(r.get("target", ""))
-            if target is not None:
-                ax.plot([target, target], [i - 0.4, i + 0.4], color="black", linewidth=2)
-            lo, hi = r.get("spread") or (r["ratio"], r["ratio"])
-            ax.plot([lo, hi], [i, i], color="black", linewidth=1)
-            ax.text(r["ratio"], i, f" {r['ratio']:.2f}", va="center", fontsize=8)
-        ax.set_yticks(list(y), labels, fontsize=8)
+            ax.text(
+                min(scores[i], 2.0) + 0.02,
+                i,
+                f"{r['ratio']:.3g} (target {r['target']})",
+                va="center",
+                fontsize=8,
+            )
+        ax.set_yticks(y, labels, fontsize=8)
         ax.invert_yaxis()
-        ax.set_xlabel("ratio (black tick: target; line: spread of the pairs)")
-        ax.set_title("Spool ÷ reference, measured side by side")
+        ax.set_xlim(0, 2.6)
+        ax.set_xlabel("share of the target reached (1 = target met; capped at 2)")
+        ax.set_title("Spool against its targets (ratios measured side by side)")
         fig.tight_layout()
         paths.append(_save(fig, folder / f"ratios{suffix}.png"))
     peers = [r for r in flat if r["id"].startswith("B4-") and "subject" in r.get("figures", {})]

@@ -338,8 +338,10 @@ def load_average() -> list[float]:
 
 
 def versions() -> dict[str, str]:
-    found = {"python": platform.python_version()}
-    for name in ("spool", "quart", "hypercorn", "msgspec", "uvloop", "taskiq", "huey", "flask"):
+    from service import __version__
+
+    found = {"python": platform.python_version(), "spool": __version__}
+    for name in ("quart", "hypercorn", "msgspec", "uvloop", "taskiq", "huey", "flask"):
         try:
             found[name] = metadata.version(name)
         except metadata.PackageNotFoundError:
