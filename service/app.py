@@ -4,6 +4,7 @@ errors to application/problem+json."""
 from __future__ import annotations
 
 import logging
+import re
 import time
 import uuid
 from typing import Any
@@ -16,7 +17,7 @@ from .api import dashboard, events, messages, ops, queues
 from .api.auth import Authenticator
 from .api.hub import EventHub
 from .config import Settings
-from .errors import SpoolError
+from .errors import HeadersTooLarge, SpoolError, UriTooLong
 from .runtime import Runtime
 
 log = logging.getLogger(__name__)
@@ -24,7 +25,19 @@ access_log = logging.getLogger("service.access")
 
 PROBLEM = "application/problem+json"
 REQUEST_ID_HEADER = "X-Request-ID"
+# A client that sends its body this slowly is cut off with a 408.
 BODY_TIMEOUT_S = 10
+# Request heads: the target (path + query) and the header block. Hypercorn refuses a head
+# that trickles in past its own bound (cli.MAX_HEAD_BYTES); these catch one that arrives
+# whole, with a problem+json answer.
+MAX_TARGET_BYTES = 8 * 1024
+MAX_HEADER_BYTES = 16 * 1024
+MAX_HEADERS = 100
+MAX_LOGGED_PATH = 512
+# Label values stay bounded: any other method a client invents is counted as "other".
+METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
+# A client's request id is echoed and logged only when it is short and plain.
+REQUEST_ID = re.compile(r"[\w.:@/+=-]{1,128}", re.ASCII)
 
 
 def problem(
@@ -39,6 +52,24 @@ def problem(
     if extra:
         doc.update(extra)
     return Response(msgspec.json.encode(doc), status=status, content_type=PROBLEM)
+
+
+def log_path(scope: Any) -> str:
+    """The path as the client sent it (still percent-encoded): a decoded %0A or %00 must
+    not start a forged line in a text log."""
+    raw: bytes = scope.get("raw_path") or scope["path"].encode("utf-8", "backslashreplace")
+    return raw[:MAX_LOGGED_PATH].decode("ascii", "backslashreplace")
+
+
+def check_head(scope: Any) -> None:
+    """414 / 431 for a request target or header block over the bounds above."""
+    if len(scope["raw_path"]) + len(scope["query_string"]) > MAX_TARGET_BYTES:
+        raise UriTooLong(f"the request target exceeds {MAX_TARGET_BYTES} bytes")
+    headers = scope["headers"]
+    if len(headers) > MAX_HEADERS or sum(len(k) + len(v) for k, v in headers) > MAX_HEADER_BYTES:
+        raise HeadersTooLarge(
+            f"send at most {MAX_HEADERS} headers and {MAX_HEADER_BYTES} bytes of them"
+        )
 
 
 def create_app(settings: Settings, runtime: Runtime) -> Quart:
@@ -62,7 +93,9 @@ def create_app(settings: Settings, runtime: Runtime) -> Quart:
     @app.before_request
     async def start_request() -> None:
         g.started = time.perf_counter()
-        g.request_id = request.headers.get(REQUEST_ID_HEADER, "")[:200] or uuid.uuid4().hex
+        given = request.headers.get(REQUEST_ID_HEADER, "")
+        g.request_id = given if REQUEST_ID.fullmatch(given) else uuid.uuid4().hex
+        check_head(request.scope)
 
     @app.after_request
     async def finish_request(response: Response) -> Response:
@@ -71,16 +104,17 @@ def create_app(settings: Settings, runtime: Runtime) -> Quart:
         response.headers[REQUEST_ID_HEADER] = getattr(g, "request_id", "")
         if started is not None:
             elapsed = time.perf_counter() - started
-            metrics.http_requests.labels(request.method, rule, str(response.status_code)).inc()
-            metrics.http_duration.labels(request.method, rule).observe(elapsed)
+            method = request.method if request.method in METHODS else "other"
+            metrics.http_requests.labels(method, rule, str(response.status_code)).inc()
+            metrics.http_duration.labels(method, rule).observe(elapsed)
             access_log.info(
                 "%s %s %d",
-                request.method,
-                request.path,
+                method,
+                log_path(request.scope),
                 response.status_code,
                 extra={
                     "request_id": g.request_id,
-                    "method": request.method,
+                    "method": method,
                     "route": rule,
                     "status": response.status_code,
                     "duration_ms": round(elapsed * 1000, 3),

@@ -16,7 +16,8 @@ import sys
 import threading
 import urllib.error
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Coroutine, Sequence
+from typing import Any
 
 from hypercorn.asyncio import serve as hypercorn_serve
 from hypercorn.config import Config as HypercornConfig
@@ -27,6 +28,7 @@ from .api.fastpath import FastPublish
 from .app import create_app
 from .config import Settings, load_settings
 from .errors import SpoolError
+from .executor import stop_helper_processes
 from .handlers.registry import resolve_queue_handlers
 from .logs import setup_logging
 from .runtime import Runtime
@@ -37,6 +39,10 @@ DEFAULT_CONFIG = "config.toml"
 # Hypercorn's own grace for open connections once the runtime has drained and persisted.
 CONNECTION_GRACE_S = 2.0
 HEALTHCHECK_TIMEOUT_S = 3.0
+HEAD_TIMEOUT_S = 5
+MAX_HEAD_BYTES = 32 * 1024  # above app.py's MAX_TARGET_BYTES + MAX_HEADER_BYTES
+# At exit, tasks still running after the drain get this long to honour their cancellation.
+STRAY_TASK_GRACE_S = 1.0
 
 
 def config_path(explicit: str | None) -> str | None:
@@ -86,8 +92,10 @@ def healthcheck(settings: Settings) -> int:
     if ":" in host:
         host = f"[{host}]"
     url = f"http://{host}:{settings.server.port}/readyz"
+    # No proxy: an http_proxy in the container's environment must not take the probe away.
+    opener = urllib.request.build_opener(urllib.request.ProxyHandler({}))
     try:
-        with urllib.request.urlopen(url, timeout=HEALTHCHECK_TIMEOUT_S) as response:
+        with opener.open(url, timeout=HEALTHCHECK_TIMEOUT_S) as response:
             return 0 if response.status == 200 else 1
     except urllib.error.HTTPError as exc:
         print(f"spool: {url} answered {exc.code}", file=sys.stderr)
@@ -99,19 +107,48 @@ def healthcheck(settings: Settings) -> int:
 def run_server(settings: Settings) -> int:
     setup_logging(settings.log)
     runtime = Runtime(settings)
+    stray = False
     try:
-        code = asyncio.run(serve(settings, runtime))
+        code, stray = run_loop(serve(settings, runtime))
     except BaseExceptionGroup as group:
         code = report_start_failure(settings, first_leaf(group))
     except (SpoolError, OSError) as exc:
         code = report_start_failure(settings, exc)
-    if runtime.executors.abandoned_threads or threading.active_count() > 1:
+    stop_helper_processes()
+    if stray or runtime.executors.abandoned_threads or threading.active_count() > 1:
         # Handler threads that overran cannot be joined; they must not hold up the exit.
         logging.shutdown()
         sys.stdout.flush()
         sys.stderr.flush()
         os._exit(code)
     return code
+
+
+def run_loop(main: Coroutine[Any, Any, int]) -> tuple[int, bool]:
+    """asyncio.run(main), except that tasks which ignore their cancellation (an async handler
+    that swallows CancelledError) get STRAY_TASK_GRACE_S, not forever: asyncio.run would
+    wait for them. Returns (exit code, whether such tasks were left behind)."""
+    loop = asyncio.new_event_loop()
+    asyncio.set_event_loop(loop)
+    try:
+        code = loop.run_until_complete(main)
+        pending = asyncio.all_tasks(loop)
+        for task in pending:
+            task.cancel()
+        if pending:
+            done, left = loop.run_until_complete(asyncio.wait(pending, timeout=STRAY_TASK_GRACE_S))
+            for task in done:
+                if not task.cancelled() and task.exception() is not None:
+                    log.error("task %s failed at exit", task.get_name(), exc_info=task.exception())
+            if left:
+                log.warning("%d handler tasks ignore cancellation; exiting without them", len(left))
+                return code, True
+        loop.run_until_complete(loop.shutdown_asyncgens())
+        return code, False
+    finally:
+        asyncio.set_event_loop(None)
+        if not loop.is_running():
+            loop.close()
 
 
 def first_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException:
@@ -146,6 +183,14 @@ async def serve(settings: Settings, runtime: Runtime) -> int:
     config = HypercornConfig()
     config.bind = [settings.server.bind]
     config.graceful_timeout = CONNECTION_GRACE_S
+    # Hostile clients: a request head must arrive within HEAD_TIMEOUT_S (Hypercorn's idle
+    # timer runs until the head is complete) and fit in MAX_HEAD_BYTES (else 431/400); the
+    # body has the app's BODY_TIMEOUT_S. No read_timeout: it would cut off legitimate
+    # long-polls (GET ?wait=60) and event streams, where the client rightly sends nothing.
+    config.keep_alive_timeout = HEAD_TIMEOUT_S
+    config.h11_max_incomplete_size = MAX_HEAD_BYTES
+    config.read_timeout = None
+    config.include_server_header = False
     config.accesslog = None  # the app logs each request itself, with its request id
     config.errorlog = logging.getLogger("hypercorn.error")
     config.workers = 1  # memory and sqlite hold their queues in this process

@@ -103,12 +103,8 @@ async def run_attempt(runtime: Runtime, message: Message) -> None:
     qmetrics.processed[finished.outcome].inc()
     if isinstance(outcome, Failed) and outcome.timed_out:
         qmetrics.timeouts.inc()
-    # A success is one debug line (the metrics count it); a failure was logged above as a
-    # warning. An info line per message would cost the loop a write per message.
-    level = logging.DEBUG if finished.outcome == "succeeded" else logging.INFO
-    if log.isEnabledFor(level):
-        log.log(
-            level,
+    if log.isEnabledFor(logging.INFO):
+        log.info(
             "message %s",
             finished.outcome,
             extra={**extra, "duration_ms": round(duration * 1000, 3), "outcome": finished.outcome},

@@ -70,6 +70,12 @@ class PayloadTooLarge(SpoolError):
     slug = "too-large"
 
 
+class UriTooLong(SpoolError):
+    status = 414
+    title = "URI too long"
+    slug = "uri-too-long"
+
+
 class UnsupportedMediaType(SpoolError):
     status = 415
     title = "Unsupported media type"
@@ -92,6 +98,12 @@ class QueueFull(SpoolError):
     status = 429
     title = "Queue full"
     slug = "queue-full"
+
+
+class HeadersTooLarge(SpoolError):
+    status = 431
+    title = "Request header fields too large"
+    slug = "headers-too-large"
 
 
 class Unavailable(SpoolError):

@@ -146,6 +146,9 @@ class Executors:
         self._mp = multiprocessing.get_context("forkserver")
         self._free_slots: asyncio.Queue[_ProcessSlot] | None = None
         self._slots: list[_ProcessSlot] = []
+        # Pools whose worker was killed: closed for good at shutdown, so their queues'
+        # semaphores are released rather than reported leaked at exit.
+        self._retired: list[ProcessPoolExecutor] = []
         self.busy = {"thread": 0, "process": 0}
         self.process_restarts = 0
 
@@ -284,6 +287,7 @@ class Executors:
             if proc.is_alive():
                 proc.kill()
         old.shutdown(wait=False, cancel_futures=True)
+        self._retired = [p for p in self._retired if _still_closing(p)] + [old]
         slot.pool = self._new_process_pool()
         self.process_restarts += 1
 
@@ -299,4 +303,37 @@ class Executors:
             for proc in list(getattr(slot.pool, "_processes", {}).values()):
                 if proc.is_alive():
                     proc.kill()
-            slot.pool.shutdown(wait=False, cancel_futures=True)
+        for process_pool in [*(slot.pool for slot in self._slots), *self._retired]:
+            # Its workers are dead, so this returns at once; waiting lets the pool close its
+            # queues, whose semaphores would otherwise be reported leaked at exit.
+            process_pool.shutdown(wait=True, cancel_futures=True)
+        self._slots.clear()
+        self._retired.clear()
+
+
+def _still_closing(pool: ProcessPoolExecutor) -> bool:
+    """Whether a retired pool's manager thread still runs (it closes the queues)."""
+    thread = getattr(pool, "_executor_manager_thread", None)
+    return thread is not None and thread.is_alive()
+
+
+def stop_helper_processes() -> None:
+    """At process exit: stop and reap multiprocessing's forkserver and resource tracker.
+
+    Both would exit on their own once this process is gone, but as orphans nobody may
+    reap (a container whose init does not wait): `docker stop` must leave no process
+    behind. The stdlib has no public call for this; its own tests use these two.
+    """
+    from multiprocessing import forkserver, resource_tracker
+
+    for helper in (
+        getattr(forkserver, "_forkserver", None),
+        getattr(resource_tracker, "_resource_tracker", None),
+    ):
+        stop = getattr(helper, "_stop", None)
+        if stop is None:
+            continue
+        try:
+            stop()
+        except (OSError, ChildProcessError) as exc:
+            log.debug("stopping a multiprocessing helper failed: %s", exc)

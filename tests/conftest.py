@@ -20,6 +20,7 @@ import pytest
 from quart.typing import TestClientProtocol as Client
 
 from service import Runtime, Settings, create_app
+from service.broker import Broker
 from service.config import settings_from_dict
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -33,9 +34,9 @@ def make_settings(queues: dict[str, dict[str, Any]], **sections: dict[str, Any])
 
 
 @asynccontextmanager
-async def running(settings: Settings) -> AsyncIterator[Runtime]:
+async def running(settings: Settings, broker: Broker | None = None) -> AsyncIterator[Runtime]:
     """A Runtime whose run() is a task of this test; stopped (drained) on exit."""
-    runtime = Runtime(settings)
+    runtime = Runtime(settings, broker=broker)
     task = asyncio.create_task(runtime.run())
     ready = asyncio.create_task(runtime.ready.wait())
     await asyncio.wait({task, ready}, return_when=asyncio.FIRST_COMPLETED)
@@ -51,8 +52,10 @@ async def running(settings: Settings) -> AsyncIterator[Runtime]:
 
 
 @asynccontextmanager
-async def client_for(settings: Settings) -> AsyncIterator[tuple[Client, Runtime]]:
-    async with running(settings) as runtime:
+async def client_for(
+    settings: Settings, broker: Broker | None = None
+) -> AsyncIterator[tuple[Client, Runtime]]:
+    async with running(settings, broker) as runtime:
         app = create_app(settings, runtime)
         async with app.test_app() as test_app:
             yield test_app.test_client(), runtime

@@ -91,7 +91,9 @@ def not_serializable(body: Any) -> Any:
 
 
 def record(body: Any, ctx: HandlerContext) -> str:
-    """Appends the message id to options.path with fsync: proof of processing across crashes."""
+    """Appends the message id to options.path with fsync: proof of processing across crashes.
+    options.sleep_s (default 0) makes it slower, so a backlog builds up under load."""
+    time.sleep(float(ctx.options.get("sleep_s", 0)))
     path = ctx.options["path"]
     fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
     try:

@@ -10,6 +10,7 @@ from quart import Response, current_app, request
 
 from ..errors import BadRequest, Invalid, Unavailable, UnsupportedMediaType
 from ..runtime import Runtime
+from .strict import MAX_DEPTH, check_document
 
 T = TypeVar("T")
 
@@ -61,13 +62,14 @@ def decode_body(kind: type[T], data: bytes) -> T:
         decoder = _decoders[kind] = msgspec.json.Decoder(kind)
     try:
         value: T = decoder.decode(data)
-        return value
     except msgspec.ValidationError as exc:
         raise invalid(str(exc)) from None
     except msgspec.DecodeError as exc:
         raise BadRequest(f"the body is not valid JSON: {exc}") from None
     except RecursionError:
-        raise BadRequest("the body nests JSON too deeply") from None
+        raise BadRequest(f"the body nests JSON deeper than {MAX_DEPTH} levels") from None
+    check_document(data)
+    return value
 
 
 _UNKNOWN = re.compile(r"Object contains unknown field `([^`]+)`")

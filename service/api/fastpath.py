@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
 import time
 import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
@@ -27,6 +26,7 @@ from typing import Any
 
 import msgspec
 
+from ..app import REQUEST_ID, log_path
 from ..config import Settings
 from ..errors import SpoolError
 from ..model import Batch, Envelope
@@ -46,13 +46,14 @@ access_log = logging.getLogger("service.access")
 ROUTE_ONE = "/v1/queues/<queue>/messages"
 ROUTE_BATCH = "/v1/queues/<queue>/messages/batch"
 PREFIX = "/v1/queues/"
-BODY_TIMEOUT_S = 10  # as app.BODY_TIMEOUT_S: past it, the route answers (408)
-# Heads the fast path takes as plain; anything larger is left to the app's own checks.
+# A body not complete within this goes to the app, which then applies its own BODY_TIMEOUT_S
+# (408): a slow client waits at most this much longer than the route alone would let it.
+FAST_BODY_S = 1.0
+# Heads the fast path takes as plain (well inside app.check_head's bounds); anything larger
+# is left to the app's own checks (414/431).
 MAX_HEADERS = 64
 MAX_HEAD_BYTES = 8 * 1024
 MAX_PATH_BYTES = 1024
-# A client's request id is echoed when it is short and plain; any other goes to the app.
-REQUEST_ID = re.compile(r"[\w.:@/+=-]{1,128}", re.ASCII)
 
 
 class FastPublish:
@@ -121,7 +122,7 @@ class FastPublish:
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
         self.answered += 1
-        self._record(route, status, scope["path"], request_id, time.perf_counter() - started)
+        self._record(route, status, log_path(scope), request_id, time.perf_counter() - started)
 
     def _plain_head(self, scope: Scope) -> bool:
         headers = scope["headers"]
@@ -145,7 +146,7 @@ class FastPublish:
         parts: list[bytes] = []
         size = 0
         try:
-            async with asyncio.timeout(BODY_TIMEOUT_S):
+            async with asyncio.timeout(FAST_BODY_S):
                 while True:
                     event = await receive()
                     events.append(event)
@@ -208,7 +209,8 @@ def _mimetype(header: bytes | None) -> str:
 
 
 def _request_id(header: bytes | None) -> str | None:
-    """The id to answer with: a fresh one, the client's plain one, or None (let the app)."""
+    """The id to answer with: a fresh one, the client's plain one (app.REQUEST_ID), or None:
+    the app decides what to do with any other."""
     if not header:
         return uuid.uuid4().hex
     text = header.decode("latin-1")

@@ -25,6 +25,7 @@ async def publish(queue: str) -> Response:
     refuse_when_draining(rt)
     rt.broker.cached_stats(queue)  # 404 for an unknown queue before the body is read
     envelope = await read_json(Envelope)
+    refuse_when_draining(rt)  # again: a slow upload may end after the snapshot is written
     return json_response(*await publish_one(rt, queue, envelope))
 
 
@@ -35,6 +36,7 @@ async def publish_batch(queue: str) -> Response:
     refuse_when_draining(rt)
     rt.broker.cached_stats(queue)
     batch = await read_json(Batch)
+    refuse_when_draining(rt)
     return json_response(*await publish_many(rt, queue, batch))
 
 

@@ -18,4 +18,11 @@ def create_broker(settings: Settings) -> Broker:
         return MemoryBroker(
             settings.queues, settings.results, snapshot_path=Path(settings.broker.snapshot_path)
         )
+    if backend == "sqlite":
+        from .sqlite import SqliteJournal
+
+        journal = SqliteJournal(
+            Path(settings.broker.sqlite_path), synchronous=settings.broker.sqlite_synchronous
+        )
+        return MemoryBroker(settings.queues, settings.results, journal=journal)
     raise StartupError(f"broker.backend: {backend!r} is not available in this build")

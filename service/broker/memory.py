@@ -7,18 +7,19 @@ backend is this class with a Journal that commits every transition before it tak
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import heapq
 import itertools
 import logging
 import random
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Coroutine, Iterable, Sequence
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol, TypeVar
 
 from ..config import QueueSettings, ResultsSettings
 from ..errors import Conflict, NotFound, QueueFull, UnknownQueue
-from ..model import NO_HEADERS, Envelope, Message, Status, new_id, now
+from ..model import NO_HEADERS, Envelope, ErrorInfo, Message, Status, new_id, now
 from . import snapshot
 from .base import (
     DeadPage,
@@ -37,6 +38,7 @@ log = logging.getLogger(__name__)
 
 # The scheduler wakes at least this often, so a clock that jumps still gets noticed.
 SCHEDULER_MAX_SLEEP_S = 1.0
+_T = TypeVar("_T")
 
 
 class Journal(Protocol):
@@ -85,7 +87,10 @@ class MemoryBroker:
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
         if self._journal is not None:
-            self._restore_all(await self._journal.open(), self._journal.paused_queues())
+            messages = await self._journal.open()
+            changed = self._restore_all(messages, self._journal.paused_queues(), crashed=True)
+            if changed:
+                await self._journal.write(changed)
         elif self._snapshot_path is not None:
             loaded = await asyncio.to_thread(snapshot.read, self._snapshot_path)
             if loaded is not None:
@@ -94,34 +99,62 @@ class MemoryBroker:
                 await asyncio.to_thread(snapshot.remove, self._snapshot_path)
                 log.info("restored %d messages from %s", len(loaded[0]), self._snapshot_path)
 
-    def _restore_all(self, messages: Iterable[Message], paused: Iterable[str]) -> None:
-        for msg in sorted(messages, key=lambda m: (m.finished_at or 0.0, m.id)):
-            self._restore(msg)
+    def _restore_all(
+        self, messages: Iterable[Message], paused: Iterable[str], *, crashed: bool = False
+    ) -> list[Message]:
+        """Rebuild the queues; returns the messages whose status changed here (were running).
+
+        crashed=True (a journal): a message still `running` was cut short by the process
+        dying, which counts as a failed attempt (SPEC), so a message that kills the process
+        cannot loop forever. A snapshot only holds what a graceful stop cut short: no failure.
+        """
+        changed: list[Message] = []
+        # Live ones first, then finals by when they ended (retention and dead-letter order);
+        # what was running goes last: its outcome (a retry or a dead letter) is decided now.
+        order = sorted(
+            messages, key=lambda m: (m.status is Status.RUNNING, m.finished_at or 0.0, m.id)
+        )
+        for msg in order:
+            if self._restore(msg, crashed=crashed):
+                changed.append(msg)
         for name in paused:
             if name in self._queues:
                 self._queues[name].unpaused.clear()
+        self._trim_finals()
+        for q in self._queues.values():
+            self._trim_dead(q)
+        return changed
 
-    def _restore(self, msg: Message) -> None:
+    def _restore(self, msg: Message, *, crashed: bool) -> bool:
         queue = self._queues.get(msg.queue)
         if queue is None:
             log.warning("dropping message %s of unknown queue %r", msg.id, msg.queue)
-            return
-        if msg.status is Status.RUNNING:
-            # The process died (or was stopped) while it ran: at-least-once, run it again.
-            msg.status = Status.QUEUED
+            return False
+        was_running = msg.status is Status.RUNNING
+        if was_running:
+            # At-least-once: run it again, unless the deaths used up its retries.
+            msg.status, msg.started_at = Status.QUEUED, None
+            if crashed:
+                msg.failures += 1
+                msg.error = ErrorInfo("ProcessDied", "the process died while the attempt ran")
+                if msg.failures > queue.settings.max_retries:
+                    msg.status, msg.finished_at = Status.FAILED, self._clock()
         self._messages[msg.id] = msg
-        if msg.idempotency_key is not None:
-            queue.idempotency[msg.idempotency_key] = msg.id
+        key = msg.idempotency_key
+        if key is not None and queue.idempotency.get(key, "") < msg.id:
+            queue.idempotency[key] = msg.id  # ids are time-ordered: the newest holds the key
         if msg.status is Status.FAILED:
             queue.dead[msg.id] = None
-            return
+            return was_running
         queue.status_counts[msg.status] += 1
         if msg.status.final:
             self._finals[msg.id] = None
         elif msg.status is Status.QUEUED:
+            msg.enqueued_at = self._clock()
             queue.push(msg, next(self._seq))
         else:
             self._schedule(msg)
+        return was_running
 
     async def run(self) -> None:
         """The scheduler (delays and retry backoff) and the retention sweep, in one task."""
@@ -213,15 +246,26 @@ class MemoryBroker:
             if msg.idempotency_key is not None:
                 q.idempotency[msg.idempotency_key] = msg.id
         if self._journal is not None and fresh:
-            try:
-                await self._journal.write(fresh)
-            except BaseException:
-                for msg in fresh:
-                    self._messages.pop(msg.id, None)
-                    q.status_counts[msg.status] -= 1
-                    if msg.idempotency_key is not None:
-                        q.idempotency.pop(msg.idempotency_key, None)
-                raise
+            # Run to the end even if the caller goes away: the rows may be committing.
+            await _to_the_end(self._commit_publish(q, fresh, created_at))
+        else:
+            self._land(q, fresh, created_at)
+        return out
+
+    async def _commit_publish(self, q: LocalQueue, fresh: list[Message], created_at: float) -> None:
+        assert self._journal is not None
+        try:
+            await self._journal.write(fresh)
+        except BaseException:
+            for msg in fresh:  # not committed: give the capacity and the keys back
+                self._messages.pop(msg.id, None)
+                q.status_counts[msg.status] -= 1
+                if msg.idempotency_key is not None:
+                    q.idempotency.pop(msg.idempotency_key, None)
+            raise
+        self._land(q, fresh, created_at)
+
+    def _land(self, q: LocalQueue, fresh: list[Message], created_at: float) -> None:
         q.counts.published += len(fresh)
         for msg in fresh:
             if msg.status is Status.QUEUED:
@@ -230,7 +274,6 @@ class MemoryBroker:
             else:
                 self._schedule(msg)
             self._emit(msg)
-        return out
 
     def _by_key(self, q: LocalQueue, key: str) -> Message | None:
         mid = q.idempotency.get(key)
@@ -298,7 +341,15 @@ class MemoryBroker:
             self._transition(q, msg, Status.RUNNING)
             if self._journal is not None:
                 # Commit "running" first: if the process dies now, the attempt still counts.
-                await self._journal.write([msg])
+                try:
+                    await self._journal.write([msg])
+                except Exception:
+                    # Not committed: the attempt never started. Back to the front, as it was.
+                    msg.attempts -= 1
+                    msg.started_at = None
+                    self._transition(q, msg, Status.QUEUED)
+                    q.ready.put_nowait((-msg.priority, next(q.front_seq), msg.id))
+                    raise
             return msg
 
     async def finish(self, message: Message, outcome: Outcome) -> Finished:
@@ -349,29 +400,46 @@ class MemoryBroker:
             raise NotFound(f"message {message_id!r} is not known")
         if not msg.status.cancellable:
             raise Conflict(f"message {message_id!r} is {msg.status.value}; it cannot be cancelled")
+        finished_at = self._clock()
+        if self._journal is not None:
+            await _to_the_end(self._commit_cancel(msg, finished_at))
         q = self.queue(msg.queue)
-        msg.finished_at = self._clock()
+        msg.finished_at = finished_at
         self._transition(q, msg, Status.CANCELLED)  # its heap entries become tombstones
         q.counts.cancelled += 1
-        if self._journal is not None:
-            await self._journal.write([msg])
         return msg
+
+    async def _commit_cancel(self, msg: Message, finished_at: float) -> None:
+        """Committed before it takes effect, so a failed write leaves the message as it was."""
+        assert self._journal is not None
+        cancelled = dataclasses.replace(msg, status=Status.CANCELLED, finished_at=finished_at)
+        await self._journal.write([cancelled])
+        if not msg.status.cancellable:  # taken while the commit ran; its own write follows
+            raise Conflict(f"message {msg.id!r} is {msg.status.value}; it cannot be cancelled")
 
     async def pause(self, queue: str) -> QueueStats:
         q = self.queue(queue)
+        was_paused = q.paused
         q.unpaused.clear()
-        await self._persist_paused()
+        await self._persist_paused(q, was_paused)
         return q.stats()
 
     async def resume(self, queue: str) -> QueueStats:
         q = self.queue(queue)
+        was_paused = q.paused
         q.unpaused.set()
-        await self._persist_paused()
+        await self._persist_paused(q, was_paused)
         return q.stats()
 
-    async def _persist_paused(self) -> None:
-        if self._journal is not None:
-            await self._journal.set_paused([q.name for q in self._queues.values() if q.paused])
+    async def _persist_paused(self, q: LocalQueue, was_paused: bool) -> None:
+        if self._journal is None:
+            return
+        try:
+            await self._journal.set_paused([o.name for o in self._queues.values() if o.paused])
+        except Exception:
+            if was_paused != q.paused:  # not committed: as it was
+                (q.unpaused.clear if was_paused else q.unpaused.set)()
+            raise
 
     async def redrive(self, queue: str, ids: Sequence[str] | None) -> Redriven:
         q = self.queue(queue)
@@ -385,20 +453,39 @@ class MemoryBroker:
                 retry_after=1,
             )
         msgs = [self._messages[i] for i in chosen]
-        for msg in msgs:
-            del q.dead[msg.id]
-            msg.attempts = msg.failures = 0
-            msg.result = msg.error = msg.started_at = msg.finished_at = None
-            msg.scheduled_for = None
-            msg.status = Status.QUEUED
-            q.status_counts[Status.QUEUED] += 1
-            msg.enqueued_at = self._clock()
         if self._journal is not None and msgs:
-            await self._journal.write(msgs)
-        for msg in msgs:
+            moved = await _to_the_end(self._commit_redrive(q, msgs))
+        else:
+            moved = self._apply_redrive(q, msgs, msgs)
+        return Redriven(moved, skipped)
+
+    async def _commit_redrive(self, q: LocalQueue, msgs: list[Message]) -> int:
+        """Committed before it takes effect, so a failed write leaves the dead letters dead."""
+        assert self._journal is not None
+        fresh = [_redriven(m, self._clock()) for m in msgs]
+        q.status_counts[Status.QUEUED] += len(msgs)  # hold the room while the commit runs
+        try:
+            await self._journal.write(fresh)
+        finally:
+            q.status_counts[Status.QUEUED] -= len(msgs)
+        return self._apply_redrive(q, msgs, fresh)
+
+    def _apply_redrive(self, q: LocalQueue, msgs: list[Message], fresh: list[Message]) -> int:
+        moved = 0
+        for msg, new in zip(msgs, fresh, strict=True):
+            if msg.id not in q.dead:
+                continue  # redriven or trimmed by someone else meanwhile
+            del q.dead[msg.id]
+            if new is not msg:
+                for name in Message.__slots__:
+                    setattr(msg, name, getattr(new, name))
+            else:
+                _reset_for_redrive(msg, self._clock())
+            q.status_counts[Status.QUEUED] += 1
             q.push(msg, next(self._seq))
             self._emit(msg)
-        return Redriven(len(msgs), skipped)
+            moved += 1
+        return moved
 
     # ------------------------------------------------------------------ internals
     def _transition(self, q: LocalQueue, msg: Message, status: Status) -> None:
@@ -492,6 +579,34 @@ class MemoryBroker:
             q.status_counts[msg.status] -= 1
         if msg.idempotency_key is not None and q.idempotency.get(msg.idempotency_key) == mid:
             del q.idempotency[msg.idempotency_key]
+
+
+def _redriven(msg: Message, at: float) -> Message:
+    new = dataclasses.replace(msg)
+    _reset_for_redrive(new, at)
+    return new
+
+
+def _reset_for_redrive(msg: Message, at: float) -> None:
+    """Redrive: attempts start again from 0 (SPEC), as if just published."""
+    msg.attempts = msg.failures = 0
+    msg.result = msg.error = msg.started_at = msg.finished_at = None
+    msg.scheduled_for = None
+    msg.status = Status.QUEUED
+    msg.enqueued_at = at
+
+
+async def _to_the_end(work: Coroutine[Any, Any, _T]) -> _T:
+    """Await `work` in its own task, shielded: if the caller is cancelled (a client went
+    away), a commit already handed to the journal still lands or rolls back in full."""
+    task = asyncio.ensure_future(work)
+    task.add_done_callback(_retrieve)
+    return await asyncio.shield(task)
+
+
+def _retrieve(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled():
+        task.exception()  # the caller may be gone: mark the outcome as seen
 
 
 def _log_task_error(task: asyncio.Task[None]) -> None:

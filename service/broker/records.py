@@ -19,7 +19,9 @@ class MessageRecord(msgspec.Struct, omit_defaults=True, forbid_unknown_fields=Tr
     scheduled_for: float | None = None
     attempts: int = 0
     failures: int = 0
-    result: msgspec.Raw | None = None
+    # Not `Raw | None`: msgspec decodes that union as null-only, and a handler's result may
+    # itself be JSON null. UNSET means "no result yet".
+    result: msgspec.Raw | msgspec.UnsetType = msgspec.UNSET
     error: ErrorInfo | None = None
     started_at: float | None = None
     finished_at: float | None = None
@@ -43,7 +45,7 @@ def encode_message(msg: Message) -> bytes:
             scheduled_for=msg.scheduled_for,
             attempts=msg.attempts,
             failures=msg.failures,
-            result=msgspec.Raw(msg.result) if msg.result is not None else None,
+            result=msgspec.Raw(msg.result) if msg.result is not None else msgspec.UNSET,
             error=msg.error,
             started_at=msg.started_at,
             finished_at=msg.finished_at,
@@ -67,7 +69,7 @@ def decode_message(data: bytes | str) -> Message:
         scheduled_for=rec.scheduled_for,
         attempts=rec.attempts,
         failures=rec.failures,
-        result=bytes(rec.result) if rec.result is not None else None,
+        result=bytes(rec.result) if not isinstance(rec.result, msgspec.UnsetType) else None,
         error=rec.error,
         started_at=rec.started_at,
         finished_at=rec.finished_at,

@@ -17,7 +17,7 @@ from service import Runtime, Settings
 
 from ..conftest import client_for
 
-BACKENDS = ["memory"]
+BACKENDS = ["memory", "sqlite"]
 
 # A context manager factory: queues → (client, runtime) on the chosen backend.
 Connect = Callable[..., AbstractAsyncContextManager[tuple[Client, Runtime]]]

@@ -1,0 +1,302 @@
+"""The sqlite backend's journal: a write-ahead record of every message under MemoryBroker.
+
+The asyncio queues stay the dispatch path; this journal makes each transition durable
+before it takes effect (a publish gets its 202 only after its COMMIT) and gives it all back
+at the next start.
+
+Group commit: every SQLite call runs on ONE writer thread that owns the connection. Callers
+hand it rows and await a future; the thread takes everything that arrived while the
+previous COMMIT ran and commits it as one transaction, then settles every future through
+loop.call_soon_threadsafe. Under load one fsync covers many publishes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import logging
+import sqlite3
+import threading
+from collections.abc import Callable, Iterable, Sequence
+from functools import partial
+from pathlib import Path
+from typing import Any
+
+from ..errors import StartupError, Unavailable
+from ..model import Message, Status
+from .records import encode_message
+from .sqlite_store import Lock, Row, Store, unavailable
+
+log = logging.getLogger(__name__)
+
+# While the journal cannot write, the writer probes this often whether it can again.
+PROBE_INTERVAL_S = 1.0
+# One transaction takes whole write requests up to about this many record bytes…
+MAX_COMMIT_BYTES = 32 * 1024 * 1024
+# …and at most this many retention deletes (the rest wait for the next one).
+MAX_COMMIT_DELETES = 5000
+
+
+@dataclasses.dataclass(slots=True)
+class _Write:
+    rows: list[Row]
+    paused: list[str] | None
+    future: asyncio.Future[None]
+
+
+@dataclasses.dataclass(slots=True)
+class _Call:
+    fn: Callable[[], Any]
+    future: asyncio.Future[Any]
+
+
+def _row(msg: Message) -> Row:
+    return (msg.id, msg.queue, msg.status.value, encode_message(msg))
+
+
+class SqliteJournal:
+    """Satisfies broker.memory.Journal. `write` returns once its rows are committed."""
+
+    def __init__(
+        self, path: Path, *, synchronous: str = "full", max_pages: int | None = None
+    ) -> None:
+        self.path = path
+        self._store = Store(path, synchronous, max_pages)
+        self._lock = Lock(path)
+        self._cond = threading.Condition()
+        self._jobs: list[_Write | _Call] = []
+        self._deletes: list[str] = []
+        self._closing = False
+        self._accepting = True  # False once close() has written the last rows
+        self._thread: threading.Thread | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._paused: list[str] = []
+        self._error: str | None = None  # set while writes fail; cleared by the next commit
+        self._shrink_more = False  # a burst of deletes left more free pages to give back
+        self.commits = 0  # transactions committed (group commit: fewer than writes)
+
+    # ------------------------------------------------------------------ the asyncio side
+    async def open(self) -> list[Message]:
+        self._loop = asyncio.get_running_loop()
+        self._thread = threading.Thread(target=self._run, name="spool-sqlite", daemon=True)
+        self._thread.start()
+        try:
+            loaded: tuple[list[Message], list[str]] = await self._call(self._open)
+        except BaseException:
+            await self._stop()
+            raise
+        messages, self._paused = loaded
+        log.info("journal %s: %d messages recovered", self.path, len(messages))
+        return messages
+
+    def _open(self) -> tuple[list[Message], list[str]]:
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+            self._lock.acquire()
+        except OSError as exc:
+            raise StartupError(
+                f"broker.sqlite_path: cannot use {str(self.path)!r}: {exc}"
+            ) from None
+        try:
+            return self._store.open()
+        except BaseException:
+            self._lock.release()
+            raise
+
+    async def write(self, messages: Sequence[Message]) -> None:
+        # Encoded now, on the loop: the record is the message as it is at this call.
+        await self._submit([_row(m) for m in messages], None)
+
+    async def forget(self, ids: Sequence[str]) -> None:
+        """Retention: the rows go in the writer's next transactions, in batches."""
+        with self._cond:
+            self._deletes.extend(ids)
+            self._cond.notify()
+
+    async def set_paused(self, queues: Sequence[str]) -> None:
+        await self._submit([], list(queues))
+        self._paused = list(queues)
+
+    def paused_queues(self) -> list[str]:
+        return list(self._paused)
+
+    def health(self) -> dict[str, object]:
+        error = self._error
+        if self._thread is not None and not self._thread.is_alive():
+            error = "the journal writer thread is not running"
+        check: dict[str, object] = {"ok": error is None, "backend": "sqlite"}
+        if error is not None:
+            check["error"] = error
+        return check
+
+    async def close(self, messages: Iterable[Message], paused: Sequence[str]) -> None:
+        """What still runs was cut short by a stop, not by a crash: back to queued, no failure."""
+        cut = [
+            dataclasses.replace(m, status=Status.QUEUED, started_at=None)
+            for m in messages
+            if m.status is Status.RUNNING
+        ]
+        try:
+            await self._submit([_row(m) for m in cut], list(paused))
+        except Exception:
+            log.exception("journal %s: the last write at stop failed", self.path)
+        self._accepting = False
+        await self._stop()
+
+    async def _submit(self, rows: list[Row], paused: list[str] | None) -> None:
+        assert self._loop is not None, "the journal is not open"
+        if not self._accepting:
+            raise Unavailable(
+                "the service is shutting down; retry on the next start", retry_after=5
+            )
+        future = self._loop.create_future()
+        with self._cond:
+            self._jobs.append(_Write(rows, paused, future))
+            self._cond.notify()
+        await future
+
+    async def _call(self, fn: Callable[[], Any]) -> Any:
+        assert self._loop is not None
+        future = self._loop.create_future()
+        with self._cond:
+            self._jobs.append(_Call(fn, future))
+            self._cond.notify()
+        return await future
+
+    async def _stop(self) -> None:
+        try:
+            await self._call(self._close_store)
+        finally:
+            with self._cond:
+                self._closing = True
+                self._cond.notify()
+            if self._thread is not None:
+                await asyncio.to_thread(self._thread.join, 10)
+
+    def _close_store(self) -> None:
+        try:
+            self._store.close()
+        finally:
+            self._lock.release()
+
+    # ------------------------------------------------------------------ the writer thread
+    def _run(self) -> None:
+        while True:
+            with self._cond:
+                # While writes fail, retention deletes alone wait for the next probe time.
+                deletes_due = bool(self._deletes) and self._error is None
+                idle = not self._jobs and not deletes_due and not self._closing
+                if idle and not (self._shrink_more and self._store.is_open):
+                    self._cond.wait(PROBE_INTERVAL_S if self._error is not None else None)
+                if self._closing and not self._jobs:
+                    return
+                jobs, self._jobs = self._take_jobs()
+                deletes: list[str] = []
+                if not self._jobs and self._store.is_open:
+                    # Only with every queued write taken: a delete must follow its upsert.
+                    deletes = self._deletes[:MAX_COMMIT_DELETES]
+                    del self._deletes[:MAX_COMMIT_DELETES]
+            if not jobs and not deletes:
+                if self._error is not None and self._store.is_open:
+                    self._probe()
+                elif self._shrink_more and self._store.is_open:
+                    self._shrink()
+                continue
+            self._process(jobs, deletes)
+
+    def _take_jobs(self) -> tuple[list[_Write | _Call], list[_Write | _Call]]:
+        """A run of writes up to MAX_COMMIT_BYTES, or one call; the rest stays queued."""
+        jobs = self._jobs
+        if jobs and isinstance(jobs[0], _Call):
+            return jobs[:1], jobs[1:]
+        size = 0
+        for n, job in enumerate(jobs):
+            if isinstance(job, _Call) or (n and size > MAX_COMMIT_BYTES):
+                return jobs[:n], jobs[n:]
+            size += sum(len(row[3]) for row in job.rows)
+        return jobs, []
+
+    def _process(self, jobs: list[_Write | _Call], deletes: list[str]) -> None:
+        if jobs and isinstance(jobs[0], _Call):
+            call = jobs[0]
+            try:
+                result = call.fn()
+            except BaseException as exc:
+                self._settle([call.future], _raiser(exc))
+            else:
+                self._settle([call.future], None, result)
+            with self._cond:
+                self._deletes[:0] = deletes  # not this time
+            return
+        writes = [job for job in jobs if isinstance(job, _Write)]
+        rows = [row for job in writes for row in job.rows]
+        paused = next((w.paused for w in reversed(writes) if w.paused is not None), None)
+        try:
+            self._store.commit(rows, paused, deletes)
+        except sqlite3.Error as exc:
+            self._failed(exc)
+            self._settle([w.future for w in writes], partial(unavailable, exc, self.path))
+            with self._cond:
+                self._deletes[:0] = deletes  # retention retries them with a later commit
+            return
+        except BaseException as exc:
+            log.exception("journal %s: unexpected error in a commit", self.path)
+            self._settle([w.future for w in writes], _raiser(exc))
+            with self._cond:
+                self._deletes[:0] = deletes
+            return
+        self.commits += 1
+        self._recovered()
+        self._settle([w.future for w in writes], None)
+        if deletes:
+            self._shrink()
+
+    def _shrink(self) -> None:
+        try:
+            self._shrink_more = self._store.shrink()
+        except sqlite3.Error as exc:
+            self._shrink_more = False
+            log.warning("journal %s: incremental vacuum failed: %s", self.path, exc)
+
+    def _probe(self) -> None:
+        try:
+            self._store.probe()
+        except (sqlite3.Error, OSError) as exc:
+            log.debug("journal %s: still cannot write: %s", self.path, exc)
+        else:
+            self._recovered()
+
+    def _failed(self, exc: sqlite3.Error) -> None:
+        if self._error is None:
+            log.error("journal %s: writes fail, publishing answers 503: %s", self.path, exc)
+        self._error = f"{getattr(exc, 'sqlite_errorname', type(exc).__name__)}: {exc}"
+
+    def _recovered(self) -> None:
+        if self._error is not None:
+            log.warning("journal %s: writes succeed again", self.path)
+            self._error = None
+
+    def _settle(
+        self,
+        futures: list[asyncio.Future[Any]],
+        error: Callable[[], BaseException] | None,
+        result: Any = None,
+    ) -> None:
+        if futures and self._loop is not None and not self._loop.is_closed():
+            self._loop.call_soon_threadsafe(_resolve, futures, error, result)
+
+
+def _resolve(
+    futures: list[asyncio.Future[Any]], error: Callable[[], BaseException] | None, result: Any
+) -> None:
+    for future in futures:
+        if future.done():
+            continue  # the caller was cancelled; the outcome stands regardless
+        if error is None:
+            future.set_result(result)
+        else:
+            future.set_exception(error())  # one exception object per caller
+
+
+def _raiser(exc: BaseException) -> Callable[[], BaseException]:
+    return lambda: exc

@@ -1,0 +1,246 @@
+"""The SQLite side of the sqlite journal: runs only on the journal's writer thread.
+
+One row per message (its latest record), the paused queues, and a small meta table.
+Every call here blocks; the asyncio side (sqlite.py) never calls it from the event loop.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import errno
+import fcntl
+import functools
+import os
+import sqlite3
+from collections.abc import Sequence
+from pathlib import Path
+from typing import TypeVar
+
+import msgspec
+
+from ..errors import StartupError, Unavailable
+from ..model import Message
+from .records import decode_message
+
+SCHEMA_VERSION = 1
+# The WAL is truncated back to this after a checkpoint, so a burst does not leave it large.
+WAL_SIZE_LIMIT = 64 * 1024 * 1024
+# Give pages back to the file system once this share of the file is free (and at least
+# FREE_PAGES_MIN pages): steady load reuses free pages, so this only follows a burst.
+FREE_SHARE = 0.25
+FREE_PAGES_MIN = 256
+VACUUM_STEP_PAGES = 2048
+# The health probe must be able to commit this much to call the journal writable again.
+PROBE_BYTES = 64 * 1024
+BUSY_TIMEOUT_MS = 5000
+
+Row = tuple[str, str, str, bytes]  # id, queue, status, record
+
+# 4 parameters a row; SQLite allows 32766 parameters in one statement.
+ROWS_PER_STATEMENT = 500
+_T = TypeVar("_T")
+
+
+@functools.lru_cache(maxsize=64)
+def _upsert_sql(n: int) -> str:
+    """A multi-row upsert; a repeated id in one statement is fine: the later row wins."""
+    return (
+        "INSERT INTO messages (id, queue, status, record) VALUES "
+        + ",".join(["(?, ?, ?, ?)"] * n)
+        + " ON CONFLICT (id) DO UPDATE SET queue = excluded.queue, status = excluded.status, "
+        "record = excluded.record"
+    )
+
+
+def _flat(rows: Sequence[Row]) -> list[str | bytes]:
+    return [value for row in rows for value in row]
+
+
+def _chunks(items: Sequence[_T], size: int) -> list[Sequence[_T]]:
+    return [items[i : i + size] for i in range(0, len(items), size)]
+
+
+def unavailable(exc: sqlite3.Error, path: Path) -> Unavailable:
+    """A failed write as the client sees it: 503 with Retry-After, the cause named."""
+    name = getattr(exc, "sqlite_errorname", type(exc).__name__)
+    return Unavailable(
+        f"the journal {str(path)!r} cannot take writes ({name}: {exc}); nothing was "
+        "stored, retry later",
+        retry_after=1,
+    )
+
+
+class Lock:
+    """One node per file: an exclusive flock on `<db>.lock`, held for the process life.
+
+    The kernel drops it when the process dies however it dies, so a kill -9 never leaves
+    a stale lock behind; the pid inside is only there for the message."""
+
+    def __init__(self, db_path: Path) -> None:
+        self.path = db_path.with_name(db_path.name + ".lock")
+        self._fd: int | None = None
+
+    def acquire(self) -> None:
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except OSError as exc:
+            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
+            os.close(fd)
+            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
+                raise
+            raise StartupError(
+                f"broker.sqlite_path: {str(self.path.with_suffix(''))!r} is in use by another "
+                f"Spool process (pid {holder}); the sqlite backend serves one node per file"
+            ) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
+        self._fd = fd
+
+    def release(self) -> None:
+        if self._fd is not None:
+            os.close(self._fd)  # closing the descriptor drops the flock
+            self._fd = None
+
+
+class Store:
+    def __init__(self, path: Path, synchronous: str, max_pages: int | None) -> None:
+        self.path = path
+        self._synchronous = synchronous.upper()
+        self._max_pages = max_pages
+        self._conn: sqlite3.Connection | None = None
+
+    @property
+    def is_open(self) -> bool:
+        return self._conn is not None
+
+    @property
+    def conn(self) -> sqlite3.Connection:
+        assert self._conn is not None, "the store is not open"
+        return self._conn
+
+    def open(self) -> tuple[list[Message], list[str]]:
+        try:
+            self._conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=True)
+            self._configure()
+            return self._load()
+        except sqlite3.Error as exc:
+            self.close()
+            raise StartupError(
+                f"broker.sqlite_path: cannot open {str(self.path)!r} as a Spool journal: {exc}"
+            ) from None
+
+    def _configure(self) -> None:
+        conn = self.conn
+        conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
+        version = conn.execute("PRAGMA user_version").fetchone()[0]
+        if version not in (0, SCHEMA_VERSION):
+            raise StartupError(
+                f"broker.sqlite_path: {str(self.path)!r} has journal schema {version}; this "
+                f"Spool reads schema {SCHEMA_VERSION}"
+            )
+        if version == 0:
+            # Only takes effect before the first table exists, i.e. on a new file.
+            conn.execute("PRAGMA auto_vacuum = INCREMENTAL")
+        mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
+        if str(mode).lower() != "wal":
+            raise StartupError(
+                f"broker.sqlite_path: {str(self.path)!r} cannot use WAL mode (got {mode})"
+            )
+        conn.execute(f"PRAGMA synchronous = {self._synchronous}")
+        conn.execute(f"PRAGMA journal_size_limit = {WAL_SIZE_LIMIT}")
+        if self._max_pages is not None:
+            conn.execute(f"PRAGMA max_page_count = {int(self._max_pages)}")
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute(
+            "CREATE TABLE IF NOT EXISTS messages ("
+            "id TEXT PRIMARY KEY, queue TEXT NOT NULL, status TEXT NOT NULL, record BLOB NOT NULL)"
+        )
+        conn.execute("CREATE TABLE IF NOT EXISTS paused (queue TEXT PRIMARY KEY)")
+        conn.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB)")
+        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        conn.execute("COMMIT")
+
+    def _load(self) -> tuple[list[Message], list[str]]:
+        messages: list[Message] = []
+        for mid, record in self.conn.execute("SELECT id, record FROM messages ORDER BY id"):
+            try:
+                messages.append(decode_message(record))
+            except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+                raise StartupError(
+                    f"broker.sqlite_path: {str(self.path)!r} holds a corrupt record for "
+                    f"message {mid!r} ({exc}); the file is left as it is"
+                ) from None
+        paused = [name for (name,) in self.conn.execute("SELECT queue FROM paused ORDER BY queue")]
+        return messages, paused
+
+    def commit(
+        self, rows: Sequence[Row], paused: Sequence[str] | None, deletes: Sequence[str]
+    ) -> None:
+        """One transaction: upserts in order, then the paused set, then deletes.
+
+        Few statements, many rows each: every statement hands the GIL to the busy event
+        loop and waits to get it back, so statements, not rows, set the commit's latency.
+        The common case (a few publishes) is one statement in autocommit: one step, COMMIT
+        and fsync included."""
+        conn = self.conn
+        row_chunks = _chunks(rows, ROWS_PER_STATEMENT)
+        if len(row_chunks) == 1 and paused is None and not deletes:
+            conn.execute(_upsert_sql(len(rows)), _flat(rows))
+            return
+        try:
+            conn.execute("BEGIN IMMEDIATE")
+            for chunk in row_chunks:
+                conn.execute(_upsert_sql(len(chunk)), _flat(chunk))
+            if paused is not None:
+                conn.execute("DELETE FROM paused")
+                conn.executemany("INSERT INTO paused (queue) VALUES (?)", [(q,) for q in paused])
+            for ids in _chunks(deletes, ROWS_PER_STATEMENT * 4):
+                marks = ",".join("?" * len(ids))
+                conn.execute(f"DELETE FROM messages WHERE id IN ({marks})", ids)
+            conn.execute("COMMIT")
+        except BaseException:
+            self.rollback()
+            raise
+
+    def rollback(self) -> None:
+        if self._conn is not None and self._conn.in_transaction:
+            with contextlib.suppress(sqlite3.Error):
+                self._conn.execute("ROLLBACK")
+
+    def probe(self) -> None:
+        """Raises unless PROBE_BYTES can be committed (and then takes them back)."""
+        stat = os.statvfs(self.path.parent)
+        if stat.f_bavail * stat.f_frsize < PROBE_BYTES:
+            raise sqlite3.OperationalError("database or disk is full (file system)")
+        blob = sqlite3.Binary(bytes(PROBE_BYTES))
+        try:
+            self.conn.execute(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES ('probe', ?)", (blob,)
+            )
+        finally:
+            with contextlib.suppress(sqlite3.Error):
+                self.conn.execute("DELETE FROM meta WHERE key = 'probe'")
+
+    def shrink(self) -> bool:
+        """One step of giving free pages back to the file system after a burst of deletes;
+        True when another step is due."""
+        conn = self.conn
+        if conn.execute("PRAGMA auto_vacuum").fetchone()[0] != 2:  # 2 = INCREMENTAL
+            return False  # a file made by something else: its free pages are reused only
+        free = conn.execute("PRAGMA freelist_count").fetchone()[0]
+        total = conn.execute("PRAGMA page_count").fetchone()[0]
+        if free < FREE_PAGES_MIN or free < total * FREE_SHARE:
+            return False
+        # executescript steps the pragma to the end; execute() would free a single page.
+        conn.executescript(f"PRAGMA incremental_vacuum({VACUUM_STEP_PAGES});")
+        return bool(free > VACUUM_STEP_PAGES)
+
+    def close(self) -> None:
+        if self._conn is None:
+            return
+        with contextlib.suppress(sqlite3.Error):
+            self.rollback()
+            self._conn.execute("PRAGMA optimize")
+        self._conn.close()  # the last connection checkpoints and removes the WAL
+        self._conn = None
