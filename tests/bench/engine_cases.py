@@ -64,7 +64,7 @@ def b3(mode: Mode) -> Result:
         "in-process publish→done msgs/s, ~20 µs sync handler: Spool ÷ asyncio.Queue + "
         "consumers + run_in_executor",
     )
-    n = 5_000 if mode.quick else 30_000
+    n = 5_000 if mode.quick else 20_000
     _from_child(result, child("b3", pairs=mode.pairs, n=n), at_least=0.7)
     result.checks.append(f"every one of {n} messages succeeded, on both sides, in every run")
     return result
@@ -72,7 +72,7 @@ def b3(mode: Mode) -> Result:
 
 def b4(mode: Mode) -> Result:
     result = Result("B4", "peers", "B3's workload: Spool ÷ what users would pick instead")
-    n = 3_000 if mode.quick else 20_000
+    n = 3_000 if mode.quick else 15_000
     for case, title, target in (
         ("taskiq", "taskiq InMemoryBroker", 3.0),
         ("huey", "Huey MemoryHuey", 1.5),
@@ -186,7 +186,7 @@ def b8(mode: Mode) -> Result:
     result = Result(
         "B8", "memory", "RSS growth per queued message at 100,000 queued small messages"
     )
-    n = 100_000
+    n = 30_000 if mode.quick else 100_000  # the smoke test queues fewer, to stay short
     runs = [child("b8", pairs=1, n=n, cpu=None) for _ in range(1 if mode.quick else 2)]
     per = [float(r["bytes_per_message"]) for r in runs]
     result.ratio = statistics.median(per)
@@ -195,4 +195,6 @@ def b8(mode: Mode) -> Result:
     result.target = "<= 500 B"
     result.figures.update(unit="bytes/message", runs=per)
     result.checks.append(f"all {n} messages were queued, then all succeeded")
+    if n != 100_000:
+        result.note = f"at {n:,} queued (quick run)"
     return result
