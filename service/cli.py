@@ -24,6 +24,7 @@ from hypercorn.config import Config as HypercornConfig
 
 from . import client_cli
 from .api.auth import Authenticator
+from .api.fastpath import FastPublish
 from .app import create_app
 from .config import Settings, load_settings
 from .errors import SpoolError
@@ -197,6 +198,8 @@ async def serve(settings: Settings, runtime: Runtime) -> int:
         tg.create_task(runtime.run(), name="runtime")
         await runtime.ready.wait()
         log.info("serving on http://%s (backend %s)", settings.server.bind, settings.broker.backend)
-        await hypercorn_serve(app, config, shutdown_trigger=runtime.stopped.wait)
+        # The publish routes' successes skip Quart's request machinery (api/fastpath.py).
+        fast = FastPublish(app, settings, runtime)  # type: ignore[arg-type]
+        await hypercorn_serve(fast, config, shutdown_trigger=runtime.stopped.wait)  # type: ignore[arg-type]
     log.info("stopped")
     return 0

@@ -58,6 +58,9 @@ class BrokerSettings(_Section, frozen=True):
 class ExecutorSettings(_Section, frozen=True):
     threads: PositiveInt = 8
     processes: PositiveInt = 2
+    # sys.setswitchinterval: how long a thread may hold the GIL while another waits. Python's
+    # 5 ms lets CPU-bound thread handlers keep the event loop waiting; 1 ms keeps it answering.
+    switch_interval_ms: Annotated[float, msgspec.Meta(gt=0, le=100)] = 1.0
 
 
 class ResultsSettings(_Section, frozen=True):

@@ -9,7 +9,8 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from typing import TYPE_CHECKING
+from collections.abc import Coroutine, Generator
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from .broker.base import Failed, Outcome, Succeeded
 from .executor import HandlerFailure, HandlerTimeout
@@ -19,6 +20,8 @@ if TYPE_CHECKING:
     from .runtime import Runtime
 
 log = logging.getLogger(__name__)
+
+T = TypeVar("T")
 
 # After an unexpected broker error, wait this long before taking again (no hot loop).
 ERROR_PAUSE_S = 0.5
@@ -60,7 +63,7 @@ async def run_attempt(runtime: Runtime, message: Message) -> None:
         id=message.id,
         queue=message.queue,
         attempt=message.attempts,
-        headers=message.headers,
+        headers=dict(message.headers),  # the handler's own copy: it cannot touch the message
         options=queue.options,
     )
     extra = {"message_id": message.id, "queue": message.queue, "attempt": message.attempts}
@@ -96,12 +99,55 @@ async def run_attempt(runtime: Runtime, message: Message) -> None:
         log.warning("handler failed", exc_info=True, extra=extra)
     duration = time.perf_counter() - started
     qmetrics.processing.observe(duration)
-    finished = await asyncio.shield(runtime.broker.finish(message, outcome))
+    finished = await shielded(runtime.broker.finish(message, outcome))
     qmetrics.processed[finished.outcome].inc()
     if isinstance(outcome, Failed) and outcome.timed_out:
         qmetrics.timeouts.inc()
-    log.info(
-        "message %s",
-        finished.outcome,
-        extra={**extra, "duration_ms": round(duration * 1000, 3), "outcome": finished.outcome},
-    )
+    if log.isEnabledFor(logging.INFO):
+        log.info(
+            "message %s",
+            finished.outcome,
+            extra={**extra, "duration_ms": round(duration * 1000, 3), "outcome": finished.outcome},
+        )
+
+
+async def shielded(coro: Coroutine[Any, Any, T]) -> T:
+    """asyncio.shield(coro), without the task when the coroutine finishes at once.
+
+    The memory broker records an outcome without awaiting anything, so running the
+    coroutine's first step inline finishes it: no task, no two extra trips through the loop
+    per message. A coroutine that does suspend (a journal write) goes on in a shielded task
+    from where it stopped, so a cancellation of the consumer still cannot cut it short.
+    """
+    try:
+        first = coro.send(None)
+    except StopIteration as done:
+        result: T = done.value
+        return result
+    return await asyncio.shield(_Resume(coro, first))
+
+
+class _Resume:
+    """The rest of a coroutine that has already yielded `first`, as an awaitable."""
+
+    __slots__ = ("_coro", "_first")
+
+    def __init__(self, coro: Coroutine[Any, Any, Any], first: Any) -> None:
+        self._coro = coro
+        self._first = first
+
+    def __await__(self) -> Generator[Any, Any, Any]:
+        pending = self._first
+        while True:
+            try:
+                sent = yield pending
+            except BaseException as exc:
+                try:
+                    pending = self._coro.throw(exc)
+                except StopIteration as done:
+                    return done.value
+            else:
+                try:
+                    pending = self._coro.send(sent)
+                except StopIteration as done:
+                    return done.value

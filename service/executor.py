@@ -15,7 +15,9 @@ import asyncio
 import logging
 import multiprocessing
 import os
+import threading
 import traceback
+from collections.abc import Callable
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
@@ -80,6 +82,53 @@ def _lower_priority() -> None:
         os.nice(WORKER_NICENESS)
     except OSError:
         pass
+
+
+class _ThreadCall:
+    """A handler call in a worker thread that knows whether it was abandoned.
+
+    pending → running → finished, under a lock shared with the loop's abandon(): a call
+    abandoned before it started never runs; one abandoned while running reports its return
+    (so the count of abandoned threads stays true); one that already finished is not counted.
+    """
+
+    __slots__ = ("_fn", "_lock", "_loop", "_on_return", "abandoned", "state")
+
+    def __init__(
+        self,
+        fn: Callable[[], bytes],
+        loop: asyncio.AbstractEventLoop,
+        on_return: Callable[[], None],
+    ) -> None:
+        self._fn = fn
+        self._loop = loop
+        self._on_return = on_return
+        self._lock = threading.Lock()
+        self.state = "pending"
+        self.abandoned = False
+
+    def __call__(self) -> bytes:
+        with self._lock:
+            if self.abandoned:
+                return b"null"  # its attempt already timed out or was given back
+            self.state = "running"
+        try:
+            return self._fn()
+        finally:
+            with self._lock:
+                self.state = "finished"
+                report = self.abandoned
+            if report:
+                try:
+                    self._loop.call_soon_threadsafe(self._on_return)
+                except RuntimeError:
+                    pass  # the loop is closed: nobody is counting any more
+
+    def abandon(self) -> bool:
+        """True when the thread is running now and will run on, abandoned."""
+        with self._lock:
+            self.abandoned = True
+            return self.state == "running"
 
 
 @dataclass(slots=True)
@@ -160,24 +209,30 @@ class Executors:
     ) -> bytes:
         loop = asyncio.get_running_loop()
         pool = self._threads
-        fut = loop.run_in_executor(pool, partial(call_sync, handler, body, ctx))
+        call = _ThreadCall(partial(call_sync, handler, body, ctx), loop, self._thread_returned)
+        fut = loop.run_in_executor(pool, call)
+        # The timeout cancels the future we await (never the task): one timer, no extra task
+        # or waiter per message, which is what asyncio.wait would cost.
+        timer = loop.call_later(timeout, fut.cancel)
         self.busy["thread"] += 1
         try:
-            done, _ = await asyncio.wait({fut}, timeout=timeout)
+            return await fut
         except asyncio.CancelledError:
-            # A graceful stop's deadline: the thread runs on, abandoned like an overrun.
-            self._abandon(pool, fut)
-            raise
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                # A graceful stop's deadline: the thread runs on, abandoned like an overrun.
+                self._abandon(pool, call)
+                raise
+            self._abandon(pool, call)
+            raise HandlerTimeout(timeout) from None
         finally:
+            timer.cancel()
             self.busy["thread"] -= 1
-        if not done:
-            self._abandon(pool, fut)
-            raise HandlerTimeout(timeout)
-        return fut.result()
 
-    def _abandon(self, pool: ThreadPoolExecutor, fut: asyncio.Future[bytes]) -> None:
+    def _abandon(self, pool: ThreadPoolExecutor, call: _ThreadCall) -> None:
+        if not call.abandon():
+            return  # it had not started (it never will) or it has just returned
         self.abandoned_threads += 1
-        fut.add_done_callback(lambda f: self._thread_returned(f))
         if pool is self._threads:
             self._abandoned_here += 1
             if self._abandoned_here * 2 >= self._settings.threads:
@@ -190,10 +245,8 @@ class Executors:
                 self._threads = self._new_thread_pool()
                 self._abandoned_here = 0
 
-    def _thread_returned(self, fut: asyncio.Future[bytes]) -> None:
+    def _thread_returned(self) -> None:
         self.abandoned_threads -= 1
-        if not fut.cancelled():
-            fut.exception()  # retrieved, so asyncio does not log it as never retrieved
 
     async def _run_process(
         self, handler: ResolvedHandler, body: bytes, ctx: HandlerContext, timeout: float

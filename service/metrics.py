@@ -34,6 +34,33 @@ LAG_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5)
 HTTP_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5, 30, 60)
 
 
+# Deferred observations reach their histogram at the next scrape, or once this many wait.
+FLUSH_AT = 1024
+
+
+class Deferred:
+    """A histogram child whose observe() only appends: the bucket arithmetic and the lock
+    happen at scrape time (or every FLUSH_AT values), not once per message on the loop."""
+
+    __slots__ = ("_child", "_pending")
+
+    def __init__(self, child: Histogram) -> None:
+        self._child = child
+        self._pending: list[float] = []
+
+    def observe(self, value: float) -> None:
+        pending = self._pending
+        pending.append(value)
+        if len(pending) >= FLUSH_AT:
+            self.flush()
+
+    def flush(self) -> None:
+        pending, self._pending = self._pending, []
+        observe = self._child.observe
+        for value in pending:
+            observe(value)
+
+
 class QueueMetrics:
     """The label children of one queue, bound once."""
 
@@ -43,14 +70,17 @@ class QueueMetrics:
         self.published = metrics.published.labels(queue)
         self.processed = {o: metrics.processed.labels(queue, o) for o in OUTCOMES}
         self.timeouts = metrics.timeouts.labels(queue)
-        self.wait = metrics.wait.labels(queue)
-        self.processing = metrics.processing.labels(queue)
+        self.wait = Deferred(metrics.wait.labels(queue))
+        self.processing = Deferred(metrics.processing.labels(queue))
 
 
 class Metrics:
     def __init__(self, queues: Iterable[str]) -> None:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
+        self.queues: dict[str, QueueMetrics] = {}
+        # First in the registry, so every collection sees the deferred observations.
+        r.register(FlushDeferred(self))
         self.published = Counter(
             "spool_messages_published", "Messages accepted for a queue.", ["queue"], registry=r
         )
@@ -106,6 +136,19 @@ class Metrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
+
+
+class FlushDeferred(Collector):
+    """Yields nothing; collecting it moves every deferred observation into its histogram."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self._metrics = metrics
+
+    def collect(self) -> Iterable[Metric]:
+        for queue in self._metrics.queues.values():
+            queue.wait.flush()
+            queue.processing.flush()
+        return ()
 
 
 class StateCollector(Collector):

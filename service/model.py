@@ -7,6 +7,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import lru_cache
 from typing import Annotated, Any
 
 import msgspec
@@ -22,6 +23,10 @@ class Status(enum.StrEnum):
     FAILED = "failed"
     CANCELLED = "cancelled"
 
+    # Enum's own __hash__ is Python code; a StrEnum member hashes as its str, in C. Statuses
+    # key the per-queue counters, so this runs several times per message.
+    __hash__ = str.__hash__
+
     @property
     def final(self) -> bool:
         return self in FINAL
@@ -30,6 +35,9 @@ class Status(enum.StrEnum):
     def cancellable(self) -> bool:
         return self in (Status.SCHEDULED, Status.QUEUED, Status.RETRYING)
 
+
+# The headers of every message published without any: shared, so never mutate it.
+NO_HEADERS: dict[str, str] = {}
 
 FINAL = frozenset({Status.SUCCEEDED, Status.FAILED, Status.CANCELLED})
 LIVE_DEPTH_STATUSES = (Status.SCHEDULED, Status.QUEUED, Status.RUNNING, Status.RETRYING)
@@ -131,6 +139,12 @@ def now() -> float:
 def rfc3339(ts: float | None) -> str | None:
     if ts is None:
         return None
+    return _rfc3339(ts)
+
+
+@lru_cache(maxsize=4096)
+def _rfc3339(ts: float) -> str:
+    # Cached: every message of a batch shares its created_at, and a view is rendered often.
     return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
 
 

@@ -33,12 +33,12 @@ class QueueStats:
     counts: QueueCounts = field(default_factory=QueueCounts)
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: a frozen __init__ costs the hot path
 class Succeeded:
     result: bytes  # the handler's return value, already encoded as JSON
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: a frozen __init__ costs the hot path
 class Failed:
     error: ErrorInfo
     timed_out: bool = False
@@ -47,13 +47,13 @@ class Failed:
 Outcome = Succeeded | Failed
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: a frozen __init__ costs the hot path
 class Published:
     message: Message
     created: bool  # False: an idempotency key repeated and this is the earlier message
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)  # not frozen: a frozen __init__ costs the hot path
 class Finished:
     message: Message
     outcome: str  # succeeded | retried | failed  (the metric label)

@@ -19,7 +19,7 @@ from typing import Any, Protocol, TypeVar
 
 from ..config import QueueSettings, ResultsSettings
 from ..errors import Conflict, NotFound, QueueFull, UnknownQueue
-from ..model import Envelope, ErrorInfo, Message, Status, new_id, now
+from ..model import NO_HEADERS, Envelope, ErrorInfo, Message, Status, new_id, now
 from . import snapshot
 from .base import (
     DeadPage,
@@ -221,7 +221,9 @@ class MemoryBroker:
                 queue=queue,
                 status=Status.SCHEDULED if env.delay_s > 0 else Status.QUEUED,
                 body=bytes(env.body),
-                headers=env.headers,
+                # Most messages have no headers: they share one empty dict (never mutated;
+                # a handler's context gets a copy), 64 bytes less per held message.
+                headers=env.headers or NO_HEADERS,
                 priority=env.priority,
                 created_at=created_at,
                 scheduled_for=created_at + env.delay_s if env.delay_s > 0 else None,
@@ -325,7 +327,8 @@ class MemoryBroker:
     async def take(self, queue: str) -> Message:
         q = self.queue(queue)
         while True:
-            await q.unpaused.wait()
+            if q.paused:
+                await q.unpaused.wait()
             entry = await q.ready.get()
             msg = self._messages.get(entry[2])
             if msg is None or msg.status is not Status.QUEUED:
