@@ -21,6 +21,7 @@ from .base import (
 )
 from .journal import Journal
 from .queues import LocalQueue
+from .waiters import Waiters
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +48,7 @@ class LocalState:
         self._due: list[tuple[float, int, str]] = []  # scheduled + retrying, by due time
         self._seq = itertools.count()
         self._wake = asyncio.Event()
-        self._waiters: dict[str, list[asyncio.Future[None]]] = {}
+        self._waiters = Waiters()
         self._listeners: list[Listener] = []
 
     def queue(self, name: str) -> LocalQueue:
@@ -134,9 +135,7 @@ class LocalState:
                 self._finals[msg.id] = None
                 self._trim_finals()
         if status.final:
-            for fut in self._waiters.pop(msg.id, ()):
-                if not fut.done():
-                    fut.set_result(None)
+            self._waiters.wake(msg.id)
         self._emit(msg)
 
     def _emit(self, msg: Message) -> None:

@@ -70,10 +70,7 @@ class MemoryBroker(OperatorActions):
                 pass
 
     async def close(self) -> None:
-        for waiters in self._waiters.values():
-            for fut in waiters:
-                if not fut.done():
-                    fut.set_result(None)
+        self._waiters.wake_all()
         paused = [q.name for q in self._queues.values() if q.paused]
         if self._journal is not None:
             await self._journal.close(self._messages.values(), paused)
@@ -172,18 +169,7 @@ class MemoryBroker(OperatorActions):
         msg = self._messages.get(message_id)
         if msg is None or msg.status.final:
             return msg
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        waiters = self._waiters.setdefault(message_id, [])
-        waiters.append(fut)
-        try:
-            await asyncio.wait_for(fut, timeout)
-        except TimeoutError:
-            pass
-        finally:
-            if fut in waiters:
-                waiters.remove(fut)
-            if not waiters:
-                self._waiters.pop(message_id, None)
+        await self._waiters.wait(message_id, timeout)
         return self._messages.get(message_id, msg)
 
     async def stats(self, queue: str) -> QueueStats:

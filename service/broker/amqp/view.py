@@ -21,6 +21,7 @@ from ...config import ResultsSettings
 from ...model import WAITING, Message, Status
 from ..base import DeadPage, Listener, QueueCounts
 from ..records import decode_message, encode_message
+from ..waiters import Waiters
 
 # Steps of one attempt, in the order they happen.
 NEW, RUNNING, REQUEUED, FINAL = 0, 1, 2, 3
@@ -82,7 +83,7 @@ class View:
         # Cancelled while queued: their copies still sit in RabbitMQ until a consumer meets
         # and drops them, so the queued figure leaves them out.
         self.tombstones: dict[str, set[str]] = {n: set() for n in names}
-        self._waiters: dict[str, list[asyncio.Future[None]]] = {}
+        self._waiters = Waiters()
         self._listeners: list[Listener] = []
 
     # ------------------------------------------------------------------ applying
@@ -109,9 +110,7 @@ class View:
         self.versions[msg.id] = ver
         self._index(msg)
         if msg.status.final or old is None:
-            for fut in self._waiters.pop(msg.id, ()):
-                if not fut.done():
-                    fut.set_result(None)
+            self._waiters.wake(msg.id)
         for listener in self._listeners:
             listener(msg)
         return True
@@ -192,25 +191,11 @@ class View:
         msg = self.messages.get(message_id)
         if msg is not None and msg.status.final:
             return msg
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        waiters = self._waiters.setdefault(message_id, [])
-        waiters.append(fut)
-        try:
-            await asyncio.wait_for(fut, timeout)
-        except TimeoutError:
-            pass
-        finally:
-            if fut in waiters:
-                waiters.remove(fut)
-            if not waiters:
-                self._waiters.pop(message_id, None)
+        await self._waiters.wait(message_id, timeout)
         return self.messages.get(message_id, msg)
 
     def release_waiters(self) -> None:
-        for waiters in self._waiters.values():
-            for fut in waiters:
-                if not fut.done():
-                    fut.set_result(None)
+        self._waiters.wake_all()
 
     def dead_page(self, queue: str, limit: int, cursor: str | None) -> DeadPage:
         ids = list(reversed(self.dead[queue]))
