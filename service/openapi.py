@@ -125,6 +125,11 @@ MESSAGE_ID = {"name": "id", "in": "path", "required": True, "schema": {"type": "
 AUTH = (401, 403)
 
 
+# Every way a publish can be refused: bad JSON, unknown queue, slow or large body, not JSON,
+# not the schema, queue full, draining, and auth.
+PUBLISH_ERRORS = (400, 404, 408, 413, 415, 422, 429, 503, *AUTH)
+
+
 def openapi_document() -> dict[str, Any]:
     (_, components) = msgspec.json.schema_components(
         _TYPES, ref_template="#/components/schemas/{name}"
@@ -136,15 +141,7 @@ def openapi_document() -> dict[str, Any]:
                     "Publish one message",
                     "202",
                     "MessageView",
-                    400,
-                    404,
-                    408,
-                    413,
-                    415,
-                    422,
-                    429,
-                    503,
-                    *AUTH,
+                    *PUBLISH_ERRORS,
                     parameters=[QUEUE],
                     requestBody={"required": True, **_json("Envelope")},
                 )
@@ -155,15 +152,7 @@ def openapi_document() -> dict[str, Any]:
                 "Publish a batch, all or nothing",
                 "202",
                 "MessageList",
-                400,
-                404,
-                408,
-                413,
-                415,
-                422,
-                429,
-                503,
-                *AUTH,
+                *PUBLISH_ERRORS,
                 parameters=[QUEUE],
                 requestBody={"required": True, **_json("Batch")},
             )
