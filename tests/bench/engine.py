@@ -27,6 +27,7 @@ from service.logs import setup_logging
 from service.model import Envelope
 from service.runtime import Runtime
 
+from ..conftest import running
 from . import peers
 from .work import CPU_ROUNDS, small
 
@@ -59,19 +60,11 @@ def spool_settings(queues: dict[str, dict[str, Any]], threads: int = CONCURRENCY
 
 
 async def with_runtime(settings: Any, body: Callable[[Runtime], Awaitable[Any]]) -> Any:
-    runtime = Runtime(settings)
-    task = asyncio.create_task(runtime.run())
-    ready = asyncio.create_task(runtime.ready.wait())
-    await asyncio.wait({task, ready}, return_when=asyncio.FIRST_COMPLETED)
-    if task.done():
-        ready.cancel()
-        task.result()  # raises the start failure
+    """The tests' own Runtime lifecycle (tests/conftest.py `running`), minus the snapshot."""
     try:
-        return await body(runtime)
+        async with running(settings) as runtime:
+            return await body(runtime)
     finally:
-        runtime.request_stop()
-        runtime.request_stop()
-        await task
         with contextlib.suppress(FileNotFoundError):
             os.remove(SNAPSHOT)
 

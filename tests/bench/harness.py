@@ -8,7 +8,6 @@ import os
 import platform
 import shutil
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -22,6 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+
+from ..conftest import free_port
 
 ROOT = Path(__file__).resolve().parents[2]
 BENCH = Path(__file__).resolve().parent
@@ -110,13 +111,6 @@ def pinned(cpu: int | None, argv: list[str]) -> list[str]:
     if cpu is None or shutil.which("taskset") is None or (os.cpu_count() or 1) < 2:
         return argv
     return ["taskset", "-c", str(cpu), *argv]
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port: int = sock.getsockname()[1]
-        return port
 
 
 @dataclass
