@@ -42,7 +42,9 @@ async def read_json(kind: type[T], *, optional: bool = False) -> T:
     """
     data = await request.get_data(cache=False)
     assert isinstance(data, bytes)
-    if optional and not data.strip():
+    # Only JSON's own whitespace counts as "no body": bytes.strip() would also eat \x0b and
+    # \x0c, which are not JSON, and accept them as `{}`.
+    if optional and not data.strip(b" \t\r\n"):
         data = b"{}"
     elif request.mimetype != JSON:
         raise UnsupportedMediaType(
