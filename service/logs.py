@@ -97,12 +97,14 @@ class LoopBufferedHandler(logging.StreamHandler[TextIO]):
             self.handleError(record)
 
     def flush(self) -> None:
-        with self.lock:
-            try:
-                self._write_kept()
-            except Exception:  # a closed or broken stream: logging must never raise
-                self._kept.clear()
+        self.acquire()
+        try:
+            self._write_kept()
             super().flush()
+        except Exception:  # a closed or broken stream: logging must never raise
+            self._kept.clear()
+        finally:
+            self.release()
 
     def _write_kept(self) -> None:
         if self._kept:
@@ -115,7 +117,7 @@ class LoopBufferedHandler(logging.StreamHandler[TextIO]):
 def setup_logging(settings: LogSettings) -> None:
     # Per-record facts no formatter here prints: documented switches (Python's logging
     # HOWTO, "Optimization") that spare every record a frame walk and three lookups.
-    logging._srcfile = None  # type: ignore[attr-defined]
+    logging._srcfile = None
     logging.logThreads = False
     logging.logProcesses = False
     logging.logMultiprocessing = False
