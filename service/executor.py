@@ -1,9 +1,9 @@
 """Where handler code runs, so the event loop never does blocking work.
 
 - async handlers: a task on the loop, cancelled at the timeout.
-- thread handlers: a ThreadPoolExecutor through run_in_executor. A thread cannot be killed:
-  one that overruns is abandoned (counted), and once half the pool is abandoned the pool is
-  replaced by a fresh one, so stuck handlers never silently starve the queue.
+- thread handlers: HandlerThreads (threads.py), a leaner ThreadPoolExecutor for the loop. A
+  thread cannot be killed: one that overruns is abandoned (counted) and a fresh thread takes
+  its place at once, so stuck handlers never silently starve the queue.
 - process handlers: N single-worker process pools ("slots") through run_in_executor. One
   slot per running handler means an overrun or a crash costs exactly that worker: it is
   terminated and the slot gets a fresh pool, while the other slots keep running.
@@ -15,10 +15,8 @@ import asyncio
 import logging
 import multiprocessing
 import os
-import threading
 import traceback
-from collections.abc import Callable
-from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor
+from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from functools import partial
@@ -29,12 +27,15 @@ import msgspec
 from .config import ExecutorSettings
 from .handlers.registry import ResolvedHandler, resolve_cached
 from .model import HandlerContext
+from .threads import HandlerExit, HandlerThreads
 
 log = logging.getLogger(__name__)
 
 # Worker processes run below the loop's priority, so CPU-bound handlers never starve it.
 WORKER_NICENESS = 5
 ASYNC_CANCEL_GRACE_S = 1.0
+# /readyz fails once this many times `executor.threads` handler threads are stuck.
+LEAKING_THREADS_FACTOR = 4
 
 
 class HandlerFailure(Exception):
@@ -84,53 +85,6 @@ def _lower_priority() -> None:
         pass
 
 
-class _ThreadCall:
-    """A handler call in a worker thread that knows whether it was abandoned.
-
-    pending → running → finished, under a lock shared with the loop's abandon(): a call
-    abandoned before it started never runs; one abandoned while running reports its return
-    (so the count of abandoned threads stays true); one that already finished is not counted.
-    """
-
-    __slots__ = ("_fn", "_lock", "_loop", "_on_return", "abandoned", "state")
-
-    def __init__(
-        self,
-        fn: Callable[[], bytes],
-        loop: asyncio.AbstractEventLoop,
-        on_return: Callable[[], None],
-    ) -> None:
-        self._fn = fn
-        self._loop = loop
-        self._on_return = on_return
-        self._lock = threading.Lock()
-        self.state = "pending"
-        self.abandoned = False
-
-    def __call__(self) -> bytes:
-        with self._lock:
-            if self.abandoned:
-                return b"null"  # its attempt already timed out or was given back
-            self.state = "running"
-        try:
-            return self._fn()
-        finally:
-            with self._lock:
-                self.state = "finished"
-                report = self.abandoned
-            if report:
-                try:
-                    self._loop.call_soon_threadsafe(self._on_return)
-                except RuntimeError:
-                    pass  # the loop is closed: nobody is counting any more
-
-    def abandon(self) -> bool:
-        """True when the thread is running now and will run on, abandoned."""
-        with self._lock:
-            self.abandoned = True
-            return self.state == "running"
-
-
 @dataclass(slots=True)
 class _ProcessSlot:
     pool: ProcessPoolExecutor
@@ -139,10 +93,7 @@ class _ProcessSlot:
 class Executors:
     def __init__(self, settings: ExecutorSettings) -> None:
         self._settings = settings
-        self._threads = self._new_thread_pool()
-        self._abandoned_here = 0  # abandoned threads of the current pool
-        self.abandoned_threads = 0  # still running somewhere, across all pools
-        self._old_thread_pools: list[ThreadPoolExecutor] = []
+        self._threads = HandlerThreads(settings.threads)
         self._mp = multiprocessing.get_context("forkserver")
         self._free_slots: asyncio.Queue[_ProcessSlot] | None = None
         self._slots: list[_ProcessSlot] = []
@@ -151,9 +102,6 @@ class Executors:
         self._retired: list[ProcessPoolExecutor] = []
         self.busy = {"thread": 0, "process": 0}
         self.process_restarts = 0
-
-    def _new_thread_pool(self) -> ThreadPoolExecutor:
-        return ThreadPoolExecutor(self._settings.threads, thread_name_prefix="spool-handler")
 
     def _new_process_pool(self) -> ProcessPoolExecutor:
         return ProcessPoolExecutor(1, mp_context=self._mp, initializer=_lower_priority)
@@ -167,10 +115,17 @@ class Executors:
                 self._free_slots.put_nowait(slot)
         return self._free_slots
 
+    @property
+    def abandoned_threads(self) -> int:
+        """Threads still running a handler that overran its timeout."""
+        return self._threads.abandoned
+
     def health(self) -> dict[str, object]:
-        usable = self._abandoned_here < self._settings.threads
+        # Every abandoned thread is replaced, so work goes on; but this many stuck handlers
+        # means threads are leaking, and a restart is what frees them.
+        leaking = self.abandoned_threads >= LEAKING_THREADS_FACTOR * self._settings.threads
         return {
-            "ok": usable,
+            "ok": not leaking,
             "threads": self._settings.threads,
             "abandoned_threads": self.abandoned_threads,
             "processes": self._settings.processes,
@@ -207,46 +162,26 @@ class Executors:
     async def _run_thread(
         self, handler: ResolvedHandler, body: bytes, ctx: HandlerContext, timeout: float
     ) -> bytes:
-        loop = asyncio.get_running_loop()
-        pool = self._threads
-        call = _ThreadCall(partial(call_sync, handler, body, ctx), loop, self._thread_returned)
-        fut = loop.run_in_executor(pool, call)
+        job = self._threads.submit(partial(call_sync, handler, body, ctx))
+        fut = job.future
         # The timeout cancels the future we await (never the task): one timer, no extra task
         # or waiter per message, which is what asyncio.wait would cost.
-        timer = loop.call_later(timeout, fut.cancel)
+        timer = asyncio.get_running_loop().call_later(timeout, fut.cancel)
         self.busy["thread"] += 1
         try:
-            return await fut
+            result: bytes = await fut
+            return result
         except asyncio.CancelledError:
+            self._threads.abandon(job)
             task = asyncio.current_task()
             if task is not None and task.cancelling():
-                # A graceful stop's deadline: the thread runs on, abandoned like an overrun.
-                self._abandon(pool, call)
-                raise
-            self._abandon(pool, call)
+                raise  # a graceful stop's deadline: the thread runs on, abandoned like an overrun
             raise HandlerTimeout(timeout) from None
+        except HandlerExit as exc:
+            raise HandlerFailure(exc.type_name, str(exc)) from None
         finally:
             timer.cancel()
             self.busy["thread"] -= 1
-
-    def _abandon(self, pool: ThreadPoolExecutor, call: _ThreadCall) -> None:
-        if not call.abandon():
-            return  # it had not started (it never will) or it has just returned
-        self.abandoned_threads += 1
-        if pool is self._threads:
-            self._abandoned_here += 1
-            if self._abandoned_here * 2 >= self._settings.threads:
-                log.warning(
-                    "%d handler threads overran their timeout; starting a fresh thread pool",
-                    self._abandoned_here,
-                )
-                self._old_thread_pools.append(pool)
-                pool.shutdown(wait=False)
-                self._threads = self._new_thread_pool()
-                self._abandoned_here = 0
-
-    def _thread_returned(self) -> None:
-        self.abandoned_threads -= 1
 
     async def _run_process(
         self, handler: ResolvedHandler, body: bytes, ctx: HandlerContext, timeout: float
@@ -297,8 +232,7 @@ class Executors:
         return [slot.pool.submit(_lower_priority) for slot in self._slots]
 
     def shutdown(self) -> None:
-        for pool in [self._threads, *self._old_thread_pools]:
-            pool.shutdown(wait=False, cancel_futures=True)
+        self._threads.close()
         for slot in self._slots:
             for proc in list(getattr(slot.pool, "_processes", {}).values()):
                 if proc.is_alive():

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -84,6 +85,13 @@ def spin(body: Any) -> int:
 def crash(body: Any) -> Any:
     """Kills its worker process outright, like a segfault or the OOM killer would."""
     os._exit(13)
+
+
+def exit_now(body: Any) -> Any:
+    """sys.exit() from a handler: a failed attempt, not a way to stop anything."""
+    if not body.get("ok"):
+        sys.exit(3)
+    return "ok"
 
 
 def not_serializable(body: Any) -> Any:
