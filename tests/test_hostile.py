@@ -144,6 +144,7 @@ def test_access_log_cannot_be_forged_through_the_path(server: Server) -> None:
     forged = "x%0A2026-01-01%2000:00:00,000%20ERROR%20service:%20forged%00"
     status, _, _ = exchange(server.port, case("forge", get(f"/v1/messages/{forged}")))
     assert status == 404
+    server.wait_log("/v1/messages/x%0A2026")
     log = server.log_path.read_bytes()
     assert b"\x00" not in log
     assert not any(line.startswith(b"2026-01-01") for line in log.splitlines())

@@ -20,12 +20,20 @@ pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 # Kept small so CI stays bounded; schemathesis prints its seed to replay a failure.
 BUDGET_S = 45
 MAX_EXAMPLES = 15
+# A fixed seed makes CI replayable: the same run passes or fails every time. Hunting for new
+# failures is a matter of other seeds: SPOOL_SCHEMATHESIS_SEED=random (or a number).
+DEFAULT_SEED = "20261126"
 # Checks left out, on purpose:
 # - positive_data_acceptance: Spool refuses some documents JSON Schema cannot rule out
 #   (duplicate keys, integers beyond 64 bits, 1.0 where an integer is expected, nesting
 #   deeper than 64), each with a clear 400/422.
 # - use_after_free: DELETE cancels a message, which stays readable as "cancelled" (SPEC).
 EXCLUDED_CHECKS = "positive_data_acceptance,use_after_free"
+
+
+def seed_option() -> list[str]:
+    seed = os.environ.get("SPOOL_SCHEMATHESIS_SEED", DEFAULT_SEED)
+    return [] if seed == "random" else [f"--seed={seed}"]
 
 
 def test_schemathesis_finds_no_server_error_and_no_schema_violation(
@@ -60,7 +68,10 @@ mode = "async"
         # Long-polls legitimately take up to 60 s.
         "--request-timeout=62",
         "--max-response-time=62",
-        "--workers=2",
+        # One worker: two threads in hypothesis can trip a CPython 3.11 race in ast.parse
+        # ("AST constructor recursion depth mismatch"), a crash of the tool, not the service.
+        "--workers=1",
+        *seed_option(),
         "--exclude-path-regex=^/v1/events",
         f"--report-dir={tmp_path / 'report'}",
     ]

@@ -38,13 +38,13 @@ def refuse_when_draining(rt: Runtime) -> None:
 async def read_json(kind: type[T], *, optional: bool = False) -> T:
     """The request body decoded into `kind`: 415 not JSON, 400 malformed, 422 not the schema.
 
-    With optional=True an empty body (any content type) stands for `{}`.
+    With optional=True an empty body (zero bytes, any content type) stands for `{}`.
     """
     data = await request.get_data(cache=False)
     assert isinstance(data, bytes)
-    # Only JSON's own whitespace counts as "no body": bytes.strip() would also eat \x0b and
-    # \x0c, which are not JSON, and accept them as `{}`.
-    if optional and not data.strip(b" \t\r\n"):
+    # Only zero bytes are "no body": anything else claims to be a document and must be one
+    # (a lone newline or \x0b sent as application/json is malformed JSON, a 400).
+    if optional and not data:
         data = b"{}"
     elif request.mimetype != JSON:
         raise UnsupportedMediaType(
