@@ -46,7 +46,9 @@ handler = "tests.handlers:fail"
 max_retries = 0
 """
     extra = f'[auth]\ntokens = ["admin:{SECRET_TOKEN}"]\n'
-    server = server_factory(toml_config(tmp_path, queues, extra), env={"SPOOL_LOG__FORMAT": "json"})
+    # debug: a success is logged at debug level, a failure at info.
+    env = {"SPOOL_LOG__FORMAT": "json", "SPOOL_LOG__LEVEL": "debug"}
+    server = server_factory(toml_config(tmp_path, queues, extra), env=env)
     server.start()
     auth = {"Authorization": f"Bearer {SECRET_TOKEN}"}
     with httpx.Client(base_url=server.url, headers=auth, timeout=10) as client:
@@ -78,7 +80,11 @@ max_retries = 0
     assert all(isinstance(d.get("request_id"), str) and d["request_id"] for d in access)
     done = next(d for d in docs if d.get("message_id") == mid and d.get("outcome"))
     assert done["queue"] == "work" and done["attempt"] == 1 and done["outcome"] == "succeeded"
-    assert isinstance(done["duration_ms"], float)
+    assert isinstance(done["duration_ms"], float) and done["level"] == "debug"
+    started = next(d for d in docs if d.get("message_id") == mid and d["msg"] == "message started")
+    assert started["attempt"] == 1 and started["level"] == "debug"
+    dead = next(d for d in docs if d.get("outcome") == "failed")
+    assert dead["queue"] == "broken" and dead["level"] == "info"
     handler_failed = next(d for d in docs if "handler failed" in str(d["msg"]))
     assert "Traceback" in str(handler_failed["msg"]) + str(handler_failed.get("exc", ""))
     assert handler_failed["queue"] == "broken"

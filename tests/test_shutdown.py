@@ -96,7 +96,8 @@ handler = "tests.handlers:flaky"
 retry_backoff_s = 30
 retry_backoff_max_s = 30
 """
-    server = server_factory(config(tmp_path, 3, queues))
+    # debug: successes are logged at debug level, and the drain's are looked for below.
+    server = server_factory(config(tmp_path, 3, queues), env={"SPOOL_LOG__LEVEL": "debug"})
     server.start()
     client = httpx.Client(base_url=server.url, timeout=10)
     # Work of every kind the snapshot must carry: scheduled, retrying, queued, running.
