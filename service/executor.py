@@ -32,7 +32,7 @@ from .threads import HandlerExit, HandlerThreads
 log = logging.getLogger(__name__)
 
 # Worker processes run below the loop's priority, so CPU-bound handlers never starve it.
-WORKER_NICENESS = 5
+WORKER_NICENESS = 10
 ASYNC_CANCEL_GRACE_S = 1.0
 # /readyz fails once this many times `executor.threads` handler threads are stuck.
 LEAKING_THREADS_FACTOR = 4
@@ -79,8 +79,10 @@ def call_in_process(ref: str, body: bytes, ctx: HandlerContext) -> tuple[bool, A
 
 
 def _lower_priority() -> None:
+    """Absolute, so running it twice in a worker changes nothing (os.nice would add up)."""
     try:
-        os.nice(WORKER_NICENESS)
+        current = os.getpriority(os.PRIO_PROCESS, 0)
+        os.setpriority(os.PRIO_PROCESS, 0, max(current, WORKER_NICENESS))
     except OSError:
         pass
 
@@ -229,7 +231,7 @@ class Executors:
     def warm_up(self) -> list[Future[Any]]:
         """Start the worker processes now rather than on the first message."""
         self._ensure_slots()
-        return [slot.pool.submit(_lower_priority) for slot in self._slots]
+        return [slot.pool.submit(os.getpid) for slot in self._slots]
 
     def shutdown(self) -> None:
         self._threads.close()

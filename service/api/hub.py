@@ -24,6 +24,7 @@ SNAPSHOT_TTL_S = 0.5  # streams opened together share one computation of the fig
 LATENCY_WINDOW_S = 300.0  # p50/p95 over the last five minutes…
 LATENCY_SAMPLES = 1024  # …and at most this many samples per queue and kind
 _ATTEMPT_ENDS = frozenset({Status.SUCCEEDED, Status.RETRYING, Status.FAILED})
+_RUNNING = Status.RUNNING
 
 
 class LatencyWindow:
@@ -117,15 +118,19 @@ class EventHub:
                 self.dropped_total += 1
 
     def _measure(self, msg: Message) -> None:
-        wait, processing = self._wait.get(msg.queue), self._processing.get(msg.queue)
-        if wait is None or processing is None:
-            return
-        current = time.time()
-        started, ended = msg.started_at, msg.finished_at
-        if msg.status is Status.RUNNING and started is not None and msg.enqueued_at is not None:
-            wait.add(current, started - msg.enqueued_at)
-        elif msg.status in _ATTEMPT_ENDS and started is not None and ended is not None:
-            processing.add(current, ended - started)
+        status, started = msg.status, msg.started_at
+        if started is None:
+            return  # published, scheduled or given back: nothing to time (most calls)
+        if status is _RUNNING:
+            enqueued = msg.enqueued_at
+            wait = self._wait.get(msg.queue)
+            if wait is not None and enqueued is not None:
+                wait.add(time.time(), started - enqueued)
+        elif status in _ATTEMPT_ENDS:
+            ended = msg.finished_at
+            processing = self._processing.get(msg.queue)
+            if processing is not None and ended is not None:
+                processing.add(time.time(), ended - started)
 
     async def snapshot(self) -> dict[str, Any]:
         """Every queue's figures with latency, and the node's: computed at most every 0.5 s."""
