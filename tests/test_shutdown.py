@@ -93,8 +93,10 @@ max_size = 100000
 handler = "tests.handlers:echo"
 [queues.flaky]
 handler = "tests.handlers:flaky"
-retry_backoff_s = 30
-retry_backoff_max_s = 30
+# Full jitter draws the delay from [0, 3600 s): still retrying at the stop but for a
+# 1-in-1000 chance (30 s left it a 1-in-15 chance of being retried and done already).
+retry_backoff_s = 3600
+retry_backoff_max_s = 3600
 """
     # debug: successes are logged at debug level, and the drain's are looked for below.
     server = server_factory(config(tmp_path, 3, queues), env={"SPOOL_LOG__LEVEL": "debug"})

@@ -87,7 +87,11 @@ async def test_cancel_queued_drops_depth_at_once_and_never_runs(connect: Connect
 async def test_cancel_scheduled_and_retrying(connect: Connect) -> None:
     queues = {
         "q": HELD,
-        "f": {"handler": "tests.handlers:fail", "retry_backoff_s": 30, "retry_backoff_max_s": 30},
+        "f": {
+            "handler": "tests.handlers:fail",
+            "retry_backoff_s": 3600,
+            "retry_backoff_max_s": 3600,
+        },
     }
     async with connect(queues) as (client, _):
         later = await publish(client, "q", 1, delay_s=60)

@@ -41,8 +41,14 @@ async def test_exhausted_retries_make_a_dead_letter(connect: Connect) -> None:
 
 
 async def test_retrying_message_waits_its_backoff(connect: Connect) -> None:
+    # Full jitter draws the delay from [0, 3600 s): long enough that the retry never comes
+    # while the test looks (with 30 s, 1 run in 300 saw it come within 0.1 s).
     queues = {
-        "q": {"handler": "tests.handlers:fail", "retry_backoff_s": 30, "retry_backoff_max_s": 30}
+        "q": {
+            "handler": "tests.handlers:fail",
+            "retry_backoff_s": 3600,
+            "retry_backoff_max_s": 3600,
+        }
     }
     async with connect(queues) as (client, _):
         msg = await publish(client, "q", 1)
