@@ -90,6 +90,9 @@ def _lower_priority() -> None:
 @dataclass(slots=True)
 class _ProcessSlot:
     pool: ProcessPoolExecutor
+    # A fresh pool's first call (a no-op) that starts its worker: the next handler waits for
+    # it before its timeout starts, so a worker's start-up is never a handler's overrun.
+    starting: Future[Any] | None = None
 
 
 class Executors:
@@ -193,13 +196,24 @@ class Executors:
         loop = asyncio.get_running_loop()
         self.busy["process"] += 1
         try:
+            if slot.starting is not None:
+                starting, slot.starting = slot.starting, None
+                try:
+                    await asyncio.wrap_future(starting)
+                except BrokenProcessPool:
+                    self._replace(slot)
+                    raise HandlerFailure(
+                        "WorkerCrashed", "a fresh worker process died as it started"
+                    ) from None
             fut = loop.run_in_executor(slot.pool, partial(call_in_process, handler.ref, body, ctx))
             try:
                 done, _ = await asyncio.wait({fut}, timeout=timeout)
             except asyncio.CancelledError:
+                fut.cancel()  # its worker is killed: nobody will read the broken pool's error
                 self._replace(slot)
                 raise
             if not done:
+                fut.cancel()
                 self._replace(slot)
                 raise HandlerTimeout(timeout)
             try:
@@ -226,12 +240,16 @@ class Executors:
         old.shutdown(wait=False, cancel_futures=True)
         self._retired = [p for p in self._retired if _still_closing(p)] + [old]
         slot.pool = self._new_process_pool()
+        slot.starting = slot.pool.submit(os.getpid)  # start the new worker now, not at need
         self.process_restarts += 1
 
     def warm_up(self) -> list[Future[Any]]:
         """Start the worker processes now rather than on the first message."""
         self._ensure_slots()
-        return [slot.pool.submit(os.getpid) for slot in self._slots]
+        for slot in self._slots:
+            if slot.starting is None:
+                slot.starting = slot.pool.submit(os.getpid)
+        return [slot.starting for slot in self._slots if slot.starting is not None]
 
     def shutdown(self) -> None:
         self._threads.close()
