@@ -78,6 +78,11 @@ def call_in_process(ref: str, body: bytes, ctx: HandlerContext) -> tuple[bool, A
         return False, (type(exc).__name__, str(exc), traceback.format_exc())
 
 
+def _settle(future: asyncio.Future[None], *_: object) -> None:
+    if not future.done():
+        future.set_result(None)
+
+
 def _lower_priority() -> None:
     """Absolute, so running it twice in a worker changes nothing (os.nice would add up)."""
     try:
@@ -151,13 +156,21 @@ class Executors:
     ) -> bytes:
         value = msgspec.json.decode(body)
         coro = handler.fn(value, ctx) if handler.wants_context else handler.fn(value)
-        task: asyncio.Task[Any] = asyncio.ensure_future(coro)
+        loop = asyncio.get_running_loop()
+        task: asyncio.Task[Any] = loop.create_task(coro)
+        # asyncio.wait({task}, timeout) without its sets, closures and bookkeeping: one
+        # future that the task's end or the timer settles, whichever comes first.
+        settled = loop.create_future()
+        task.add_done_callback(partial(_settle, settled))
+        timer = loop.call_later(timeout, _settle, settled)
         try:
-            done, _ = await asyncio.wait({task}, timeout=timeout)
+            await settled
         except asyncio.CancelledError:
             task.cancel()
             raise
-        if not done:
+        finally:
+            timer.cancel()
+        if not task.done():
             task.cancel()
             # A handler that ignores cancellation is left to itself after a short grace.
             await asyncio.wait({task}, timeout=ASYNC_CANCEL_GRACE_S)

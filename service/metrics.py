@@ -1,12 +1,15 @@
 """Every metric SPEC names, on a registry owned by one runtime (no global state).
 
 Counters and histograms are updated where things happen, through label children bound
-once per queue. Gauges that mirror state (depth, consumers, executor busy) are read at
+once per queue; the ones the consumer updates for every message are plain numbers
+(LightFamily) rather than prometheus_client's locked values. Gauges that mirror state (depth, consumers, executor busy) are read at
 scrape time by a collector, so the hot path pays nothing for them.
 """
 
 from __future__ import annotations
 
+import math
+from bisect import bisect_left
 from collections.abc import Callable, Iterable
 from typing import TYPE_CHECKING
 
@@ -17,8 +20,14 @@ from prometheus_client import (
     disable_created_metrics,
     generate_latest,
 )
-from prometheus_client.core import GaugeMetricFamily, Metric
+from prometheus_client.core import (
+    CounterMetricFamily,
+    GaugeMetricFamily,
+    HistogramMetricFamily,
+    Metric,
+)
 from prometheus_client.registry import Collector
+from prometheus_client.utils import floatToGoString
 
 from .broker.queues import DEPTH_STATUSES
 
@@ -34,31 +43,77 @@ LAG_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5)
 HTTP_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5, 30, 60)
 
 
-# Deferred observations reach their histogram at the next scrape, or once this many wait.
-FLUSH_AT = 1024
+class LightHistogram:
+    """One label set's histogram, kept as plain numbers: observe() is a bisect and two
+    additions on the loop's thread, with no lock (only the loop observes) and no per-bucket
+    objects; LightFamily turns it into exposition at scrape time."""
 
+    __slots__ = ("bounds", "counts", "total")
 
-class Deferred:
-    """A histogram child whose observe() only appends: the bucket arithmetic and the lock
-    happen at scrape time (or every FLUSH_AT values), not once per message on the loop."""
-
-    __slots__ = ("_child", "_pending")
-
-    def __init__(self, child: Histogram) -> None:
-        self._child = child
-        self._pending: list[float] = []
+    def __init__(self, bounds: tuple[float, ...]) -> None:
+        self.bounds = bounds
+        self.counts = [0] * (len(bounds) + 1)  # the last one is +Inf
+        self.total = 0.0
 
     def observe(self, value: float) -> None:
-        pending = self._pending
-        pending.append(value)
-        if len(pending) >= FLUSH_AT:
-            self.flush()
+        # bisect_left finds the first bound >= value: Prometheus buckets are "le".
+        self.counts[bisect_left(self.bounds, value)] += 1
+        self.total += value
 
-    def flush(self) -> None:
-        pending, self._pending = self._pending, []
-        observe = self._child.observe
-        for value in pending:
-            observe(value)
+
+class LightCounter:
+    """One label set's counter as a plain int (only the loop's thread adds to it)."""
+
+    __slots__ = ("value",)
+
+    def __init__(self) -> None:
+        self.value = 0
+
+    def inc(self, amount: int = 1) -> None:
+        self.value += amount
+
+
+class LightFamily(Collector):
+    """The per-queue histograms or counters the hot path updates, exposed like
+    prometheus_client's own (same names, types, labels, buckets and formatting)."""
+
+    def __init__(self, name: str, doc: str, labels: list[str], kind: str) -> None:
+        self.name, self.doc, self.labels, self.kind = name, doc, labels, kind
+        self.children: dict[tuple[str, ...], LightHistogram | LightCounter] = {}
+
+    def histogram(self, bounds: tuple[float, ...], *labels: str) -> LightHistogram:
+        child = LightHistogram(bounds)
+        self.children[labels] = child
+        return child
+
+    def counter(self, *labels: str) -> LightCounter:
+        child = LightCounter()
+        self.children[labels] = child
+        return child
+
+    def collect(self) -> Iterable[Metric]:
+        if self.kind == "histogram":
+            histograms = HistogramMetricFamily(self.name, self.doc, labels=self.labels)
+            for labels, child in self.children.items():
+                assert isinstance(child, LightHistogram)
+                cumulative, buckets = 0, []
+                for bound, count in zip((*child.bounds, math.inf), child.counts, strict=True):
+                    cumulative += count
+                    buckets.append((_le(bound), float(cumulative)))
+                histograms.add_metric(list(labels), buckets, child.total)
+            yield histograms
+        else:
+            counters = CounterMetricFamily(self.name, self.doc, labels=self.labels)
+            for labels, child in self.children.items():
+                assert isinstance(child, LightCounter)
+                counters.add_metric(list(labels), child.value)
+            yield counters
+
+
+def _le(bound: float) -> str:
+    """A bucket bound as prometheus_client writes it (0.005, 1.0, +Inf)."""
+    text: str = floatToGoString(bound)  # type: ignore[no-untyped-call]
+    return text
 
 
 class QueueMetrics:
@@ -68,10 +123,10 @@ class QueueMetrics:
 
     def __init__(self, metrics: Metrics, queue: str) -> None:
         self.published = metrics.published.labels(queue)
-        self.processed = {o: metrics.processed.labels(queue, o) for o in OUTCOMES}
+        self.processed = {o: metrics.processed.counter(queue, o) for o in OUTCOMES}
         self.timeouts = metrics.timeouts.labels(queue)
-        self.wait = Deferred(metrics.wait.labels(queue))
-        self.processing = Deferred(metrics.processing.labels(queue))
+        self.wait = metrics.wait.histogram(LATENCY_BUCKETS, queue)
+        self.processing = metrics.processing.histogram(LATENCY_BUCKETS, queue)
 
 
 class Metrics:
@@ -79,37 +134,31 @@ class Metrics:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.queues: dict[str, QueueMetrics] = {}
-        # First in the registry, so every collection sees the deferred observations.
-        r.register(FlushDeferred(self))
         self.published = Counter(
             "spool_messages_published", "Messages accepted for a queue.", ["queue"], registry=r
         )
-        self.processed = Counter(
+        # The three families updated once or twice per message are light (see LightFamily).
+        self.processed = LightFamily(
             "spool_messages_processed",
             "Attempt ends and cancels, by outcome (succeeded, retried, failed, cancelled).",
             ["queue", "outcome"],
-            registry=r,
+            "counter",
         )
+        r.register(self.processed)
         self.timeouts = Counter(
             "spool_attempt_timeouts",
             "Attempts that hit the queue's timeout_s.",
             ["queue"],
             registry=r,
         )
-        self.wait = Histogram(
-            "spool_queue_wait_seconds",
-            "Time from queued to running.",
-            ["queue"],
-            buckets=LATENCY_BUCKETS,
-            registry=r,
+        self.wait = LightFamily(
+            "spool_queue_wait_seconds", "Time from queued to running.", ["queue"], "histogram"
         )
-        self.processing = Histogram(
-            "spool_processing_seconds",
-            "Handler run time per attempt.",
-            ["queue"],
-            buckets=LATENCY_BUCKETS,
-            registry=r,
+        r.register(self.wait)
+        self.processing = LightFamily(
+            "spool_processing_seconds", "Handler run time per attempt.", ["queue"], "histogram"
         )
+        r.register(self.processing)
         self.loop_lag = Histogram(
             "spool_event_loop_lag_seconds",
             "How late the event loop wakes a sleeping task.",
@@ -136,19 +185,6 @@ class Metrics:
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
-
-
-class FlushDeferred(Collector):
-    """Yields nothing; collecting it moves every deferred observation into its histogram."""
-
-    def __init__(self, metrics: Metrics) -> None:
-        self._metrics = metrics
-
-    def collect(self) -> Iterable[Metric]:
-        for queue in self._metrics.queues.values():
-            queue.wait.flush()
-            queue.processing.flush()
-        return ()
 
 
 class StateCollector(Collector):

@@ -13,7 +13,7 @@ from service.config import ExecutorSettings
 from service.consumer import shielded
 from service.executor import Executors, HandlerTimeout
 from service.handlers.registry import resolve
-from service.metrics import Deferred, Metrics
+from service.metrics import LightHistogram, Metrics
 from service.model import HandlerContext
 
 
@@ -80,12 +80,20 @@ async def test_a_thread_call_that_times_out_before_it_starts_never_runs(tmp_path
         executors.shutdown()
 
 
-def test_deferred_observations_reach_the_histogram_at_the_scrape() -> None:
+def test_light_histograms_and_counters_expose_like_prometheus_client() -> None:
     metrics = Metrics(["q"])
     wait = metrics.queues["q"].wait
-    assert isinstance(wait, Deferred)
-    for _ in range(3):
-        wait.observe(0.002)
+    assert isinstance(wait, LightHistogram)
+    for value in (0.0005, 0.001, 0.002, 400.0):
+        wait.observe(value)
+    metrics.queues["q"].processed["succeeded"].inc()
     text = metrics.render().decode()
-    assert 'spool_queue_wait_seconds_count{queue="q"} 3.0' in text
-    assert metrics.registry.get_sample_value("spool_queue_wait_seconds_count", {"queue": "q"}) == 3
+    assert 'spool_queue_wait_seconds_bucket{le="0.001",queue="q"} 2.0' in text  # le: <=
+    assert 'spool_queue_wait_seconds_bucket{le="0.005",queue="q"} 3.0' in text
+    assert 'spool_queue_wait_seconds_bucket{le="300.0",queue="q"} 3.0' in text
+    assert 'spool_queue_wait_seconds_bucket{le="+Inf",queue="q"} 4.0' in text
+    assert 'spool_queue_wait_seconds_count{queue="q"} 4.0' in text
+    assert 'spool_queue_wait_seconds_sum{queue="q"} 400.0035' in text
+    assert 'spool_messages_processed_total{outcome="succeeded",queue="q"} 1.0' in text
+    assert "# TYPE spool_messages_processed_total counter" in text
+    assert "# TYPE spool_processing_seconds histogram" in text
