@@ -20,13 +20,12 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-import uuid
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
 import msgspec
 
-from ..app import REQUEST_ID, log_path
+from ..app import REQUEST_ID, log_path, new_request_id
 from ..config import Settings
 from ..errors import SpoolError
 from ..model import Batch, Envelope
@@ -212,7 +211,7 @@ def _request_id(header: bytes | None) -> str | None:
     """The id to answer with: a fresh one, the client's plain one (app.REQUEST_ID), or None:
     the app decides what to do with any other."""
     if not header:
-        return uuid.uuid4().hex
+        return new_request_id()
     text = header.decode("latin-1")
     return text if REQUEST_ID.fullmatch(text) else None
 
