@@ -106,30 +106,28 @@ class LoopBufferedHandler(logging.StreamHandler[TextIO]):
     def __init__(self, stream: TextIO) -> None:
         super().__init__(stream)
         self._kept: list[str] = []
+        self._kept_on: asyncio.AbstractEventLoop | None = None  # whose timer writes _kept
 
     def emit(self, record: logging.LogRecord) -> None:
         try:
             line = self.format(record)
-        except Exception:
-            self.handleError(record)
-            return
-        # Handler.handle() holds self.lock around emit(), so _kept needs no other lock.
-        if record.levelno < logging.WARNING:
-            try:
-                loop = asyncio.get_running_loop()
-            except RuntimeError:
-                loop = None
-            if loop is not None:
-                if not self._kept:
-                    loop.call_later(self.FLUSH_AFTER_S, self.flush)
-                self._kept.append(line)
-                if len(self._kept) >= self.MAX_LINES:
-                    self._write_kept()
+            # Handler.handle() holds self.lock around emit(), so _kept needs no other lock.
+            loop = _running_loop() if record.levelno < logging.WARNING else None
+            if loop is None:
+                self._write_kept()
+                self.stream.write(line + self.terminator)
+                self.stream.flush()
                 return
-        try:
-            self._write_kept()
-            self.stream.write(line + self.terminator)
-            self.stream.flush()
+            if self._kept and loop is not self._kept_on:
+                # Kept on another loop (a handler thread's own asyncio.run, a loop that has
+                # since stopped): its timer may never come, so write them now, in order.
+                self._write_kept()
+            if not self._kept:
+                loop.call_later(self.FLUSH_AFTER_S, self.flush)
+                self._kept_on = loop
+            self._kept.append(line)
+            if len(self._kept) >= self.MAX_LINES:
+                self._write_kept()
         except Exception:
             self.handleError(record)
 
@@ -149,6 +147,13 @@ class LoopBufferedHandler(logging.StreamHandler[TextIO]):
             self._kept.clear()
             self.stream.write(text)
             self.stream.flush()
+
+
+def _running_loop() -> asyncio.AbstractEventLoop | None:
+    try:
+        return asyncio.get_running_loop()
+    except RuntimeError:
+        return None
 
 
 def setup_logging(settings: LogSettings) -> None:

@@ -86,3 +86,33 @@ async def test_flush_writes_what_is_kept(
     logger.info("at exit")
     handler.flush()  # what logging.shutdown() calls at exit
     assert lines(stream) == ["INFO at exit"]
+
+
+async def test_lines_kept_on_another_loop_are_written_before_this_loops_own(
+    captured: tuple[logging.Logger, io.StringIO, LoopBufferedHandler],
+) -> None:
+    logger, stream, _ = captured
+
+    async def briefly() -> None:
+        logger.info("on a handler thread's own loop")
+
+    # A thread handler calling asyncio.run: its loop ends before its flush timer fires.
+    thread = threading.Thread(target=asyncio.run, args=(briefly(),))
+    thread.start()
+    thread.join()
+    logger.info("on the main loop")
+    await asyncio.sleep(LoopBufferedHandler.FLUSH_AFTER_S * 3)
+    assert lines(stream) == ["INFO on a handler thread's own loop", "INFO on the main loop"]
+
+
+def test_a_broken_stream_never_makes_logging_raise(
+    captured: tuple[logging.Logger, io.StringIO, LoopBufferedHandler],
+) -> None:
+    logger, stream, handler = captured
+    stream.close()
+    logging.raiseExceptions, before = False, logging.raiseExceptions
+    try:
+        logger.warning("into a closed stream")
+        handler.flush()
+    finally:
+        logging.raiseExceptions = before
