@@ -97,3 +97,23 @@ def test_light_histograms_and_counters_expose_like_prometheus_client() -> None:
     assert 'spool_messages_processed_total{outcome="succeeded",queue="q"} 1.0' in text
     assert "# TYPE spool_messages_processed_total counter" in text
     assert "# TYPE spool_processing_seconds histogram" in text
+
+
+async def test_readiness_fails_once_four_times_the_pool_is_stuck_and_recovers() -> None:
+    executors = Executors(ExecutorSettings(threads=1))
+    sleeper = resolve("tests.handlers:sleep")
+    ctx = HandlerContext(id="m", queue="q", attempt=1, headers={}, options={})
+    try:
+        for stuck in range(1, 5):
+            assert executors.health()["ok"] is True
+            with pytest.raises(HandlerTimeout):
+                await executors.run("thread", sleeper, b'{"seconds": 0.6}', ctx, 0.05)
+            assert executors.abandoned_threads == stuck  # each replaced, so the next ran
+        assert executors.health()["ok"] is False
+        for _ in range(100):  # the stuck handlers return: nothing is leaking any more
+            if executors.abandoned_threads == 0:
+                break
+            await asyncio.sleep(0.02)
+        assert executors.health()["ok"] is True
+    finally:
+        executors.shutdown()
