@@ -184,7 +184,7 @@ class Executors:
         fut = job.future
         # The timeout cancels the future we await (never the task): one timer, no extra task
         # or waiter per message, which is what asyncio.wait would cost.
-        timer = asyncio.get_running_loop().call_later(timeout, fut.cancel)
+        timer = fut.get_loop().call_later(timeout, fut.cancel)
         self.busy["thread"] += 1
         try:
             result: bytes = await fut

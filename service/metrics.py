@@ -2,8 +2,9 @@
 
 Counters and histograms are updated where things happen, through label children bound
 once per queue; the ones the consumer updates for every message are plain numbers
-(LightFamily) rather than prometheus_client's locked values. Gauges that mirror state (depth, consumers, executor busy) are read at
-scrape time by a collector, so the hot path pays nothing for them.
+(LightHistogram, LightCounter) rather than prometheus_client's locked values. Gauges that
+mirror state (depth, consumers, executor busy) are read at scrape time by a collector, so
+the hot path pays nothing for them.
 """
 
 from __future__ import annotations
@@ -46,7 +47,7 @@ HTTP_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5,
 class LightHistogram:
     """One label set's histogram, kept as plain numbers: observe() is a bisect and two
     additions on the loop's thread, with no lock (only the loop observes) and no per-bucket
-    objects; LightFamily turns it into exposition at scrape time."""
+    objects; LightHistograms turns it into exposition at scrape time."""
 
     __slots__ = ("bounds", "counts", "total")
 
@@ -73,41 +74,43 @@ class LightCounter:
         self.value += amount
 
 
-class LightFamily(Collector):
-    """The per-queue histograms or counters the hot path updates, exposed like
-    prometheus_client's own (same names, types, labels, buckets and formatting)."""
+class LightHistograms(Collector):
+    """A histogram family whose label children are LightHistograms, exposed like
+    prometheus_client's own (same name, type, labels, buckets and formatting)."""
 
-    def __init__(self, name: str, doc: str, labels: list[str], kind: str) -> None:
-        self.name, self.doc, self.labels, self.kind = name, doc, labels, kind
-        self.children: dict[tuple[str, ...], LightHistogram | LightCounter] = {}
+    def __init__(self, name: str, doc: str, labels: list[str], bounds: tuple[float, ...]) -> None:
+        self._name, self._doc, self._labels, self._bounds = name, doc, labels, bounds
+        self._children: dict[tuple[str, ...], LightHistogram] = {}
 
-    def histogram(self, bounds: tuple[float, ...], *labels: str) -> LightHistogram:
-        child = LightHistogram(bounds)
-        self.children[labels] = child
-        return child
-
-    def counter(self, *labels: str) -> LightCounter:
-        child = LightCounter()
-        self.children[labels] = child
-        return child
+    def labels(self, *values: str) -> LightHistogram:
+        return self._children.setdefault(values, LightHistogram(self._bounds))
 
     def collect(self) -> Iterable[Metric]:
-        if self.kind == "histogram":
-            histograms = HistogramMetricFamily(self.name, self.doc, labels=self.labels)
-            for labels, child in self.children.items():
-                assert isinstance(child, LightHistogram)
-                cumulative, buckets = 0, []
-                for bound, count in zip((*child.bounds, math.inf), child.counts, strict=True):
-                    cumulative += count
-                    buckets.append((_le(bound), float(cumulative)))
-                histograms.add_metric(list(labels), buckets, child.total)
-            yield histograms
-        else:
-            counters = CounterMetricFamily(self.name, self.doc, labels=self.labels)
-            for labels, child in self.children.items():
-                assert isinstance(child, LightCounter)
-                counters.add_metric(list(labels), child.value)
-            yield counters
+        family = HistogramMetricFamily(self._name, self._doc, labels=self._labels)
+        for values, child in self._children.items():
+            cumulative, buckets = 0, []
+            for bound, count in zip((*child.bounds, math.inf), child.counts, strict=True):
+                cumulative += count
+                buckets.append((_le(bound), float(cumulative)))
+            family.add_metric(list(values), buckets, child.total)
+        yield family
+
+
+class LightCounters(Collector):
+    """A counter family whose label children are LightCounters."""
+
+    def __init__(self, name: str, doc: str, labels: list[str]) -> None:
+        self._name, self._doc, self._labels = name, doc, labels
+        self._children: dict[tuple[str, ...], LightCounter] = {}
+
+    def labels(self, *values: str) -> LightCounter:
+        return self._children.setdefault(values, LightCounter())
+
+    def collect(self) -> Iterable[Metric]:
+        family = CounterMetricFamily(self._name, self._doc, labels=self._labels)
+        for values, child in self._children.items():
+            family.add_metric(list(values), child.value)
+        yield family
 
 
 def _le(bound: float) -> str:
@@ -123,10 +126,10 @@ class QueueMetrics:
 
     def __init__(self, metrics: Metrics, queue: str) -> None:
         self.published = metrics.published.labels(queue)
-        self.processed = {o: metrics.processed.counter(queue, o) for o in OUTCOMES}
+        self.processed = {o: metrics.processed.labels(queue, o) for o in OUTCOMES}
         self.timeouts = metrics.timeouts.labels(queue)
-        self.wait = metrics.wait.histogram(LATENCY_BUCKETS, queue)
-        self.processing = metrics.processing.histogram(LATENCY_BUCKETS, queue)
+        self.wait = metrics.wait.labels(queue)
+        self.processing = metrics.processing.labels(queue)
 
 
 class Metrics:
@@ -137,28 +140,26 @@ class Metrics:
         self.published = Counter(
             "spool_messages_published", "Messages accepted for a queue.", ["queue"], registry=r
         )
-        # The three families updated once or twice per message are light (see LightFamily).
-        self.processed = LightFamily(
+        # The three families updated once or twice per message are light (LightHistogram).
+        self.processed = LightCounters(
             "spool_messages_processed",
             "Attempt ends and cancels, by outcome (succeeded, retried, failed, cancelled).",
             ["queue", "outcome"],
-            "counter",
         )
-        r.register(self.processed)
         self.timeouts = Counter(
             "spool_attempt_timeouts",
             "Attempts that hit the queue's timeout_s.",
             ["queue"],
             registry=r,
         )
-        self.wait = LightFamily(
-            "spool_queue_wait_seconds", "Time from queued to running.", ["queue"], "histogram"
+        self.wait = LightHistograms(
+            "spool_queue_wait_seconds", "Time from queued to running.", ["queue"], LATENCY_BUCKETS
         )
-        r.register(self.wait)
-        self.processing = LightFamily(
-            "spool_processing_seconds", "Handler run time per attempt.", ["queue"], "histogram"
+        self.processing = LightHistograms(
+            "spool_processing_seconds", "Handler run time per attempt.", ["queue"], LATENCY_BUCKETS
         )
-        r.register(self.processing)
+        for family in (self.processed, self.wait, self.processing):
+            r.register(family)
         self.loop_lag = Histogram(
             "spool_event_loop_lag_seconds",
             "How late the event loop wakes a sleeping task.",

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from typing import Any
 
 import msgspec
@@ -22,9 +21,6 @@ from ..errors import BadRequest
 # Deeper than any real message; serde_json's default limit is 128, Ruby's 100.
 MAX_DEPTH = 64
 _INT_MIN, _INT_MAX = -(2**63), 2**64 - 1
-_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"')  # the unrolled form: no per-char alternation
-_NOT_BRACKET = re.compile(r"[^\[\]{}]+")
-_EMPTY_PAIR = re.compile(r"\[\]|\{\}")
 
 
 class _Refused(ValueError):
@@ -98,8 +94,7 @@ def _looks_plain(data: bytes) -> bool:
         return False  # maybe beyond 64 bits, or beyond a double's range
     if skeleton.count(b":") != _without_strings(msgspec.json.encode(value)).count(b":"):
         return False  # a key repeats
-    brackets = skeleton.translate(_BRACKETS, _NOT_BRACKETS)
-    return len(brackets) // 2 <= MAX_DEPTH or _peel_depth(brackets) <= MAX_DEPTH
+    return not _nests_too_deep(skeleton)
 
 
 def _without_strings(data: bytes) -> bytes:
@@ -110,14 +105,18 @@ def _without_strings(data: bytes) -> bytes:
     return b"".join(plain.split(b'"')[::2])
 
 
-def _peel_depth(brackets: bytes) -> int:
-    """Nesting depth of a balanced run of `[` and `]`, counted up to MAX_DEPTH + 1: each
-    pass takes out every innermost pair, so the passes needed are the depth."""
+def _nests_too_deep(skeleton: bytes) -> bool:
+    """Whether JSON text without its strings (_without_strings) nests deeper than MAX_DEPTH.
+    Brackets only, then each pass takes out every innermost pair: the passes needed are
+    the depth (counted up to MAX_DEPTH + 1)."""
+    brackets = skeleton.translate(_BRACKETS, _NOT_BRACKETS)
+    if len(brackets) // 2 <= MAX_DEPTH:
+        return False  # fewer pairs than levels allowed
     depth = 0
     while brackets and depth <= MAX_DEPTH:
         brackets = brackets.replace(b"[]", b"")
         depth += 1
-    return depth
+    return depth > MAX_DEPTH
 
 
 # Digits as 0, exponents as e, signs as +: then 19 digits in a row (2**63 has 19, so a
@@ -134,7 +133,7 @@ def _check_exactly(data: bytes) -> None:
         text = data.decode("ascii") if data.isascii() else data.decode("utf-8")
     except UnicodeDecodeError as exc:
         raise BadRequest(f"the body is not valid UTF-8 (byte {exc.start})") from None
-    if text.count("[") + text.count("{") > MAX_DEPTH and _depth(text) > MAX_DEPTH:
+    if _nests_too_deep(_without_strings(data)):
         raise BadRequest(f"the body nests JSON deeper than {MAX_DEPTH} levels")
     try:
         _decoder.decode(text)
@@ -142,16 +141,3 @@ def _check_exactly(data: bytes) -> None:
         raise BadRequest(str(exc)) from None
     except (ValueError, RecursionError):
         raise BadRequest("the body is not valid JSON") from None
-
-
-def _depth(text: str) -> int:
-    """Nesting depth, counted up to MAX_DEPTH + 1: strings out, brackets only, then peel
-    the innermost empty pairs once per level (each peel is one C-speed regex pass)."""
-    brackets = _NOT_BRACKET.sub("", _STRING.sub("", text))
-    depth = 0
-    while brackets and depth <= MAX_DEPTH:
-        brackets, peeled = _EMPTY_PAIR.subn("", brackets)
-        if not peeled:
-            break
-        depth += 1
-    return depth
