@@ -45,8 +45,11 @@ LIVE_DEPTH_STATUSES = (Status.SCHEDULED, Status.QUEUED, Status.RUNNING, Status.R
 WAITING = frozenset({Status.SCHEDULED, Status.QUEUED, Status.RETRYING})
 
 
-class Envelope(msgspec.Struct, forbid_unknown_fields=True, kw_only=True):
-    """One message as a publisher sends it. The body stays raw JSON: it is never re-encoded."""
+class Envelope(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, gc=False):
+    """One message as a publisher sends it. The body stays raw JSON: it is never re-encoded.
+
+    gc=False (here and on the views and Message): decoded JSON holds no cycles, and a batch
+    of 1,000 tracked objects would set off the cyclic collector several times per request."""
 
     body: msgspec.Raw
     delay_s: Annotated[float, msgspec.Meta(ge=0, le=366 * 86400)] = 0.0
@@ -68,9 +71,15 @@ class ErrorInfo(msgspec.Struct, frozen=True):
     message: str
 
 
-@dataclass(slots=True, eq=False)
-class Message:
-    """A message as the broker holds it. Body and result are kept as encoded JSON bytes."""
+class Message(msgspec.Struct, eq=False, gc=False):
+    """A message as the broker holds it. Body and result are kept as encoded JSON bytes.
+
+    A Struct, not a dataclass: built in C (70 ns against 360 for a slots dataclass's __init__,
+    once per published message) and, with gc=False, never scanned by the cyclic collector,
+    which otherwise walks every held message at each full collection. Safe because nothing
+    a Message holds (str, bytes, floats, a dict of str, a frozen ErrorInfo) can refer back to
+    it. Equality is identity (eq=False), as the broker compares messages by id anyway.
+    """
 
     id: str
     queue: str
@@ -92,25 +101,28 @@ class Message:
     enqueued_at: float | None = None
 
     def view(self) -> MessageView:
+        # Positional, and no call for the times that are unset: a batch renders 1,000 views.
+        started, finished, scheduled = self.started_at, self.finished_at, self.scheduled_for
         return MessageView(
-            id=self.id,
-            queue=self.queue,
-            status=self.status.value,
-            body=msgspec.Raw(self.body),
-            headers=self.headers,
-            priority=self.priority,
-            attempts=self.attempts,
-            result=msgspec.Raw(self.result) if self.result is not None else None,
-            error=self.error,
-            created_at=rfc3339(self.created_at),
-            scheduled_for=rfc3339(self.scheduled_for),
-            started_at=rfc3339(self.started_at),
-            finished_at=rfc3339(self.finished_at),
+            self.id,
+            self.queue,
+            self.status,  # a StrEnum: encodes as its value
+            msgspec.Raw(self.body),
+            self.headers,
+            self.priority,
+            self.attempts,
+            msgspec.Raw(self.result) if self.result is not None else None,
+            self.error,
+            _rfc3339(self.created_at),
+            None if scheduled is None else _rfc3339(scheduled),
+            None if started is None else _rfc3339(started),
+            None if finished is None else _rfc3339(finished),
         )
 
 
-class MessageView(msgspec.Struct, kw_only=True):
-    """The message as clients see it (SPEC: Message)."""
+class MessageView(msgspec.Struct, gc=False):
+    """The message as clients see it (SPEC: Message). Fields in SPEC order; Message.view
+    builds it positionally."""
 
     id: str
     queue: str

@@ -3,8 +3,9 @@ journal each is committed before it takes effect, so a failed write changes noth
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
+
+import msgspec
 
 from ..errors import Conflict, NotFound, QueueFull
 from ..model import Message, Status
@@ -36,7 +37,7 @@ class OperatorActions(LocalState):
     async def _commit_cancel(self, msg: Message, finished_at: float) -> None:
         """Committed before it takes effect, so a failed write leaves the message as it was."""
         assert self._journal is not None
-        cancelled = dataclasses.replace(msg, status=Status.CANCELLED, finished_at=finished_at)
+        cancelled = msgspec.structs.replace(msg, status=Status.CANCELLED, finished_at=finished_at)
         await self._journal.write([cancelled])
         if not msg.status.cancellable:  # taken while the commit ran; its own write follows
             raise Conflict(f"message {msg.id!r} is {msg.status.value}; it cannot be cancelled")
@@ -101,19 +102,19 @@ class OperatorActions(LocalState):
                 continue  # redriven or trimmed by someone else meanwhile
             del q.dead[msg.id]
             if new is not msg:
-                for name in Message.__slots__:
+                for name in Message.__struct_fields__:
                     setattr(msg, name, getattr(new, name))
             else:
                 _reset_for_redrive(msg, self._clock())
             q.status_counts[Status.QUEUED] += 1
-            q.push(msg, next(self._seq))
+            q.push(msg)
             self._emit(msg)
             moved += 1
         return moved
 
 
 def _redriven(msg: Message, at: float) -> Message:
-    new = dataclasses.replace(msg)
+    new = msgspec.structs.replace(msg)
     _reset_for_redrive(new, at)
     return new
 

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from ..config import QueueSettings, ResultsSettings
 from ..errors import UnknownQueue
-from ..model import ErrorInfo, Message, Status, now
+from ..model import FINAL, ErrorInfo, Message, Status, now
 from .base import (
     Listener,
 )
@@ -24,6 +24,8 @@ from .queues import LocalQueue
 from .waiters import Waiters
 
 log = logging.getLogger(__name__)
+
+_FAILED = Status.FAILED  # looked up once: `Status.X` is a descriptor call in Python 3.11
 
 
 class LocalState:
@@ -118,7 +120,7 @@ class LocalState:
             self._finals[msg.id] = None
         elif msg.status is Status.QUEUED:
             msg.enqueued_at = self._clock()
-            queue.push(msg, next(self._seq))
+            queue.push(msg)
         else:
             self._schedule(msg)
         return was_running
@@ -126,17 +128,19 @@ class LocalState:
     def _transition(self, q: LocalQueue, msg: Message, status: Status) -> None:
         q.status_counts[msg.status] -= 1
         msg.status = status
-        if status is Status.FAILED:
+        final = status in FINAL
+        if status is _FAILED:
             q.dead[msg.id] = None
             self._trim_dead(q)
         else:
             q.status_counts[status] += 1
-            if status.final:
+            if final:
                 self._finals[msg.id] = None
                 self._trim_finals()
-        if status.final:
+        if final:
             self._waiters.wake(msg.id)
-        self._emit(msg)
+        if self._listeners:
+            self._emit(msg)
 
     def _emit(self, msg: Message) -> None:
         for listener in self._listeners:
@@ -159,7 +163,7 @@ class LocalState:
             q = self._queues[msg.queue]
             msg.enqueued_at = current
             self._transition(q, msg, Status.QUEUED)
-            q.push(msg, next(self._seq))
+            q.push(msg)
 
     def wake(self) -> None:
         """Make the scheduler look at the clock now (tests with a manual clock use this)."""

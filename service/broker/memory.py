@@ -1,4 +1,4 @@
-"""The node-local broker: asyncio priority queues plus one scheduler task.
+"""The node-local broker: a ready line per queue plus one scheduler task.
 
 The memory backend is this class alone (with a snapshot at a graceful stop); the sqlite
 backend is this class with a Journal that commits every transition before it takes effect.
@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Callable, Sequence
+from operator import attrgetter
 
 from ..errors import QueueFull
 from ..model import NO_HEADERS, Envelope, Message, Status, new_id
@@ -28,6 +29,11 @@ from .journal import Journal, to_the_end
 from .queues import LocalQueue
 
 log = logging.getLogger(__name__)
+
+# Looked up once: in Python 3.11 every `Status.X` is a descriptor call on the enum class.
+QUEUED, SCHEDULED, RUNNING = Status.QUEUED, Status.SCHEDULED, Status.RUNNING
+SUCCEEDED, RETRYING, FAILED = Status.SUCCEEDED, Status.RETRYING, Status.FAILED
+_id, _status, _priority = attrgetter("id"), attrgetter("status"), attrgetter("priority")
 
 # The scheduler wakes at least this often, so a clock that jumps still gets noticed.
 SCHEDULER_MAX_SLEEP_S = 1.0
@@ -91,34 +97,31 @@ class MemoryBroker(OperatorActions):
     # ------------------------------------------------------------------ publishing
     async def publish(self, queue: str, envelopes: Sequence[Envelope]) -> list[Published]:
         q = self.queue(queue)
-        out: list[Published] = []
-        fresh: list[Message] = []
-        seen: dict[str, Message] = {}
         created_at = self._clock()
-        for env in envelopes:
-            key = env.idempotency_key
-            if key is not None:
-                earlier = seen.get(key) or self._by_key(q, key)
-                if earlier is not None:
-                    out.append(Published(earlier, created=False))
-                    continue
-            msg = Message(
-                id=new_id(),
-                queue=queue,
-                status=Status.SCHEDULED if env.delay_s > 0 else Status.QUEUED,
-                body=bytes(env.body),
-                # Most messages have no headers: they share one empty dict (never mutated;
-                # a handler's context gets a copy), 64 bytes less per held message.
-                headers=env.headers or NO_HEADERS,
-                priority=env.priority,
-                created_at=created_at,
-                scheduled_for=created_at + env.delay_s if env.delay_s > 0 else None,
-                idempotency_key=key,
-            )
-            if key is not None:
-                seen[key] = msg
-            fresh.append(msg)
-            out.append(Published(msg, created=True))
+        keyed = any(env.idempotency_key is not None for env in envelopes)
+        if keyed:
+            out = self._with_keys(q, envelopes, created_at)
+            fresh = [p.message for p in out if p.created]
+        else:
+            # The common case, a batch without keys, in as few Python steps as it takes:
+            # a batch of 1,000 spends most of its time here.
+            fresh = [
+                Message(
+                    new_id(),
+                    queue,
+                    SCHEDULED if env.delay_s > 0 else QUEUED,
+                    bytes(env.body),
+                    # Most messages have no headers: they share one empty dict (never
+                    # mutated; a handler's context gets a copy), 64 bytes less per message.
+                    env.headers or NO_HEADERS,
+                    env.priority,
+                    created_at,
+                    created_at + env.delay_s if env.delay_s > 0 else None,
+                    enqueued_at=None if env.delay_s > 0 else created_at,
+                )
+                for env in envelopes
+            ]
+            out = [Published(msg, True) for msg in fresh]
         if len(fresh) > q.room():
             raise QueueFull(
                 f"queue {queue!r} holds {q.waiting()} of {q.settings.max_size} waiting messages; "
@@ -126,16 +129,50 @@ class MemoryBroker(OperatorActions):
                 retry_after=1,
             )
         # Hold the capacity and the keys before any await, so concurrent publishes see them.
-        for msg in fresh:
-            self._messages[msg.id] = msg
-            q.status_counts[msg.status] += 1
-            if msg.idempotency_key is not None:
-                q.idempotency[msg.idempotency_key] = msg.id
+        # (map and zip over attrgetters: C loops, not Python ones, for a batch's thousand.)
+        self._messages.update(zip(map(_id, fresh), fresh, strict=True))
+        q.status_counts.update(map(_status, fresh))
+        if keyed:
+            for msg in fresh:
+                if msg.idempotency_key is not None:
+                    q.idempotency[msg.idempotency_key] = msg.id
         if self._journal is not None and fresh:
             # Run to the end even if the caller goes away: the rows may be committing.
             await to_the_end(self._commit_publish(q, fresh, created_at))
         else:
             self._land(q, fresh, created_at)
+        return out
+
+    def _with_keys(
+        self, q: LocalQueue, envelopes: Sequence[Envelope], created_at: float
+    ) -> list[Published]:
+        """A publish where some envelopes carry an idempotency key: a key already held (or
+        repeated earlier in the batch) answers with its earlier message, created=False."""
+        out: list[Published] = []
+        seen: dict[str, Message] = {}
+        for env in envelopes:
+            key = env.idempotency_key
+            if key is not None:
+                earlier = seen.get(key) or self._by_key(q, key)
+                if earlier is not None:
+                    out.append(Published(earlier, created=False))
+                    continue
+            delayed = env.delay_s > 0
+            msg = Message(
+                enqueued_at=None if delayed else created_at,
+                id=new_id(),
+                queue=q.name,
+                status=SCHEDULED if delayed else QUEUED,
+                body=bytes(env.body),
+                headers=env.headers or NO_HEADERS,
+                priority=env.priority,
+                created_at=created_at,
+                scheduled_for=created_at + env.delay_s if delayed else None,
+                idempotency_key=key,
+            )
+            if key is not None:
+                seen[key] = msg
+            out.append(Published(msg, created=True))
         return out
 
     async def _commit_publish(self, q: LocalQueue, fresh: list[Message], created_at: float) -> None:
@@ -153,13 +190,18 @@ class MemoryBroker(OperatorActions):
 
     def _land(self, q: LocalQueue, fresh: list[Message], created_at: float) -> None:
         q.counts.published += len(fresh)
-        for msg in fresh:
-            if msg.status is Status.QUEUED:
-                msg.enqueued_at = created_at
-                q.push(msg, next(self._seq))
-            else:
-                self._schedule(msg)
-            self._emit(msg)
+        priorities = set(map(_priority, fresh))
+        if len(priorities) == 1 and all(map(QUEUED.__eq__, map(_status, fresh))):
+            q.ready.push_many(map(_id, fresh), priorities.pop())  # the usual batch: one step
+        else:
+            for msg in fresh:
+                if msg.status is QUEUED:
+                    q.push(msg)
+                else:
+                    self._schedule(msg)
+        if self._listeners:
+            for msg in fresh:
+                self._emit(msg)
 
     # ------------------------------------------------------------------ reading
     async def get(self, message_id: str) -> Message | None:
@@ -200,16 +242,16 @@ class MemoryBroker(OperatorActions):
         while True:
             if q.paused:
                 await q.unpaused.wait()
-            entry = await q.ready.get()
-            msg = self._messages.get(entry[2])
-            if msg is None or msg.status is not Status.QUEUED:
+            mid, priority = await q.ready.get()
+            msg = self._messages.get(mid)
+            if msg is None or msg.status is not QUEUED:
                 continue  # cancelled while waiting: a tombstone
             if q.paused:
-                q.ready.put_nowait(entry)  # paused while we waited: give it back, same place
+                q.ready.push_front(mid, priority)  # paused while we waited: back, same place
                 continue
             msg.attempts += 1
             msg.started_at = self._clock()
-            self._transition(q, msg, Status.RUNNING)
+            self._transition(q, msg, RUNNING)
             if self._journal is not None:
                 # Commit "running" first: if the process dies now, the attempt still counts.
                 try:
@@ -218,8 +260,8 @@ class MemoryBroker(OperatorActions):
                     # Not committed: the attempt never started. Back to the front, as it was.
                     msg.attempts -= 1
                     msg.started_at = None
-                    self._transition(q, msg, Status.QUEUED)
-                    q.ready.put_nowait((-msg.priority, next(q.front_seq), msg.id))
+                    self._transition(q, msg, QUEUED)
+                    q.ready.push_front(msg.id, msg.priority)
                     raise
             return msg
 
@@ -228,7 +270,7 @@ class MemoryBroker(OperatorActions):
         message.finished_at = self._clock()
         if isinstance(outcome, Succeeded):
             message.result, message.error = outcome.result, None
-            self._transition(q, message, Status.SUCCEEDED)
+            self._transition(q, message, SUCCEEDED)
             q.counts.succeeded += 1
             label = "succeeded"
         else:
@@ -239,12 +281,12 @@ class MemoryBroker(OperatorActions):
                 message.scheduled_for = message.finished_at + self._backoff(
                     q.settings, message.failures
                 )
-                self._transition(q, message, Status.RETRYING)
+                self._transition(q, message, RETRYING)
                 self._schedule(message)
                 q.counts.retried += 1
                 label = "retried"
             else:
-                self._transition(q, message, Status.FAILED)
+                self._transition(q, message, FAILED)
                 q.counts.failed += 1
                 label = "failed"
         if self._journal is not None:
@@ -254,7 +296,7 @@ class MemoryBroker(OperatorActions):
     async def interrupt(self, message: Message) -> None:
         q = self.queue(message.queue)
         message.started_at = None
-        self._transition(q, message, Status.QUEUED)
-        q.ready.put_nowait((-message.priority, next(q.front_seq), message.id))
+        self._transition(q, message, QUEUED)
+        q.ready.push_front(message.id, message.priority)
         if self._journal is not None:
             await self._journal.write([message])

@@ -1,27 +1,23 @@
-"""Per-queue state of a node-local broker: the asyncio priority queue consumers take from,
+"""Per-queue state of a node-local broker: the ready line consumers take from,
 the status counts behind the depth figures, pause, idempotency keys and dead letters."""
 
 from __future__ import annotations
 
 import asyncio
-import itertools
 from collections import Counter
 
 from ..config import QueueSettings
 from ..model import WAITING, Message, Status
 from .base import QueueCounts, QueueStats
+from .ready import ReadyLine
 
 DEPTH_STATUSES = ("scheduled", "queued", "running", "retrying", "dead")
-
-# Entries are (-priority, sequence, id): higher priority first, FIFO within a priority.
-Entry = tuple[int, int, str]
 
 
 class LocalQueue:
     __slots__ = (
         "counts",
         "dead",
-        "front_seq",
         "idempotency",
         "name",
         "ready",
@@ -33,15 +29,13 @@ class LocalQueue:
     def __init__(self, name: str, settings: QueueSettings) -> None:
         self.name = name
         self.settings = settings
-        self.ready: asyncio.PriorityQueue[Entry] = asyncio.PriorityQueue()
+        self.ready = ReadyLine()
         self.status_counts: Counter[Status] = Counter()
         self.counts = QueueCounts()
         self.idempotency: dict[str, str] = {}
         self.dead: dict[str, None] = {}  # insertion order = dead-letter order
         self.unpaused = asyncio.Event()
         self.unpaused.set()
-        # Interrupted attempts go back to the front of their priority.
-        self.front_seq = itertools.count(-1, -1)
 
     @property
     def paused(self) -> bool:
@@ -54,8 +48,8 @@ class LocalQueue:
     def room(self) -> int:
         return self.settings.max_size - self.waiting()
 
-    def push(self, msg: Message, seq: int) -> None:
-        self.ready.put_nowait((-msg.priority, seq, msg.id))
+    def push(self, msg: Message) -> None:
+        self.ready.push(msg.id, msg.priority)
 
     def stats(self) -> QueueStats:
         counts = self.status_counts

@@ -22,6 +22,8 @@ from functools import partial
 from pathlib import Path
 from typing import Any
 
+import msgspec
+
 from ..errors import StartupError, Unavailable
 from ..model import Message, Status
 from .records import encode_message
@@ -132,7 +134,7 @@ class SqliteJournal:
     async def close(self, messages: Iterable[Message], paused: Sequence[str]) -> None:
         """What still runs was cut short by a stop, not by a crash: back to queued, no failure."""
         cut = [
-            dataclasses.replace(m, status=Status.QUEUED, started_at=None)
+            msgspec.structs.replace(m, status=Status.QUEUED, started_at=None)
             for m in messages
             if m.status is Status.RUNNING
         ]
