@@ -83,7 +83,10 @@ class LightHistograms(Collector):
         self._children: dict[tuple[str, ...], LightHistogram] = {}
 
     def labels(self, *values: str) -> LightHistogram:
-        return self._children.setdefault(values, LightHistogram(self._bounds))
+        child = self._children.get(values)
+        if child is None:
+            child = self._children[values] = LightHistogram(self._bounds)
+        return child
 
     def collect(self) -> Iterable[Metric]:
         family = HistogramMetricFamily(self._name, self._doc, labels=self._labels)
@@ -104,7 +107,10 @@ class LightCounters(Collector):
         self._children: dict[tuple[str, ...], LightCounter] = {}
 
     def labels(self, *values: str) -> LightCounter:
-        return self._children.setdefault(values, LightCounter())
+        child = self._children.get(values)
+        if child is None:
+            child = self._children[values] = LightCounter()
+        return child
 
     def collect(self) -> Iterable[Metric]:
         family = CounterMetricFamily(self._name, self._doc, labels=self._labels)
@@ -137,10 +143,11 @@ class Metrics:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.queues: dict[str, QueueMetrics] = {}
-        self.published = Counter(
-            "spool_messages_published", "Messages accepted for a queue.", ["queue"], registry=r
+        # The families updated for every message or request are light (LightHistogram):
+        # they are only ever updated on the loop's thread.
+        self.published = LightCounters(
+            "spool_messages_published", "Messages accepted for a queue.", ["queue"]
         )
-        # The three families updated once or twice per message are light (LightHistogram).
         self.processed = LightCounters(
             "spool_messages_processed",
             "Attempt ends and cancels, by outcome (succeeded, retried, failed, cancelled).",
@@ -158,25 +165,30 @@ class Metrics:
         self.processing = LightHistograms(
             "spool_processing_seconds", "Handler run time per attempt.", ["queue"], LATENCY_BUCKETS
         )
-        for family in (self.processed, self.wait, self.processing):
+        self.http_requests = LightCounters(
+            "spool_http_requests",
+            "HTTP requests by route template and status.",
+            ["method", "route", "status"],
+        )
+        self.http_duration = LightHistograms(
+            "spool_http_request_duration_seconds",
+            "HTTP request handling time.",
+            ["method", "route"],
+            HTTP_BUCKETS,
+        )
+        for family in (
+            self.published,
+            self.processed,
+            self.wait,
+            self.processing,
+            self.http_requests,
+            self.http_duration,
+        ):
             r.register(family)
         self.loop_lag = Histogram(
             "spool_event_loop_lag_seconds",
             "How late the event loop wakes a sleeping task.",
             buckets=LAG_BUCKETS,
-            registry=r,
-        )
-        self.http_requests = Counter(
-            "spool_http_requests",
-            "HTTP requests by route template and status.",
-            ["method", "route", "status"],
-            registry=r,
-        )
-        self.http_duration = Histogram(
-            "spool_http_request_duration_seconds",
-            "HTTP request handling time.",
-            ["method", "route"],
-            buckets=HTTP_BUCKETS,
             registry=r,
         )
         self.queues = {name: QueueMetrics(self, name) for name in queues}

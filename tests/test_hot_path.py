@@ -8,13 +8,16 @@ import asyncio
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
+from service.broker.ready import ReadyLine
 from service.config import ExecutorSettings
 from service.consumer import shielded
 from service.executor import Executors, HandlerTimeout
 from service.handlers.registry import resolve
 from service.metrics import LightHistogram, Metrics
-from service.model import HandlerContext
+from service.model import HandlerContext, _rfc3339, _slow_rfc3339
 
 
 async def test_shielded_returns_at_once_without_a_task() -> None:
@@ -117,3 +120,44 @@ async def test_readiness_fails_once_four_times_the_pool_is_stuck_and_recovers() 
         assert executors.health()["ok"] is True
     finally:
         executors.shutdown()
+
+
+@settings(max_examples=2000, deadline=None)
+@given(
+    st.one_of(
+        st.floats(min_value=0, max_value=4e9, allow_nan=False),
+        # Half-millisecond and last-microsecond edges, where the rounding decides the digits.
+        st.integers(min_value=0, max_value=4 * 10**9).map(lambda s: s + 0.9999995),
+        st.integers(min_value=0, max_value=4 * 10**12).map(lambda ms: ms / 1000 + 0.0005),
+    )
+)
+def test_the_quick_timestamp_writes_what_datetime_writes(ts: float) -> None:
+    assert _rfc3339(ts) == _slow_rfc3339(ts)
+
+
+async def test_the_ready_line_keeps_priority_then_arrival_order_and_fronts() -> None:
+    line = ReadyLine()
+    line.push_many(["a", "b"], 0)
+    line.push("c", 5)
+    line.push("d", 0)
+    line.push_front("e", 0)  # an attempt given back runs before what waited behind it
+    line.push_many(["f", "g"], 9)
+    taken = [line.pop()[0] for _ in range(len(line))]
+    assert taken == ["f", "g", "c", "e", "a", "b", "d"]
+    with pytest.raises(IndexError):
+        line.pop()
+
+
+async def test_the_ready_line_wakes_one_getter_per_id_and_survives_a_cancelled_getter() -> None:
+    line = ReadyLine()
+    getters = [asyncio.create_task(line.get()) for _ in range(3)]
+    await asyncio.sleep(0)
+    getters[0].cancel()  # gone before anything arrives: its wake-up must pass on
+    line.push_many(["x", "y"], 3)
+    done, pending = await asyncio.wait(getters[1:], timeout=1)
+    assert sorted(t.result() for t in done) == [("x", 3), ("y", 3)] and not pending
+    late = asyncio.create_task(line.get())
+    await asyncio.sleep(0)
+    assert not late.done()  # nothing left: it waits
+    line.push("z", 0)
+    assert await asyncio.wait_for(late, 1) == ("z", 0)
