@@ -160,6 +160,10 @@ def _rfc3339(ts: float) -> str:
     Z), in a quarter of the time: the date and time to the second come from a small cache,
     since they change once a second, and only the milliseconds are new. The microseconds
     are rounded half to even first, as datetime does."""
+    global _last_written
+    last = _last_written
+    if last[0] == ts:
+        return last[1]  # a batch's messages share their created_at: written once for all
     if ts < 0:
         return _slow_rfc3339(ts)
     fraction, whole = math.modf(ts)
@@ -167,7 +171,12 @@ def _rfc3339(ts: float) -> str:
     second = int(whole)
     if micros >= 1_000_000:
         second, micros = second + 1, micros - 1_000_000
-    return f"{_to_the_second(second)}.{micros // 1000:03d}Z"
+    text = f"{_to_the_second(second)}.{micros // 1000:03d}Z"
+    _last_written = (ts, text)  # one tuple: threads read it whole
+    return text
+
+
+_last_written: tuple[float, str] = (math.nan, "")  # NaN equals nothing
 
 
 @lru_cache(maxsize=256)
