@@ -138,9 +138,9 @@ class MemoryBroker(OperatorActions):
                     q.idempotency[msg.idempotency_key] = msg.id
         if self._journal is not None and fresh:
             # Run to the end even if the caller goes away: the rows may be committing.
-            await to_the_end(self._commit_publish(q, fresh, created_at))
+            await to_the_end(self._commit_publish(q, fresh))
         else:
-            self._land(q, fresh, created_at)
+            self._land(q, fresh)
         return out
 
     def _with_keys(
@@ -159,7 +159,6 @@ class MemoryBroker(OperatorActions):
                     continue
             delayed = env.delay_s > 0
             msg = Message(
-                enqueued_at=None if delayed else created_at,
                 id=new_id(),
                 queue=q.name,
                 status=SCHEDULED if delayed else QUEUED,
@@ -169,13 +168,14 @@ class MemoryBroker(OperatorActions):
                 created_at=created_at,
                 scheduled_for=created_at + env.delay_s if delayed else None,
                 idempotency_key=key,
+                enqueued_at=None if delayed else created_at,
             )
             if key is not None:
                 seen[key] = msg
             out.append(Published(msg, created=True))
         return out
 
-    async def _commit_publish(self, q: LocalQueue, fresh: list[Message], created_at: float) -> None:
+    async def _commit_publish(self, q: LocalQueue, fresh: list[Message]) -> None:
         assert self._journal is not None
         try:
             await self._journal.write(fresh)
@@ -186,9 +186,9 @@ class MemoryBroker(OperatorActions):
                 if msg.idempotency_key is not None:
                     q.idempotency.pop(msg.idempotency_key, None)
             raise
-        self._land(q, fresh, created_at)
+        self._land(q, fresh)
 
-    def _land(self, q: LocalQueue, fresh: list[Message], created_at: float) -> None:
+    def _land(self, q: LocalQueue, fresh: list[Message]) -> None:
         q.counts.published += len(fresh)
         priorities = set(map(_priority, fresh))
         if len(priorities) == 1 and all(map(QUEUED.__eq__, map(_status, fresh))):
