@@ -29,6 +29,7 @@ ERROR_PAUSE_S = 0.5
 
 async def consume(runtime: Runtime, queue: str) -> None:
     broker = runtime.broker
+    bound = Bound(runtime, queue)
     while True:
         try:
             message = await broker.take(queue)
@@ -40,7 +41,7 @@ async def consume(runtime: Runtime, queue: str) -> None:
             continue
         runtime.running += 1
         try:
-            await run_attempt(runtime, message)
+            await run_attempt(runtime, message, bound)
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -54,9 +55,21 @@ async def consume(runtime: Runtime, queue: str) -> None:
             runtime.running -= 1
 
 
-async def run_attempt(runtime: Runtime, message: Message) -> None:
-    queue = runtime.settings.queues[message.queue]
-    qmetrics = runtime.metrics.queues[message.queue]
+class Bound:
+    """What every attempt on one queue looks up, looked up once per consumer."""
+
+    __slots__ = ("handler", "metrics", "settings")
+
+    def __init__(self, runtime: Runtime, queue: str) -> None:
+        self.settings = runtime.settings.queues[queue]
+        self.metrics = runtime.metrics.queues[queue]
+        self.handler = runtime.handlers[queue]
+
+
+async def run_attempt(runtime: Runtime, message: Message, bound: Bound | None = None) -> None:
+    if bound is None:
+        bound = Bound(runtime, message.queue)
+    queue, qmetrics = bound.settings, bound.metrics
     if message.enqueued_at is not None and message.started_at is not None:
         qmetrics.wait.observe(max(0.0, message.started_at - message.enqueued_at))
     ctx = HandlerContext(
@@ -66,19 +79,19 @@ async def run_attempt(runtime: Runtime, message: Message) -> None:
         headers=dict(message.headers),  # the handler's own copy: it cannot touch the message
         options=queue.options,
     )
-    extra = {"message_id": message.id, "queue": message.queue, "attempt": message.attempts}
-    log.debug("message started", extra=extra)
+    if log.isEnabledFor(logging.DEBUG):
+        log.debug("message started", extra=_extra(message))
     started = time.perf_counter()
     outcome: Outcome
     try:
         result = await runtime.executors.run(
-            queue.mode, runtime.handlers[message.queue], message.body, ctx, queue.timeout_s
+            queue.mode, bound.handler, message.body, ctx, queue.timeout_s
         )
         outcome = Succeeded(result)
     except asyncio.CancelledError:
         # A graceful stop's deadline: not a failure. Give it back, shielded from the cancel.
         await asyncio.shield(runtime.broker.interrupt(message))
-        log.warning("message interrupted by shutdown; it will run again", extra=extra)
+        log.warning("message interrupted by shutdown; it will run again", extra=_extra(message))
         raise
     except HandlerFailure as exc:
         outcome = Failed(
@@ -90,13 +103,13 @@ async def run_attempt(runtime: Runtime, message: Message) -> None:
                 exc.type_name,
                 exc.message,
                 exc.tb.rstrip(),
-                extra=extra,
+                extra=_extra(message),
             )
         else:
-            log.warning("handler failed: %s: %s", exc.type_name, exc.message, extra=extra)
+            log.warning("handler failed: %s: %s", exc.type_name, exc.message, extra=_extra(message))
     except Exception as exc:
         outcome = Failed(ErrorInfo(type(exc).__name__, str(exc)))
-        log.warning("handler failed", exc_info=True, extra=extra)
+        log.warning("handler failed", exc_info=True, extra=_extra(message))
     duration = time.perf_counter() - started
     qmetrics.processing.observe(duration)
     finished = await shielded(runtime.broker.finish(message, outcome))
@@ -112,8 +125,17 @@ async def run_attempt(runtime: Runtime, message: Message) -> None:
             level,
             "message %s",
             finished.outcome,
-            extra={**extra, "duration_ms": round(duration * 1000, 3), "outcome": finished.outcome},
+            extra={
+                **_extra(message),
+                "duration_ms": round(duration * 1000, 3),
+                "outcome": finished.outcome,
+            },
         )
+
+
+def _extra(message: Message) -> dict[str, Any]:
+    """A message's log fields; built only for lines that are written (most are not)."""
+    return {"message_id": message.id, "queue": message.queue, "attempt": message.attempts}
 
 
 async def shielded(coro: Coroutine[Any, Any, T]) -> T:

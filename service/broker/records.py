@@ -33,23 +33,24 @@ _decoder = msgspec.json.Decoder(MessageRecord)
 
 
 def encode_message(msg: Message) -> bytes:
+    # Positional, in MessageRecord's field order: a journal encodes every row it writes.
     return _encoder.encode(
         MessageRecord(
-            id=msg.id,
-            queue=msg.queue,
-            status=msg.status,
-            body=msgspec.Raw(msg.body),
-            priority=msg.priority,
-            created_at=msg.created_at,
-            headers=msg.headers,
-            scheduled_for=msg.scheduled_for,
-            attempts=msg.attempts,
-            failures=msg.failures,
-            result=msgspec.Raw(msg.result) if msg.result is not None else msgspec.UNSET,
-            error=msg.error,
-            started_at=msg.started_at,
-            finished_at=msg.finished_at,
-            idempotency_key=msg.idempotency_key,
+            msg.id,
+            msg.queue,
+            msg.status,
+            msgspec.Raw(msg.body),
+            msg.priority,
+            msg.created_at,
+            msg.headers,
+            msg.scheduled_for,
+            msg.attempts,
+            msg.failures,
+            msgspec.Raw(msg.result) if msg.result is not None else msgspec.UNSET,
+            msg.error,
+            msg.started_at,
+            msg.finished_at,
+            msg.idempotency_key,
         )
     )
 

@@ -53,7 +53,11 @@ class _Call:
 
 
 def _row(msg: Message) -> Row:
-    return (msg.id, msg.queue, msg.status.value, encode_message(msg))
+    return (msg.id, msg.queue, _STATUS_TEXT[msg.status], encode_message(msg))
+
+
+# A plain str per status for the status column: `.value` is a descriptor call per row.
+_STATUS_TEXT = {status: status.value for status in Status}
 
 
 class SqliteJournal:
