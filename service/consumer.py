@@ -66,9 +66,7 @@ class Bound:
         self.handler = runtime.handlers[queue]
 
 
-async def run_attempt(runtime: Runtime, message: Message, bound: Bound | None = None) -> None:
-    if bound is None:
-        bound = Bound(runtime, message.queue)
+async def run_attempt(runtime: Runtime, message: Message, bound: Bound) -> None:
     queue, qmetrics = bound.settings, bound.metrics
     if message.enqueued_at is not None and message.started_at is not None:
         qmetrics.wait.observe(max(0.0, message.started_at - message.enqueued_at))

@@ -1,7 +1,7 @@
 """Every metric SPEC names, on a registry owned by one runtime (no global state).
 
 Counters and histograms are updated where things happen, through label children bound
-once per queue; the ones the consumer updates for every message are plain numbers
+once per queue; the ones updated for every message or request are plain numbers
 (LightHistogram, LightCounter) rather than prometheus_client's locked values. Gauges that
 mirror state (depth, consumers, executor busy) are read at scrape time by a collector, so
 the hot path pays nothing for them.
@@ -12,7 +12,8 @@ from __future__ import annotations
 import math
 from bisect import bisect_left
 from collections.abc import Callable, Iterable
-from typing import TYPE_CHECKING
+from functools import partial
+from typing import TYPE_CHECKING, Generic, TypeVar
 
 from prometheus_client import (
     CollectorRegistry,
@@ -42,6 +43,9 @@ OUTCOMES = ("succeeded", "retried", "failed", "cancelled")
 LATENCY_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
 LAG_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5)
 HTTP_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5, 30, 60)
+
+
+Child = TypeVar("Child")
 
 
 class LightHistogram:
@@ -74,19 +78,28 @@ class LightCounter:
         self.value += amount
 
 
-class LightHistograms(Collector):
+class _LightFamily(Collector, Generic[Child]):
+    """A metric family whose label children are plain-number objects, made on first use."""
+
+    def __init__(
+        self, name: str, doc: str, labels: list[str], new_child: Callable[[], Child]
+    ) -> None:
+        self._name, self._doc, self._labels, self._new_child = name, doc, labels, new_child
+        self._children: dict[tuple[str, ...], Child] = {}
+
+    def labels(self, *values: str) -> Child:
+        child = self._children.get(values)
+        if child is None:
+            child = self._children[values] = self._new_child()
+        return child
+
+
+class LightHistograms(_LightFamily[LightHistogram]):
     """A histogram family whose label children are LightHistograms, exposed like
     prometheus_client's own (same name, type, labels, buckets and formatting)."""
 
     def __init__(self, name: str, doc: str, labels: list[str], bounds: tuple[float, ...]) -> None:
-        self._name, self._doc, self._labels, self._bounds = name, doc, labels, bounds
-        self._children: dict[tuple[str, ...], LightHistogram] = {}
-
-    def labels(self, *values: str) -> LightHistogram:
-        child = self._children.get(values)
-        if child is None:
-            child = self._children[values] = LightHistogram(self._bounds)
-        return child
+        super().__init__(name, doc, labels, partial(LightHistogram, bounds))
 
     def collect(self) -> Iterable[Metric]:
         family = HistogramMetricFamily(self._name, self._doc, labels=self._labels)
@@ -99,18 +112,11 @@ class LightHistograms(Collector):
         yield family
 
 
-class LightCounters(Collector):
+class LightCounters(_LightFamily[LightCounter]):
     """A counter family whose label children are LightCounters."""
 
     def __init__(self, name: str, doc: str, labels: list[str]) -> None:
-        self._name, self._doc, self._labels = name, doc, labels
-        self._children: dict[tuple[str, ...], LightCounter] = {}
-
-    def labels(self, *values: str) -> LightCounter:
-        child = self._children.get(values)
-        if child is None:
-            child = self._children[values] = LightCounter()
-        return child
+        super().__init__(name, doc, labels, LightCounter)
 
     def collect(self) -> Iterable[Metric]:
         family = CounterMetricFamily(self._name, self._doc, labels=self._labels)

@@ -12,7 +12,7 @@ from collections.abc import Callable, Sequence
 from operator import attrgetter
 
 from ..errors import QueueFull
-from ..model import NO_HEADERS, Envelope, Message, Status, new_id
+from ..model import NO_HEADERS, Envelope, Message, new_id
 from . import snapshot
 from .actions import OperatorActions
 from .base import (
@@ -26,13 +26,11 @@ from .base import (
     Succeeded,
 )
 from .journal import Journal, to_the_end
+from .local import FAILED, QUEUED, RETRYING, RUNNING, SCHEDULED, SUCCEEDED
 from .queues import LocalQueue
 
 log = logging.getLogger(__name__)
 
-# Looked up once: in Python 3.11 every `Status.X` is a descriptor call on the enum class.
-QUEUED, SCHEDULED, RUNNING = Status.QUEUED, Status.SCHEDULED, Status.RUNNING
-SUCCEEDED, RETRYING, FAILED = Status.SUCCEEDED, Status.RETRYING, Status.FAILED
 _id, _status, _priority = attrgetter("id"), attrgetter("status"), attrgetter("priority")
 
 # The scheduler wakes at least this often, so a clock that jumps still gets noticed.
@@ -199,9 +197,8 @@ class MemoryBroker(OperatorActions):
                     q.push(msg)
                 else:
                     self._schedule(msg)
-        if self._listeners:
-            for msg in fresh:
-                self._emit(msg)
+        for msg in fresh:
+            self._emit(msg)
 
     # ------------------------------------------------------------------ reading
     async def get(self, message_id: str) -> Message | None:
