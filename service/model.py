@@ -102,7 +102,14 @@ class Message(msgspec.Struct, eq=False, gc=False):
     enqueued_at: float | None = None
 
     def view(self) -> MessageView:
-        # Positional: a batch renders 1,000 views.
+        # Positional, with the optional times tested here rather than in a call each: a
+        # batch renders 1,000 views, and most of their times are None.
+        created, scheduled, started, finished = (
+            self.created_at,
+            self.scheduled_for,
+            self.started_at,
+            self.finished_at,
+        )
         return MessageView(
             self.id,
             self.queue,
@@ -111,12 +118,12 @@ class Message(msgspec.Struct, eq=False, gc=False):
             self.headers,
             self.priority,
             self.attempts,
-            msgspec.Raw(self.result) if self.result is not None else None,
+            None if self.result is None else msgspec.Raw(self.result),
             self.error,
-            _rfc3339(self.created_at),
-            rfc3339(self.scheduled_for),
-            rfc3339(self.started_at),
-            rfc3339(self.finished_at),
+            _last_written[1] if _last_written[0] == created else _rfc3339(created),
+            None if scheduled is None else _rfc3339(scheduled),
+            None if started is None else _rfc3339(started),
+            None if finished is None else _rfc3339(finished),
         )
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import math
+from operator import attrgetter
 from typing import Any
 
 from quart import Blueprint, Response, request
@@ -16,6 +17,7 @@ from .common import json_response, read_json, refuse_when_draining, runtime
 bp = Blueprint("messages", __name__)
 
 MAX_WAIT_S = 60.0
+_created, _message = attrgetter("created"), attrgetter("message")
 
 
 @bp.post("/v1/queues/<queue>/messages")
@@ -64,10 +66,10 @@ async def publish_many(rt: Runtime, queue: str, batch: Batch) -> Answer:
             field="messages",
         )
     published = await rt.broker.publish(queue, batch.messages)
-    created = sum(p.created for p in published)
+    created = sum(map(_created, published))  # C loops: a batch has a thousand
     if created:
         rt.metrics.queues[queue].published.inc(created)
-    return {"messages": [p.message.view() for p in published]}, 202, None
+    return {"messages": list(map(Message.view, map(_message, published)))}, 202, None
 
 
 @bp.get("/v1/messages/<message_id>")

@@ -14,7 +14,9 @@ import msgspec
 
 from ..model import Envelope, ErrorInfo, Message
 
-Listener = Callable[[Message], None]
+# Called with the messages that changed, in order: a published batch is one call, not a
+# thousand (the hub then skips it in one step when no stream is open).
+Listener = Callable[[Sequence[Message]], None]
 
 
 @dataclass(slots=True)

@@ -10,7 +10,7 @@ import itertools
 import logging
 import random
 from collections import OrderedDict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 from ..config import QueueSettings, ResultsSettings
@@ -19,6 +19,7 @@ from ..model import FINAL, ErrorInfo, Message, Status, now
 from .base import (
     Listener,
 )
+from .index import IdIndex
 from .journal import Journal
 from .queues import LocalQueue
 from .waiters import Waiters
@@ -48,7 +49,7 @@ class LocalState:
         self._snapshot_path = snapshot_path
         self._clock = clock
         self._rng = rng or random.Random()
-        self._messages: dict[str, Message] = {}
+        self._messages = IdIndex()
         self._finals: OrderedDict[str, None] = OrderedDict()  # retention order
         self._due: list[tuple[float, int, str]] = []  # scheduled + retrying, by due time
         self._seq = itertools.count()
@@ -145,8 +146,11 @@ class LocalState:
         self._emit(msg)
 
     def _emit(self, msg: Message) -> None:
+        self._emit_all((msg,))
+
+    def _emit_all(self, msgs: Sequence[Message]) -> None:
         for listener in self._listeners:
-            listener(msg)
+            listener(msgs)
 
     def _schedule(self, msg: Message) -> None:
         assert msg.scheduled_for is not None

@@ -112,7 +112,7 @@ class View:
         if msg.status.final or old is None:
             self._waiters.wake(msg.id)
         for listener in self._listeners:
-            listener(msg)
+            listener((msg,))
         return True
 
     def _index(self, msg: Message) -> None:
