@@ -146,6 +146,26 @@ class MessageView(msgspec.Struct, gc=False):
     finished_at: str | None
 
 
+def new_message(queue: str, env: Envelope, created_at: float) -> Message:
+    """The message an envelope publishes (every broker builds its messages here; the memory
+    broker's batch path inlines the undelayed case)."""
+    delayed = env.delay_s > 0
+    return Message(
+        id=new_id(),
+        queue=queue,
+        status=Status.SCHEDULED if delayed else Status.QUEUED,
+        body=bytes(env.body),
+        # Most messages have no headers: they share one empty dict (never mutated; a
+        # handler's context gets a copy), 64 bytes less per message.
+        headers=env.headers or NO_HEADERS,
+        priority=env.priority,
+        created_at=created_at,
+        scheduled_for=created_at + env.delay_s if delayed else None,
+        idempotency_key=env.idempotency_key,
+        enqueued_at=None if delayed else created_at,
+    )
+
+
 def new_id() -> str:
     """UUIDv7: unique and time-ordered, so ids sort by creation."""
     return str(uuid_utils.uuid7())

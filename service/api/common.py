@@ -25,7 +25,13 @@ def runtime() -> Runtime:
 
 
 def json_response(doc: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
-    return Response(_encoder.encode(doc), status=status, content_type=JSON, headers=headers)
+    return Response(encoded(doc), status=status, content_type=JSON, headers=headers)
+
+
+def encoded(doc: Any) -> bytes:
+    """`doc` as JSON text: bytes are taken as JSON already written (a batch's answer is
+    spliced, api/answers.py), so a large answer is not copied again."""
+    return doc if type(doc) is bytes else _encoder.encode(doc)
 
 
 def refuse_when_draining(rt: Runtime) -> None:

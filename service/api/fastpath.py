@@ -23,15 +23,13 @@ import time
 from collections.abc import Awaitable, Callable, MutableMapping
 from typing import Any
 
-import msgspec
-
 from ..app import REQUEST_ID, log_path, new_request_id
 from ..config import Settings
 from ..errors import SpoolError
 from ..model import Batch, Envelope
 from ..runtime import Runtime
 from .auth import Authenticator
-from .common import JSON, decode_body
+from .common import JSON, decode_body, encoded
 from .messages import publish_many, publish_one
 
 Scope = MutableMapping[str, Any]
@@ -64,7 +62,6 @@ class FastPublish:
         self.auth = Authenticator(settings.auth)
         self.queues = frozenset(settings.queues)
         self.max_body = settings.server.max_body_bytes
-        self._encode = msgspec.json.Encoder().encode
         self._requests: dict[tuple[str, int], Any] = {}  # bound metric children
         self._durations: dict[str, Any] = {}
         self.answered = 0  # successes answered here (the rest went to the app)
@@ -110,7 +107,7 @@ class FastPublish:
             # Refused before anything was held: the route refuses it again, in its own words.
             return await self.app(scope, _replay(events, receive), send)
         doc, status, extra = answer
-        body = self._encode(doc)
+        body = encoded(doc)
         headers = [
             (b"content-type", b"application/json"),
             (b"content-length", str(len(body)).encode()),

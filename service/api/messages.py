@@ -11,6 +11,7 @@ from quart import Blueprint, Response, request
 from ..errors import BadRequest, Invalid, NotFound
 from ..model import Batch, Envelope, Message
 from ..runtime import Runtime
+from .answers import accepted_view, batch_answer
 from .auth import requires
 from .common import json_response, read_json, refuse_when_draining, runtime
 
@@ -43,19 +44,17 @@ async def publish_batch(queue: str) -> Response:
 
 
 # What a publish does once its body is decoded: shared with the fast path (fastpath.py).
+# The document is a value to encode, or bytes of JSON already written (common.encoded).
 Answer = tuple[Any, int, dict[str, str] | None]
 
 
 async def publish_one(rt: Runtime, queue: str, envelope: Envelope) -> Answer:
     (published,) = await rt.broker.publish(queue, [envelope])
+    message = published.message
     if not published.created:
-        return published.message.view(), 200, None
+        return message.view(), 200, None
     rt.metrics.queues[queue].published.inc()
-    return (
-        published.message.view(),
-        202,
-        {"Location": f"/v1/messages/{published.message.id}"},
-    )
+    return accepted_view(message), 202, {"Location": f"/v1/messages/{message.id}"}
 
 
 async def publish_many(rt: Runtime, queue: str, batch: Batch) -> Answer:
@@ -69,7 +68,10 @@ async def publish_many(rt: Runtime, queue: str, batch: Batch) -> Answer:
     created = sum(map(_created, published))  # C loops: a batch has a thousand
     if created:
         rt.metrics.queues[queue].published.inc(created)
-    return {"messages": list(map(Message.view, map(_message, published)))}, 202, None
+    if created == len(published):
+        return batch_answer(batch.messages, list(map(_message, published))), 202, None
+    views = [accepted_view(p.message) if p.created else p.message.view() for p in published]
+    return {"messages": views}, 202, None
 
 
 @bp.get("/v1/messages/<message_id>")

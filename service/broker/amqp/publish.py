@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING
 import aiormq
 
 from ...errors import QueueFull, Unavailable
-from ...model import Envelope, Message, Status, new_id
+from ...model import Envelope, Message, Status, new_message
 from ..base import Published
 from .admin import refresh_queue, waiting
 from .view import FINAL, NEW, version
@@ -112,18 +112,3 @@ async def _withdraw(b: AmqpBroker, link: Link, accepted: list[Message]) -> None:
             await b.emit(msg, version(0, 0, FINAL), None, link)
         except Exception:
             log.warning("withdrawing message %s of a refused batch failed", msg.id)
-
-
-def new_message(queue: str, env: Envelope, created_at: float) -> Message:
-    delayed = env.delay_s > 0
-    return Message(
-        id=new_id(),
-        queue=queue,
-        status=Status.SCHEDULED if delayed else Status.QUEUED,
-        body=bytes(env.body),
-        headers=env.headers,
-        priority=env.priority,
-        created_at=created_at,
-        scheduled_for=created_at + env.delay_s if delayed else None,
-        idempotency_key=env.idempotency_key,
-    )
