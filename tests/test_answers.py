@@ -4,14 +4,19 @@ of the usual batch is byte for byte what msgspec writes for the same views."""
 from __future__ import annotations
 
 import json
+from collections.abc import Callable
 from typing import Any
 
 import msgspec
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from service import Settings
 from service.api.answers import _alike, accepted_view, batch_answer
 from service.model import Envelope, Message, MessageView, Status, new_message
+
+from .conftest import running
 
 encode = msgspec.json.Encoder().encode
 
@@ -66,7 +71,7 @@ def test_batches_that_differ_by_more_than_id_and_body_take_the_views() -> None:
         new = [new_message("q", env, at) for env in envelopes]
         assert not _alike(envelopes, new)
         assert batch_answer(envelopes, new) == generic(new)
-    # One created_at per publish is every broker's way; an answer must not assume it.
+    # One created_at per publish is every broker's way (checked below); the ends confirm it.
     envelopes = [envelope(1), envelope(2)]
     new = [new_message("q", env, at + i) for i, env in enumerate(envelopes)]
     assert not _alike(envelopes, new)
@@ -97,3 +102,15 @@ def test_an_unchanged_message_looks_the_same_accepted_or_viewed() -> None:
         msg = new_message("q", env, 1_790_000_000.25)
         assert encode(accepted_view(msg)) == encode(msg.view())
         assert isinstance(accepted_view(msg), MessageView)
+
+
+@pytest.mark.parametrize("backend", ["memory", "sqlite"])
+async def test_a_publish_gives_its_messages_one_created_at(
+    tmp_settings: Callable[..., Settings], backend: str
+) -> None:
+    settings = tmp_settings({"q": {"handler": "tests.handlers:echo"}}, broker={"backend": backend})
+    async with running(settings) as rt:
+        await rt.broker.pause("q")
+        envelopes = [envelope(i, delay_s=i % 2, priority=i % 3) for i in range(50)]
+        published = await rt.broker.publish("q", envelopes)
+        assert len({p.message.created_at for p in published}) == 1

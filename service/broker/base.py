@@ -89,7 +89,8 @@ class Broker(Protocol):
         """Persist what is left; called after every consumer has stopped."""
 
     async def publish(self, queue: str, envelopes: Sequence[Envelope]) -> list[Published]:
-        """All or nothing: every envelope is held (committed) or none is (QueueFull...)."""
+        """All or nothing: every envelope is held (committed) or none is (QueueFull...).
+        The new messages of one call share one created_at (api/answers.py relies on it)."""
 
     async def get(self, message_id: str) -> Message | None: ...
 

@@ -99,6 +99,7 @@ class MemoryBroker(OperatorActions):
         q = self.queue(queue)
         created_at = self._clock()
         keyed = any(map(_key, envelopes))  # keys are never empty: a set one is truthy
+        all_queued = False  # known to be queued every one, without a look at each
         if keyed:
             out = self._with_keys(q, envelopes, created_at)
             fresh = [p.message for p in out if p.created]
@@ -108,6 +109,7 @@ class MemoryBroker(OperatorActions):
             if any(map(_delay, envelopes)):
                 fresh = [new_message(queue, env, created_at) for env in envelopes]
             else:  # nothing delayed (the usual batch): new_message's queued case, inlined
+                all_queued = True
                 fresh = [
                     Message(
                         new_id(),
@@ -131,16 +133,19 @@ class MemoryBroker(OperatorActions):
         # Hold the capacity and the keys before any await, so concurrent publishes see them.
         # (map and zip over attrgetters: C loops, not Python ones, for a batch's thousand.)
         self._messages.add_all(list(map(_id, fresh)), fresh)
-        q.status_counts.update(map(_status, fresh))
+        if all_queued:
+            q.status_counts[QUEUED] += len(fresh)
+        else:
+            q.status_counts.update(map(_status, fresh))
         if keyed:
             for msg in fresh:
                 if msg.idempotency_key is not None:
                     q.idempotency[msg.idempotency_key] = msg.id
         if self._journal is not None and fresh:
             # Run to the end even if the caller goes away: the rows may be committing.
-            await to_the_end(self._commit_publish(q, fresh))
+            await to_the_end(self._commit_publish(q, fresh, all_queued))
         else:
-            self._land(q, fresh)
+            self._land(q, fresh, all_queued)
         return out
 
     def _with_keys(
@@ -163,7 +168,7 @@ class MemoryBroker(OperatorActions):
             out.append(Published(msg, created=True))
         return out
 
-    async def _commit_publish(self, q: LocalQueue, fresh: list[Message]) -> None:
+    async def _commit_publish(self, q: LocalQueue, fresh: list[Message], all_queued: bool) -> None:
         assert self._journal is not None
         try:
             await self._journal.write(fresh)
@@ -174,12 +179,12 @@ class MemoryBroker(OperatorActions):
                 if msg.idempotency_key is not None:
                     q.idempotency.pop(msg.idempotency_key, None)
             raise
-        self._land(q, fresh)
+        self._land(q, fresh, all_queued)
 
-    def _land(self, q: LocalQueue, fresh: list[Message]) -> None:
+    def _land(self, q: LocalQueue, fresh: list[Message], all_queued: bool) -> None:
         q.counts.published += len(fresh)
         priorities = set(map(_priority, fresh))
-        if len(priorities) == 1 and all(map(QUEUED.__eq__, map(_status, fresh))):
+        if len(priorities) == 1 and (all_queued or all(map(QUEUED.__eq__, map(_status, fresh)))):
             q.ready.push_many(map(_id, fresh), priorities.pop())  # the usual batch: one step
         else:
             for msg in fresh:
