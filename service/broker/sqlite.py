@@ -19,6 +19,7 @@ import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from functools import partial
+from operator import attrgetter
 from pathlib import Path
 from typing import Any
 
@@ -52,8 +53,20 @@ class _Call:
     future: asyncio.Future[Any]
 
 
-def _row(msg: Message) -> Row:
-    return (msg.id, msg.queue, _STATUS_TEXT[msg.status], encode_message(msg))
+def _rows(msgs: Sequence[Message]) -> list[Row]:
+    """(id, queue, status, record) per message, the columns taken in C loops."""
+    return list(
+        zip(
+            map(_id, msgs),
+            map(_queue, msgs),
+            map(_STATUS_TEXT.__getitem__, map(_status, msgs)),
+            map(encode_message, msgs),
+            strict=True,
+        )
+    )
+
+
+_id, _queue, _status = attrgetter("id"), attrgetter("queue"), attrgetter("status")
 
 
 # A plain str per status for the status column: `.value` is a descriptor call per row.
@@ -111,7 +124,7 @@ class SqliteJournal:
 
     async def write(self, messages: Sequence[Message]) -> None:
         # Encoded now, on the loop: the record is the message as it is at this call.
-        await self._submit([_row(m) for m in messages], None)
+        await self._submit(_rows(messages), None)
 
     async def forget(self, ids: Sequence[str]) -> None:
         """Retention: the rows go in the writer's next transactions, in batches."""
@@ -143,7 +156,7 @@ class SqliteJournal:
             if m.status is Status.RUNNING
         ]
         try:
-            await self._submit([_row(m) for m in cut], list(paused))
+            await self._submit(_rows(cut), list(paused))
         except Exception:
             log.exception("journal %s: the last write at stop failed", self.path)
         self._accepting = False
