@@ -119,3 +119,9 @@ async def record_async(body: Any, ctx: HandlerContext) -> str:
     with open(path, "a") as out:  # noqa: ASYNC230 - one short line, O_APPEND
         out.write(f"{ctx.id}\n")
     return ctx.id
+
+
+def scheduling(body: Any) -> dict[str, int]:
+    """How the process running it is scheduled: niceness and (on Linux) policy."""
+    policy = os.sched_getscheduler(0) if hasattr(os, "sched_getscheduler") else -1
+    return {"nice": os.getpriority(os.PRIO_PROCESS, 0), "policy": policy}

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import os
+import sys
 import time
 from collections.abc import Callable
 
@@ -143,3 +145,18 @@ async def test_thread_overrun_is_abandoned_counted_and_the_pool_is_replaced(
         body = await (await client.get("/metrics")).get_data(as_text=True)
         assert "spool_executor_abandoned_threads 2.0" in body
         assert (await figures(client, "q"))["counts"]["failed"] == 2
+
+
+async def test_process_workers_run_below_the_loop(tmp_settings: Callable[..., Settings]) -> None:
+    """CPU-bound handlers must never keep the loop from the CPU: their workers run at a
+    lower priority than the server, and on Linux in the idle policy, which any woken task
+    preempts (B5 in the benchmarks)."""
+    settings = tmp_settings({"q": {"handler": "tests.handlers:scheduling", "mode": "process"}})
+    async with client_for(settings) as (client, _):
+        msg = await publish(client, "q", None)
+        done = await wait_final(client, msg["id"])
+        assert done["status"] == "succeeded"
+        assert done["result"]["nice"] >= max(os.getpriority(os.PRIO_PROCESS, 0), 10)
+        if sys.platform == "linux":
+            assert done["result"]["policy"] == os.SCHED_IDLE
+            assert os.sched_getscheduler(0) != os.SCHED_IDLE  # the server keeps its own
