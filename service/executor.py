@@ -87,7 +87,7 @@ def _lower_priority() -> None:
     """Niceness 10 (absolute, so running it twice changes nothing: os.nice would add up),
     and on Linux the idle policy too: a woken task always preempts an idle-policy one, so
     the loop gets a CPU at once when a request comes in, where niceness alone left it
-    waiting for a worker's slice (B5 process mode met its target in 4 of 5 runs with it,
+    waiting for a worker's slice (B5 process mode met its target in 5 of 6 runs with it,
     2 of 5 without). The workers still get every CPU the rest of the machine leaves."""
     try:
         current = os.getpriority(os.PRIO_PROCESS, 0)
