@@ -18,7 +18,7 @@ def test_a_batch_made_at_once_lands_in_one_window_and_reads_back() -> None:
     index = IdIndex()
     ids = [new_id() for _ in range(1000)]
     msgs = [message(mid) for mid in ids]
-    index.add_all(ids, msgs)
+    index.add_all(msgs)
     assert len(index) == 1000
     assert all(index[mid] is msg for mid, msg in zip(ids, msgs, strict=True))
     assert list(index.values()) == msgs
@@ -30,7 +30,7 @@ def test_a_batch_across_windows_is_filed_by_each_id() -> None:
     # Same first and last window, another in between (a clock that stepped back and on):
     # the index must not trust the ends alone.
     ids = ["0190aaaa-bb1b-7000", "0190aaaa-bb2b-7000", "0190aaaa-bb1b-7001"]
-    index.add_all(ids, [message(mid) for mid in ids])
+    index.add_all([message(mid) for mid in ids])
     assert [index.get(mid).id for mid in ids] == ids  # type: ignore[union-attr]
     assert sorted(index._windows) == ["0190aaaa-bb1", "0190aaaa-bb2"]
 
@@ -85,7 +85,7 @@ def test_the_index_matches_a_plain_dict(steps: list[tuple[str, list[str]]]) -> N
                 index[mid] = model[mid] = message(mid)
         elif op == "add_all":
             msgs = [message(mid) for mid in ids]
-            index.add_all(ids, msgs)
+            index.add_all(msgs)
             model.update(zip(ids, msgs, strict=True))
         else:
             for mid in ids:

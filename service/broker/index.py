@@ -13,8 +13,11 @@ from __future__ import annotations
 
 from collections.abc import Iterator, Sequence
 from itertools import repeat
+from operator import attrgetter
 
 from ..model import Message
+
+_id = attrgetter("id")
 
 WINDOW_CHARS = 12  # "0190e0f1-2a3": 44 of the 48 timestamp bits, so a window is 16 ms
 
@@ -44,17 +47,18 @@ class IdIndex:
         window[mid] = msg
         self._size += len(window) - size
 
-    def add_all(self, ids: Sequence[str], msgs: Sequence[Message]) -> None:
+    def add_all(self, msgs: Sequence[Message]) -> None:
         """Index a publish's messages: in one C-level update when they share a window, as
         a batch made within 16 ms does."""
-        if not ids:
+        if not msgs:
             return
+        ids = list(map(_id, msgs))
         key = ids[0][:WINDOW_CHARS]
         # A full-length key that every id starts with is every id's window (a shorter one
         # is a window of its own, which longer ids starting with it are not in).
         if len(key) < WINDOW_CHARS or not all(map(str.startswith, ids, repeat(key))):
-            for mid, msg in zip(ids, msgs, strict=True):
-                self[mid] = msg
+            for msg in msgs:
+                self[msg.id] = msg
             return
         window = self._window(key)
         size = len(window)

@@ -131,8 +131,7 @@ class MemoryBroker(OperatorActions):
                 retry_after=1,
             )
         # Hold the capacity and the keys before any await, so concurrent publishes see them.
-        # (map and zip over attrgetters: C loops, not Python ones, for a batch's thousand.)
-        self._messages.add_all(list(map(_id, fresh)), fresh)
+        self._messages.add_all(fresh)
         if all_queued:
             q.status_counts[QUEUED] += len(fresh)
         else:

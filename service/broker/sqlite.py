@@ -67,8 +67,6 @@ def _rows(msgs: Sequence[Message]) -> list[Row]:
 
 
 _id, _queue, _status = attrgetter("id"), attrgetter("queue"), attrgetter("status")
-
-
 # A plain str per status for the status column: `.value` is a descriptor call per row.
 _STATUS_TEXT = {status: status.value for status in Status}
 
