@@ -28,8 +28,10 @@ from .api.auth import Authenticator
 from .api.fastpath import FastPublish
 from .app import create_app
 from .config import Settings, load_settings
+from .connections import close_on_client_eof
 from .errors import SpoolError
 from .executor import stop_helper_processes
+from .fdlimit import guard_accept, raise_open_files_limit
 from .handlers.registry import resolve_queue_handlers
 from .logs import setup_logging
 from .runtime import Runtime
@@ -107,6 +109,9 @@ def healthcheck(settings: Settings) -> int:
 
 def run_server(settings: Settings) -> int:
     setup_logging(settings.log)
+    # Each connection holds an fd; the usual soft limit of 1024 is a few seconds of busy
+    # clients, under a hard limit that is ours for the asking.
+    raise_open_files_limit()
     runtime = Runtime(settings)
     stray = False
     try:
@@ -207,6 +212,7 @@ async def serve(settings: Settings, runtime: Runtime) -> int:
         log.info("serving on http://%s (backend %s)", settings.server.bind, settings.broker.backend)
         # The publish routes' successes skip Quart's request machinery (api/fastpath.py).
         fast = FastPublish(app, settings, runtime)  # type: ignore[arg-type]
-        await hypercorn_serve(fast, config, shutdown_trigger=runtime.stopped.wait)  # type: ignore[arg-type]
+        with guard_accept(loop), close_on_client_eof():
+            await hypercorn_serve(fast, config, shutdown_trigger=runtime.stopped.wait)  # type: ignore[arg-type]
     log.info("stopped")
     return 0

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import resource
 import signal
 import socket
 import subprocess
@@ -94,6 +95,8 @@ class Server:
     log_path: Path
     env: dict[str, str]
     process: subprocess.Popen[bytes] | None = None
+    # (soft, hard) RLIMIT_NOFILE for the server process, as `ulimit -n` would set them.
+    open_files_limit: tuple[int, int] | None = None
 
     @property
     def url(self) -> str:
@@ -108,10 +111,15 @@ class Server:
             stdout=log,
             stderr=subprocess.STDOUT,
             start_new_session=True,
+            preexec_fn=self._set_limits if self.open_files_limit else None,
         )
         log.close()
         if wait_ready:
             self.wait_ready(timeout)
+
+    def _set_limits(self) -> None:
+        assert self.open_files_limit is not None
+        resource.setrlimit(resource.RLIMIT_NOFILE, self.open_files_limit)
 
     def wait_ready(self, timeout: float = 30) -> None:
         deadline = time.monotonic() + timeout
