@@ -28,6 +28,7 @@ from .api.auth import Authenticator
 from .api.fastpath import FastPublish
 from .app import create_app
 from .config import Settings, load_settings
+from .config_values import check_data_paths
 from .connections import close_on_client_eof
 from .errors import SpoolError
 from .executor import stop_helper_processes
@@ -71,10 +72,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         settings = load_settings(config_path(args.config))
-        if args.command == "check-config":
-            return check_config(settings)
         if args.command == "healthcheck":
             return healthcheck(settings)
+        check_data_paths(settings.broker)
+        if args.command == "check-config":
+            return check_config(settings)
         return run_server(settings)
     except SpoolError as exc:
         print(f"spool: {exc.detail}", file=sys.stderr)

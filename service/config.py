@@ -16,16 +16,22 @@ from typing import Annotated, Any, Literal, TypeVar
 
 import msgspec
 
+from .config_values import describe_number, parse_bind
 from .errors import ConfigError
 
 QUEUE_NAME = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
 ENV_PREFIX = "SPOOL_"
 _T = TypeVar("_T")
 
-PositiveInt = Annotated[int, msgspec.Meta(ge=1)]
-NonNegativeInt = Annotated[int, msgspec.Meta(ge=0)]
-PositiveFloat = Annotated[float, msgspec.Meta(gt=0)]
-NonNegativeFloat = Annotated[float, msgspec.Meta(ge=0)]
+# The largest config file read: a settings file is a few KiB; /dev/zero is not one.
+MAX_CONFIG_BYTES = 1_048_576
+# Every numeric key has both bounds (README lists them): a value past them cannot work on a
+# small machine or is not one an operator could want, and both bounds together refuse NaN
+# and ±inf. Consumers are asyncio tasks, ~1.6 KB each (10 000 of them measured at +16 MB
+# RSS), cheap one by one but not by the million (3 000 000 ended in a MemoryError); past
+# MAX_CONSUMERS in all they only cost memory, as no handler pool runs that many at once.
+MAX_CONSUMERS = 10_000
+DAY_S = 86_400
 
 
 class _Section(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -34,17 +40,21 @@ class _Section(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=
 
 class ServerSettings(_Section, frozen=True):
     bind: str = "0.0.0.0:8000"
-    graceful_timeout_s: NonNegativeFloat = 8.0
-    max_body_bytes: PositiveInt = 1_048_576
-    max_batch: PositiveInt = 1000
+    # An hour of draining is past any orchestrator's stop timeout already.
+    graceful_timeout_s: Annotated[float, msgspec.Meta(ge=0, le=3600)] = 8.0
+    # A body is held whole, and parsed, in memory: 64 MiB per request is plenty; below 1 KiB
+    # not even a small batch fits.
+    max_body_bytes: Annotated[int, msgspec.Meta(ge=1024, le=64 * 2**20)] = 1_048_576
+    # One answer carries every message of the batch: 10 000 keeps it a few MiB.
+    max_batch: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 1000
 
     @property
     def host(self) -> str:
-        return split_bind(self.bind)[0]
+        return parse_bind(self.bind)[0]
 
     @property
     def port(self) -> int:
-        return split_bind(self.bind)[1]
+        return parse_bind(self.bind)[1]
 
 
 class BrokerSettings(_Section, frozen=True):
@@ -56,20 +66,29 @@ class BrokerSettings(_Section, frozen=True):
 
 
 class ExecutorSettings(_Section, frozen=True):
-    threads: PositiveInt = 8
-    processes: PositiveInt = 2
+    # Threads share one GIL: past a few hundred they add only stacks (8 MiB of address space
+    # each) and switching, whatever the handlers wait on.
+    threads: Annotated[int, msgspec.Meta(ge=1, le=256)] = 8
+    # Each worker is a whole interpreter (~30 MB): 64 is more cores than a Spool node has.
+    processes: Annotated[int, msgspec.Meta(ge=1, le=64)] = 2
     # sys.setswitchinterval: how long a thread may hold the GIL while another waits. Python's
     # 5 ms lets CPU-bound thread handlers keep the event loop waiting; 1 ms keeps it answering.
-    switch_interval_ms: Annotated[float, msgspec.Meta(gt=0, le=100)] = 1.0
+    # Below 0.1 ms the threads spend their time handing the GIL around.
+    switch_interval_ms: Annotated[float, msgspec.Meta(ge=0.1, le=100)] = 1.0
 
 
 class ResultsSettings(_Section, frozen=True):
-    ttl_s: PositiveFloat = 3600.0
-    max_entries: PositiveInt = 100_000
+    # Expiry is swept once a second, so a shorter life is not kept; a year (366 days, the
+    # longest delay) is the most anyone could want to read a result back.
+    ttl_s: Annotated[float, msgspec.Meta(ge=1, le=366 * DAY_S)] = 3600.0
+    # Held in memory (and as many dead letters per queue), as max_size's messages are.
+    max_entries: Annotated[int, msgspec.Meta(ge=1, le=10_000_000)] = 100_000
 
 
 class HealthSettings(_Section, frozen=True):
-    max_loop_lag_ms: PositiveFloat = 250.0
+    # The lag is sampled every 250 ms and a quiet loop shows a few ms: below 10 ms /readyz
+    # would flap; past a minute it would never fail.
+    max_loop_lag_ms: Annotated[float, msgspec.Meta(ge=10, le=60_000)] = 250.0
 
 
 class LogSettings(_Section, frozen=True):
@@ -85,12 +104,18 @@ class AuthSettings(_Section, frozen=True):
 class QueueSettings(_Section, frozen=True):
     handler: str
     mode: Literal["async", "thread", "process"] = "thread"
-    concurrency: PositiveInt = 4
-    max_size: PositiveInt = 10_000
-    max_retries: NonNegativeInt = 3
-    retry_backoff_s: NonNegativeFloat = 1.0
-    retry_backoff_max_s: NonNegativeFloat = 60.0
-    timeout_s: PositiveFloat = 30.0
+    # Consumer tasks; RabbitMQ's prefetch takes the same number (at most 65535). A thousand
+    # handlers at once is far past what one node's pools or a downstream service take.
+    concurrency: Annotated[int, msgspec.Meta(ge=1, le=1000)] = 4
+    # Waiting messages are held in memory, ~324 B for a small one (README, B8): ten million
+    # take over 3 GB, as much as a small machine has.
+    max_size: Annotated[int, msgspec.Meta(ge=1, le=10_000_000)] = 10_000
+    # The backoff doubles per failure: 100 retries already wait out any cap.
+    max_retries: Annotated[int, msgspec.Meta(ge=0, le=100)] = 3
+    retry_backoff_s: Annotated[float, msgspec.Meta(ge=0, le=DAY_S)] = 1.0
+    retry_backoff_max_s: Annotated[float, msgspec.Meta(ge=0, le=DAY_S)] = 60.0
+    # Below 10 ms an attempt times out before a thread or process even takes it up.
+    timeout_s: Annotated[float, msgspec.Meta(ge=0.01, le=DAY_S)] = 30.0
     options: dict[str, Any] = msgspec.field(default_factory=dict)
 
 
@@ -105,28 +130,40 @@ class Settings(_Section, frozen=True):
     queues: dict[str, QueueSettings] = msgspec.field(default_factory=dict)
 
 
-def split_bind(bind: str) -> tuple[str, int]:
-    host, sep, port = bind.rpartition(":")
-    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
-        raise ValueError(f"expected HOST:PORT, got {bind!r}")
-    return host.strip("[]"), int(port)
-
-
 def load_settings(
     path: str | Path | None = None, environ: Mapping[str, str] | None = None
 ) -> Settings:
     """Read the TOML file (if any), apply SPOOL_* overrides, validate, freeze."""
     environ = os.environ if environ is None else environ
-    raw: dict[str, Any] = {}
-    if path is not None:
-        try:
-            raw = tomllib.loads(Path(path).read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            raise ConfigError(f"config file {str(path)!r} not found") from None
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError(f"config file {str(path)!r} is not valid TOML: {exc}") from None
+    raw = {} if path is None else read_config_file(str(path))
     apply_env_overrides(raw, environ)
     return settings_from_dict(raw)
+
+
+def read_config_file(path: str) -> dict[str, Any]:
+    """The file's TOML, or ConfigError: one line naming the file, whatever went wrong."""
+    try:
+        with open(path, "rb") as file:
+            data = file.read(MAX_CONFIG_BYTES + 1)
+    except FileNotFoundError:
+        raise ConfigError(f"config file {path!r} not found") from None
+    except IsADirectoryError:
+        raise ConfigError(f"config file {path!r} is a directory, not a file") from None
+    except OSError as exc:
+        raise ConfigError(f"config file {path!r} cannot be read: {exc.strerror}") from None
+    if len(data) > MAX_CONFIG_BYTES:
+        raise ConfigError(f"config file {path!r} is larger than {MAX_CONFIG_BYTES} bytes")
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(
+            f"config file {path!r} is not UTF-8 text: byte 0x{data[exc.start]:02x} "
+            f"at offset {exc.start}"
+        ) from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError(f"config file {path!r} is not valid TOML: {exc}") from None
 
 
 def apply_env_overrides(raw: dict[str, Any], environ: Mapping[str, str]) -> None:
@@ -159,6 +196,7 @@ def settings_from_dict(raw: dict[str, Any]) -> Settings:
         raise ConfigError("queues: expected a table of [queues.NAME] tables")
     settings = _convert(raw, Settings, prefix="")
     queues: dict[str, QueueSettings] = {}
+    consumers = 0
     for name, table in queues_raw.items():
         if not QUEUE_NAME.fullmatch(name):
             raise ConfigError(f"queues.{name}: queue names must match {QUEUE_NAME.pattern}")
@@ -173,10 +211,16 @@ def settings_from_dict(raw: dict[str, Any]) -> Settings:
         if ":" not in queue.handler:
             raise ConfigError(f"queues.{name}.handler: expected 'module:function'")
         queues[name] = queue
+        consumers += queue.concurrency
+        if consumers > MAX_CONSUMERS:
+            raise ConfigError(
+                f"queues.{name}.concurrency: the queues' consumers add up to {consumers} "
+                f"with this one; at most {MAX_CONSUMERS} in all"
+            )
     if not queues:
         raise ConfigError("queues: define at least one [queues.NAME] table with a handler")
     try:
-        split_bind(settings.server.bind)
+        parse_bind(settings.server.bind)
     except ValueError as exc:
         raise ConfigError(f"server.bind: {exc}") from None
     return msgspec.structs.replace(settings, queues=queues)
@@ -186,7 +230,11 @@ def _convert(data: dict[str, Any], kind: type[_T], prefix: str) -> _T:
     try:
         return msgspec.convert(data, kind)
     except msgspec.ValidationError as exc:
-        raise ConfigError(_describe(str(exc), prefix)) from None
+        message = _describe(str(exc), prefix)
+        key, _, _ = message.partition(": ")
+        where = key.removeprefix(prefix).lstrip(".")
+        bounds = describe_number(kind, where, data)
+        raise ConfigError(f"{key}: {bounds}" if bounds else message) from None
 
 
 def _describe(message: str, prefix: str) -> str:

@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
@@ -90,3 +91,24 @@ def test_missing_file_and_bad_toml_are_one_line(tmp_path: Path) -> None:
         load_settings(tmp_path / "nope.toml", environ={})
     with pytest.raises(ConfigError, match="not valid TOML"):
         load_settings(write(tmp_path, "[server\n"), environ={})
+
+
+def test_an_unwritable_data_directory_is_named(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Root (who runs these tests here) may write anywhere, so the one thing simulated is
+    the kernel's answer to access(2) for tmp_path; the rest is the real file system."""
+    from service.config_values import check_data_paths
+
+    real_access = os.access
+    monkeypatch.setattr(os, "access", lambda p, mode: Path(p) != tmp_path and real_access(p, mode))
+    for backend, key in (("memory", "snapshot_path"), ("sqlite", "sqlite_path")):
+        env = {
+            "SPOOL_BROKER__BACKEND": backend,
+            f"SPOOL_BROKER__{key.upper()}": str(tmp_path / "f"),
+        }
+        settings = load_settings(write(tmp_path, QUEUE), environ=env)
+        with pytest.raises(ConfigError) as caught:
+            check_data_paths(settings.broker)
+        assert caught.value.detail.startswith(f"broker.{key}: ")
+        assert "not writable" in caught.value.detail

@@ -172,7 +172,7 @@ async def test_expired_results_leave_the_file_and_a_burst_is_given_back(
     settings = tmp_settings(
         {"work": {"handler": "tests.handlers:echo", "concurrency": 4}},
         broker={"backend": "sqlite"},
-        results={"ttl_s": 0.5},
+        results={"ttl_s": 1},
     )
     path = Path(settings.broker.sqlite_path)
     async with client_for(settings) as (client, runtime):

@@ -25,7 +25,7 @@ async def test_results_expire_after_ttl_but_dead_letters_stay(connect: Connect) 
         "ok": {"handler": "tests.handlers:echo"},
         "bad": {"handler": "tests.handlers:fail", "max_retries": 0},
     }
-    async with connect(queues, results={"ttl_s": 0.3}) as (client, _):
+    async with connect(queues, results={"ttl_s": 1}) as (client, _):
         done = await publish(client, "ok", 1)
         dead = await publish(client, "bad", 1)
         await wait_final(client, done["id"])
@@ -56,7 +56,7 @@ async def test_max_entries_evicts_oldest_final_never_live(connect: Connect) -> N
 
 
 async def test_idempotency_key_is_free_again_once_its_message_expires(connect: Connect) -> None:
-    async with connect({"ok": {"handler": "tests.handlers:echo"}}, results={"ttl_s": 0.2}) as (
+    async with connect({"ok": {"handler": "tests.handlers:echo"}}, results={"ttl_s": 1}) as (
         client,
         _,
     ):
