@@ -17,7 +17,7 @@ import sys
 import threading
 import urllib.error
 import urllib.request
-from collections.abc import Coroutine, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
 from hypercorn.asyncio import serve as hypercorn_serve
@@ -32,6 +32,7 @@ from .config_values import check_data_paths
 from .connections import close_on_client_eof
 from .errors import SpoolError
 from .executor import stop_helper_processes
+from .failures import describe
 from .fdlimit import guard_accept, raise_open_files_limit
 from .handlers.registry import resolve_queue_handlers
 from .logs import setup_logging
@@ -117,11 +118,11 @@ def run_server(settings: Settings) -> int:
     runtime = Runtime(settings)
     stray = False
     try:
-        code, stray = run_loop(serve(settings, runtime))
-    except BaseExceptionGroup as group:
-        code = report_start_failure(settings, first_leaf(group))
-    except (SpoolError, OSError) as exc:
-        code = report_start_failure(settings, exc)
+        code, stray = run_loop(serve(settings, runtime), runtime.stop_now)
+    except BaseException as exc:
+        # The start failed, or the runtime or the server raised: by now the runtime's own
+        # `finally` has closed the broker (written the memory snapshot); say why it ended.
+        code = report_end(settings, exc)
     stop_helper_processes()
     if stray or runtime.executors.abandoned_threads or threading.active_count() > 1:
         # Handler threads that overran cannot be joined; they must not hold up the exit.
@@ -132,22 +133,45 @@ def run_server(settings: Settings) -> int:
     return code
 
 
-def run_loop(main: Coroutine[Any, Any, int]) -> tuple[int, bool]:
-    """asyncio.run(main), except that tasks which ignore their cancellation (an async handler
-    that swallows CancelledError) get STRAY_TASK_GRACE_S, not forever: asyncio.run would
-    wait for them. Returns (exit code, whether such tasks were left behind)."""
+def run_loop(main: Coroutine[Any, Any, int], stop_now: Callable[[], None]) -> tuple[int, bool]:
+    """asyncio.run(main), with two differences. asyncio lets a SystemExit or KeyboardInterrupt
+    raised in any task or callback out of the loop at once, leaving every task where it
+    stood, the broker unclosed: here it is logged and `stop_now()` is called, and the loop
+    runs on until main has persisted what is held and returned (exit code 1). And tasks that
+    ignore their cancellation (an async handler that swallows CancelledError) get
+    STRAY_TASK_GRACE_S, not forever: asyncio.run would wait for them. Returns (exit code,
+    whether such tasks were left behind)."""
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     try:
-        code = loop.run_until_complete(main)
+        task = loop.create_task(main, name="serve")
+        escaped: BaseException | None = None
+        while not task.done():
+            try:
+                code = loop.run_until_complete(task)
+            except (SystemExit, KeyboardInterrupt) as exc:
+                if escaped is None:
+                    escaped = exc
+                    log.critical(
+                        "%s reached the event loop: stopping now, after persisting what is held",
+                        describe_exit(exc),
+                        exc_info=exc,
+                    )
+                    stop_now()
+        if escaped is not None:
+            code = 1
         pending = asyncio.all_tasks(loop)
-        for task in pending:
-            task.cancel()
+        for stray_task in pending:
+            stray_task.cancel()
         if pending:
             done, left = loop.run_until_complete(asyncio.wait(pending, timeout=STRAY_TASK_GRACE_S))
-            for task in done:
-                if not task.cancelled() and task.exception() is not None:
-                    log.error("task %s failed at exit", task.get_name(), exc_info=task.exception())
+            for stray_task in done:
+                if not stray_task.cancelled() and stray_task.exception() is not None:
+                    log.error(
+                        "task %s failed at exit",
+                        stray_task.get_name(),
+                        exc_info=stray_task.exception(),
+                    )
             if left:
                 log.warning("%d handler tasks ignore cancellation; exiting without them", len(left))
                 return code, True
@@ -159,6 +183,11 @@ def run_loop(main: Coroutine[Any, Any, int]) -> tuple[int, bool]:
             loop.close()
 
 
+def describe_exit(exc: BaseException) -> str:
+    type_name, message = describe(exc)
+    return f"{type_name}({message})" if message else type_name
+
+
 def first_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException:
     exc: BaseException = group
     while isinstance(exc, BaseExceptionGroup):
@@ -166,14 +195,18 @@ def first_leaf(group: BaseExceptionGroup[BaseException]) -> BaseException:
     return exc
 
 
-def report_start_failure(settings: Settings, exc: BaseException) -> int:
+def report_end(settings: Settings, exc: BaseException) -> int:
+    """Logs one line saying why the service ended early; returns the exit code."""
+    if isinstance(exc, BaseExceptionGroup):
+        exc = first_leaf(exc)
     if isinstance(exc, SpoolError):
         log.error("%s", exc.detail)
         return 2
     if isinstance(exc, OSError):
         log.error("cannot serve on %s: %s", settings.server.bind, exc)
         return 1
-    raise exc
+    log.critical("the service stopped unexpectedly: %s", describe_exit(exc), exc_info=exc)
+    return 1
 
 
 async def serve(settings: Settings, runtime: Runtime) -> int:

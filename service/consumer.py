@@ -13,7 +13,7 @@ from collections.abc import Coroutine, Generator
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from .broker.base import Failed, Outcome, Succeeded
-from .executor import HandlerFailure, HandlerTimeout
+from .failures import HandlerFailure, HandlerTimeout, failure_of
 from .model import ErrorInfo, HandlerContext, Message
 
 if TYPE_CHECKING:
@@ -23,6 +23,9 @@ log = logging.getLogger(__name__)
 
 T = TypeVar("T")
 
+STOPPED_UNEXPECTEDLY = ErrorInfo(
+    "ProcessDied", "the service stopped unexpectedly while the attempt ran"
+)
 # After an unexpected broker error, wait this long before taking again (no hot loop).
 ERROR_PAUSE_S = 0.5
 
@@ -87,27 +90,25 @@ async def run_attempt(runtime: Runtime, message: Message, bound: Bound) -> None:
         )
         outcome = Succeeded(result)
     except asyncio.CancelledError:
+        if runtime.ending_unexpectedly:
+            # Like a crash, and perhaps this handler's doing: a failed attempt, so a message
+            # that stops the service cannot do it at every start for ever.
+            await asyncio.shield(runtime.broker.finish(message, Failed(STOPPED_UNEXPECTEDLY)))
+            log.warning("message failed: the service stopped while it ran", extra=_extra(message))
+            raise
         # A graceful stop's deadline: not a failure. Give it back, shielded from the cancel.
         await asyncio.shield(runtime.broker.interrupt(message))
         log.warning("message interrupted by shutdown; it will run again", extra=_extra(message))
         raise
-    except HandlerFailure as exc:
-        outcome = Failed(
-            ErrorInfo(exc.type_name, exc.message), timed_out=isinstance(exc, HandlerTimeout)
-        )
-        if exc.tb:
-            log.warning(
-                "handler failed: %s: %s\n%s",
-                exc.type_name,
-                exc.message,
-                exc.tb.rstrip(),
-                extra=_extra(message),
-            )
-        else:
-            log.warning("handler failed: %s: %s", exc.type_name, exc.message, extra=_extra(message))
     except Exception as exc:
-        outcome = Failed(ErrorInfo(type(exc).__name__, str(exc)))
-        log.warning("handler failed", exc_info=True, extra=_extra(message))
+        # Executors.run raises only HandlerFailure; anything else is a bug of ours, and
+        # must fail the attempt all the same rather than leave the message running.
+        failure = failure_of(exc)
+        outcome = Failed(
+            ErrorInfo(failure.type_name, failure.message),
+            timed_out=isinstance(failure, HandlerTimeout),
+        )
+        _log_failure(failure, message)
     duration = time.perf_counter() - started
     qmetrics.processing.observe(duration)
     finished = await shielded(runtime.broker.finish(message, outcome))
@@ -128,6 +129,23 @@ async def run_attempt(runtime: Runtime, message: Message, bound: Bound) -> None:
                 "duration_ms": round(duration * 1000, 3),
                 "outcome": finished.outcome,
             },
+        )
+
+
+def _log_failure(failure: HandlerFailure, message: Message) -> None:
+    # Both parts are bounded and plain text (failures.py), so a hostile str() cannot make
+    # this line huge or unprintable.
+    if failure.tb:
+        log.warning(
+            "handler failed: %s: %s\n%s",
+            failure.type_name,
+            failure.message,
+            failure.tb.rstrip(),
+            extra=_extra(message),
+        )
+    else:
+        log.warning(
+            "handler failed: %s: %s", failure.type_name, failure.message, extra=_extra(message)
         )
 
 

@@ -15,7 +15,6 @@ import asyncio
 import logging
 import multiprocessing
 import os
-import traceback
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
@@ -24,80 +23,25 @@ from typing import Any
 
 import msgspec
 
+from .calls import call_async, call_in_process, call_sync, init_worker
 from .config import ExecutorSettings
-from .handlers.registry import ResolvedHandler, resolve_cached
+from .failures import HandlerFailure as HandlerFailure
+from .failures import HandlerTimeout as HandlerTimeout
+from .failures import encode_result, failure_of
+from .handlers.registry import ResolvedHandler
 from .model import HandlerContext
-from .threads import HandlerExit, HandlerThreads
+from .threads import HandlerThreads
 
 log = logging.getLogger(__name__)
 
-# Worker processes run below the loop's priority, so CPU-bound handlers never starve it.
-WORKER_NICENESS = 10
 ASYNC_CANCEL_GRACE_S = 1.0
 # /readyz fails once this many times `executor.threads` handler threads are stuck.
 LEAKING_THREADS_FACTOR = 4
 
 
-class HandlerFailure(Exception):
-    """An attempt failed; `type_name` and `message` become the message's error."""
-
-    def __init__(self, type_name: str, message: str, tb: str | None = None) -> None:
-        super().__init__(f"{type_name}: {message}")
-        self.type_name = type_name
-        self.message = message
-        self.tb = tb
-
-
-class HandlerTimeout(HandlerFailure):
-    def __init__(self, timeout: float) -> None:
-        super().__init__("Timeout", f"the handler ran longer than {timeout:g} s")
-
-
-def encode_result(result: Any) -> bytes:
-    try:
-        return msgspec.json.encode(result)
-    except (TypeError, ValueError, OverflowError) as exc:
-        raise HandlerFailure("ResultNotSerializable", str(exc)) from None
-
-
-def call_sync(handler: ResolvedHandler, body: bytes, ctx: HandlerContext) -> bytes:
-    """Runs in a worker thread: decode, call, encode, so the loop does none of it."""
-    value = msgspec.json.decode(body)
-    result = handler.fn(value, ctx) if handler.wants_context else handler.fn(value)
-    return encode_result(result)
-
-
-def call_in_process(ref: str, body: bytes, ctx: HandlerContext) -> tuple[bool, Any]:
-    """Runs in a worker process. Never raises: an exception may not pickle, so it comes
-    back as (False, (type, message, traceback))."""
-    try:
-        return True, call_sync(resolve_cached(ref), body, ctx)
-    except HandlerFailure as exc:
-        return False, (exc.type_name, exc.message, exc.tb)
-    except Exception as exc:
-        return False, (type(exc).__name__, str(exc), traceback.format_exc())
-
-
 def _settle(future: asyncio.Future[None], *_: object) -> None:
     if not future.done():
         future.set_result(None)
-
-
-def _lower_priority() -> None:
-    """Niceness 10 (absolute, so running it twice changes nothing: os.nice would add up),
-    and on Linux the idle policy too: a woken task always preempts an idle-policy one, so
-    the loop gets a CPU at once when a request comes in, where niceness alone left it
-    waiting for a worker's slice (B5 process mode met its target in 5 of 6 runs with it,
-    2 of 5 without). The workers still get every CPU the rest of the machine leaves."""
-    try:
-        current = os.getpriority(os.PRIO_PROCESS, 0)
-        os.setpriority(os.PRIO_PROCESS, 0, max(current, WORKER_NICENESS))
-    except OSError:
-        pass
-    try:
-        os.sched_setscheduler(0, os.SCHED_IDLE, os.sched_param(0))
-    except (OSError, AttributeError):
-        pass
 
 
 @dataclass(slots=True)
@@ -122,7 +66,7 @@ class Executors:
         self.process_restarts = 0
 
     def _new_process_pool(self) -> ProcessPoolExecutor:
-        return ProcessPoolExecutor(1, mp_context=self._mp, initializer=_lower_priority)
+        return ProcessPoolExecutor(1, mp_context=self._mp, initializer=init_worker)
 
     def _ensure_slots(self) -> asyncio.Queue[_ProcessSlot]:
         if self._free_slots is None:
@@ -152,7 +96,8 @@ class Executors:
     async def run(
         self, mode: str, handler: ResolvedHandler, body: bytes, ctx: HandlerContext, timeout: float
     ) -> bytes:
-        """The encoded result, or HandlerFailure (HandlerTimeout) for a failed attempt."""
+        """The encoded result. Raises only HandlerFailure (HandlerTimeout), for a failed
+        attempt whatever the handler did, or CancelledError, when the caller is cancelled."""
         if handler.is_async:
             return await self._run_async(handler, body, ctx, timeout)
         if mode == "process":
@@ -163,9 +108,8 @@ class Executors:
         self, handler: ResolvedHandler, body: bytes, ctx: HandlerContext, timeout: float
     ) -> bytes:
         value = msgspec.json.decode(body)
-        coro = handler.fn(value, ctx) if handler.wants_context else handler.fn(value)
         loop = asyncio.get_running_loop()
-        task: asyncio.Task[Any] = loop.create_task(coro)
+        task: asyncio.Task[Any] = loop.create_task(call_async(handler, value, ctx))
         # asyncio.wait({task}, timeout) without its sets, closures and bookkeeping: one
         # future that the task's end or the timer settles, whichever comes first.
         settled = loop.create_future()
@@ -183,6 +127,13 @@ class Executors:
             # A handler that ignores cancellation is left to itself after a short grace.
             await asyncio.wait({task}, timeout=ASYNC_CANCEL_GRACE_S)
             raise HandlerTimeout(timeout)
+        if task.cancelled():
+            # Neither its timeout nor our caller cancelled it: the handler raised
+            # CancelledError itself. A failure of its own, not a stop of its consumer.
+            raise HandlerFailure("CancelledError", "the handler was cancelled, not by Spool")
+        failed = task.exception()
+        if failed is not None:
+            raise failure_of(failed) from None
         return encode_result(task.result())
 
     async def _run_thread(
@@ -203,8 +154,8 @@ class Executors:
             if task is not None and task.cancelling():
                 raise  # a graceful stop's deadline: the thread runs on, abandoned like an overrun
             raise HandlerTimeout(timeout) from None
-        except HandlerExit as exc:
-            raise HandlerFailure(exc.type_name, str(exc)) from None
+        except Exception as exc:  # the handler's own, or a HandlerExit
+            raise failure_of(exc) from None
         finally:
             timer.cancel()
             self.busy["thread"] -= 1
@@ -244,6 +195,12 @@ class Executors:
                 raise HandlerFailure(
                     "WorkerCrashed", "the worker process died while running the handler"
                 ) from None
+            except asyncio.CancelledError:
+                raise  # the pool was shut down under it: a stop, as above
+            except BaseException as exc:
+                # call_in_process never raises, but concurrent.futures would hand any
+                # BaseException of the worker's (SystemExit too) to this process to raise.
+                raise failure_of(exc) from None
         finally:
             self.busy["process"] -= 1
             free.put_nowait(slot)

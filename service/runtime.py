@@ -48,6 +48,7 @@ class Runtime:
         self.ready = asyncio.Event()  # consumers are running
         self.stopped = asyncio.Event()  # everything is persisted and closed
         self.draining = False
+        self.ending_unexpectedly = False  # stop_now(): running attempts count as failed
         self.running = 0  # attempts in progress
         self.loop_lag_s = 0.0
         self._stop = asyncio.Event()
@@ -62,6 +63,13 @@ class Runtime:
             log.warning("second stop signal: skipping the drain")
             self._force.set()
         self.draining = True
+        self._stop.set()
+
+    def stop_now(self) -> None:
+        """An unexpected end (cli.run_loop): skip the drain, persist what is held, stop."""
+        self.ending_unexpectedly = True
+        self.draining = True
+        self._force.set()
         self._stop.set()
 
     def live_consumers(self, queue: str) -> int:

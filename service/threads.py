@@ -22,6 +22,8 @@ import threading
 from collections.abc import Callable
 from typing import Any
 
+from .failures import HandlerExit as HandlerExit  # where it is raised, for its callers
+
 # Job states, under the job's lock (the loop abandons, a worker starts and finishes).
 PENDING, RUNNING, FINISHED = 0, 1, 2
 
@@ -163,12 +165,3 @@ class HandlerThreads:
 
     def _thread_returned(self) -> None:
         self.abandoned -= 1
-
-
-class HandlerExit(Exception):
-    """A handler raised SystemExit or KeyboardInterrupt: a failed attempt like any other,
-    never a way to stop the consumer (or the service) from a worker thread."""
-
-    def __init__(self, cause: BaseException) -> None:
-        super().__init__(str(cause))
-        self.type_name = type(cause).__name__

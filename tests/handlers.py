@@ -6,6 +6,7 @@ import asyncio
 import os
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -125,3 +126,105 @@ def scheduling(body: Any) -> dict[str, int]:
     """How the process running it is scheduled: niceness and (on Linux) policy."""
     policy = os.sched_getscheduler(0) if hasattr(os, "sched_getscheduler") else -1
     return {"nice": os.getpriority(os.PRIO_PROCESS, 0), "policy": policy}
+
+
+class Unprintable(Exception):
+    """str() raises: recording the failure must not need it."""
+
+    def __str__(self) -> str:
+        raise RuntimeError("no str for you")
+
+
+class UnprintableAndUnrepresentable(Unprintable):
+    def __repr__(self) -> str:
+        raise RuntimeError("no repr either")
+
+
+class NonStringStr(Exception):
+    def __str__(self) -> Any:
+        return 42
+
+
+class TextSubclass(str):
+    """A str subclass: msgspec will not encode it where a plain str is expected."""
+
+
+class SubclassStr(Exception):
+    def __str__(self) -> str:
+        return TextSubclass("a str, but not quite")
+
+
+class CustomBase(BaseException):
+    """A BaseException that is neither SystemExit nor KeyboardInterrupt."""
+
+
+BASE_EXCEPTIONS: dict[str, Callable[[], BaseException]] = {
+    "SystemExit": lambda: SystemExit(3),
+    "KeyboardInterrupt": KeyboardInterrupt,
+    "GeneratorExit": GeneratorExit,
+    "CustomBase": lambda: CustomBase("not an Exception"),
+}
+
+HOSTILE_ERRORS: dict[str, Callable[[], Exception]] = {
+    "str_raises": lambda: Unprintable("hidden"),
+    "str_and_repr_raise": lambda: UnprintableAndUnrepresentable("hidden"),
+    "str_not_a_string": lambda: NonStringStr("hidden"),
+    "str_subclass": SubclassStr,
+    "huge": lambda: ValueError("x" * 1_000_000),
+    "lone_surrogate": lambda: ValueError("bad \ud800 text"),
+}
+
+
+def raise_base(body: Any) -> Any:
+    """Raises the BaseException that body["raise"] names (SystemExit by default)."""
+    raise BASE_EXCEPTIONS[body.get("raise", "SystemExit") if isinstance(body, dict) else ""]()
+
+
+async def async_raise_base(body: Any) -> Any:
+    await asyncio.sleep(0)
+    raise_base(body)
+
+
+def raise_hostile(body: Any) -> Any:
+    """Raises the exception that body["raise"] names, each hard to turn into text."""
+    raise HOSTILE_ERRORS[body["raise"]]()
+
+
+async def async_raise_hostile(body: Any) -> Any:
+    await asyncio.sleep(0)
+    raise_hostile(body)
+
+
+def hostile_result(body: Any) -> Any:
+    """Returns what body["result"] names: a list containing itself, NaN, an object()."""
+    kind = body["result"]
+    if kind == "cycle":
+        cycle: list[Any] = []
+        cycle.append(cycle)
+        return cycle
+    if kind == "nested_cycle":
+        inner: dict[str, Any] = {}
+        inner["self"] = [inner]
+        return {"outer": inner}
+    if kind == "nan":
+        return {"value": float("nan")}
+    return object()
+
+
+async def async_hostile_result(body: Any) -> Any:
+    await asyncio.sleep(0)
+    return hostile_result(body)
+
+
+async def async_exit_from_a_callback(body: Any) -> str:
+    """Escapes the consumer: a callback it schedules raises SystemExit on the bare loop, as a
+    library's stray callback or background task might."""
+    asyncio.get_running_loop().call_soon(sys.exit, 4)
+    return "scheduled"
+
+
+async def cancels_itself(body: Any) -> Any:
+    """Raises CancelledError of its own (as awaiting something cancelled elsewhere does)."""
+    if isinstance(body, dict) and body.get("cancel"):
+        raise asyncio.CancelledError
+    return body
