@@ -125,3 +125,15 @@ def scheduling(body: Any) -> dict[str, int]:
     """How the process running it is scheduled: niceness and (on Linux) policy."""
     policy = os.sched_getscheduler(0) if hasattr(os, "sched_getscheduler") else -1
     return {"nice": os.getpriority(os.PRIO_PROCESS, 0), "policy": policy}
+
+
+def wait_for_file(body: Any) -> str:
+    """Returns once the file body["path"] exists: a test creates it when the handler may
+    finish (bounded, so a test that never does fails instead of hanging)."""
+    path = Path(body["path"])
+    deadline = time.monotonic() + 30
+    while not path.exists():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{path} never appeared")
+        time.sleep(0.01)
+    return "done"
