@@ -184,3 +184,29 @@ async def test_a_finish_that_cannot_commit_shows_no_outcome_and_lands_after_reco
         after = await (await client.get(f"/v1/messages/{mid}")).get_json()
         assert after["status"] == "succeeded" and after["result"] == "done"
         assert after["attempts"] == 1 and after["error"] is None
+
+
+async def test_a_stop_that_cannot_write_the_give_back_still_stops(
+    tmp_settings: Callable[..., Settings],
+) -> None:
+    settings = tmp_settings(
+        {"work": {"handler": "tests.handlers:async_sleep", "mode": "async", "concurrency": 1}},
+        broker={"backend": "sqlite"},
+        server={"graceful_timeout_s": 0.2},
+    )
+    path = Path(settings.broker.sqlite_path)
+    async with client_for(settings) as (client, runtime):
+        r = await client.post("/v1/queues/work/messages", json={"body": {"seconds": 60}})
+        mid = (await r.get_json())["id"]
+        await eventually(lambda: disk_status(path, mid) == "running")
+        assert (await client.post("/v1/queues/work/pause")).status_code == 200  # for the restart
+        journal = runtime.broker._journal  # type: ignore[attr-defined]
+        assert isinstance(journal, SqliteJournal)
+        await read_only(journal, True)
+    # Stopped (client_for waits at most 15 s): the consumer's cancellation went on although
+    # the interrupt could not be written. The file still says running, and the next start
+    # reads that as a death: the one case the README names.
+    async with client_for(settings) as (client, _):
+        msg = await (await client.get(f"/v1/messages/{mid}")).get_json()
+        assert msg["status"] == "queued" and msg["attempts"] == 1
+        assert msg["error"]["type"] == "ProcessDied"
