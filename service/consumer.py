@@ -12,7 +12,8 @@ import time
 from collections.abc import Coroutine, Generator
 from typing import TYPE_CHECKING, Any, TypeVar
 
-from .broker.base import Failed, Outcome, Succeeded
+from .broker.base import Broker, Failed, Finished, Outcome, Succeeded
+from .errors import NotCommitted
 from .failures import HandlerFailure, HandlerTimeout, failure_of
 from .model import ErrorInfo, HandlerContext, Message
 
@@ -26,7 +27,8 @@ T = TypeVar("T")
 STOPPED_UNEXPECTEDLY = ErrorInfo(
     "ProcessDied", "the service stopped unexpectedly while the attempt ran"
 )
-# After an unexpected broker error, wait this long before taking again (no hot loop).
+# After an unexpected broker error, wait this long before taking again (no hot loop);
+# an outcome the journal could not commit is offered again this often.
 ERROR_PAUSE_S = 0.5
 
 
@@ -97,8 +99,14 @@ async def run_attempt(runtime: Runtime, message: Message, bound: Bound) -> None:
             log.warning("message failed: the service stopped while it ran", extra=_extra(message))
             raise
         # A graceful stop's deadline: not a failure. Give it back, shielded from the cancel.
-        await asyncio.shield(runtime.broker.interrupt(message))
-        log.warning("message interrupted by shutdown; it will run again", extra=_extra(message))
+        try:
+            await asyncio.shield(runtime.broker.interrupt(message))
+        except Exception:
+            # Not committed, so still `running`: the broker's last write at stop gives it
+            # back. The cancellation goes on either way.
+            log.exception("giving back an interrupted message failed", extra=_extra(message))
+        else:
+            log.warning("message interrupted by shutdown; it will run again", extra=_extra(message))
         raise
     except Exception as exc:
         # Executors.run raises only HandlerFailure; anything else is a bug of ours, and
@@ -111,7 +119,7 @@ async def run_attempt(runtime: Runtime, message: Message, bound: Bound) -> None:
         _log_failure(failure, message)
     duration = time.perf_counter() - started
     qmetrics.processing.observe(duration)
-    finished = await shielded(runtime.broker.finish(message, outcome))
+    finished = await record(runtime.broker, message, outcome)
     qmetrics.processed[finished.outcome].inc()
     if isinstance(outcome, Failed) and outcome.timed_out:
         qmetrics.timeouts.inc()
@@ -147,6 +155,23 @@ def _log_failure(failure: HandlerFailure, message: Message) -> None:
         log.warning(
             "handler failed: %s: %s", failure.type_name, failure.message, extra=_extra(message)
         )
+
+
+async def record(broker: Broker, message: Message, outcome: Outcome) -> Finished:
+    """The attempt's outcome, committed. A journal that cannot write (full disk, read-only
+    file) refuses it with NotCommitted and nothing changes: the message stays `running`, as
+    the journal holds it. The outcome is kept and offered again until it lands, so it is
+    neither lost nor turned into a ProcessDied failure at the next start; a stop meanwhile
+    gives the message back to run again, as for any attempt a stop cuts short."""
+    refused = 0
+    while True:
+        try:
+            return await shielded(broker.finish(message, outcome))
+        except NotCommitted as exc:
+            if not refused:
+                log.warning("outcome not recorded yet, retrying: %s", exc, extra=_extra(message))
+            refused += 1
+        await asyncio.sleep(ERROR_PAUSE_S)
 
 
 def _extra(message: Message) -> dict[str, Any]:

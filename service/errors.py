@@ -114,6 +114,11 @@ class Unavailable(SpoolError):
     slug = "unavailable"
 
 
+class NotCommitted(Unavailable):
+    """The journal could not commit a change (full disk, read-only file), so nothing
+    changed: the same change may be offered again once it can write."""
+
+
 class HandlerError(SpoolError):
     """Raised at start when a queue's handler cannot be resolved."""
 

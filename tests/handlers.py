@@ -228,3 +228,15 @@ async def cancels_itself(body: Any) -> Any:
     if isinstance(body, dict) and body.get("cancel"):
         raise asyncio.CancelledError
     return body
+
+
+def wait_for_file(body: Any) -> str:
+    """Returns once the file body["path"] exists: a test creates it when the handler may
+    finish (bounded, so a test that never does fails instead of hanging)."""
+    path = Path(body["path"])
+    deadline = time.monotonic() + 30
+    while not path.exists():
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{path} never appeared")
+        time.sleep(0.01)
+    return "done"

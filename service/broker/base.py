@@ -103,7 +103,9 @@ class Broker(Protocol):
         """The next due message, now running with its attempt counted. Honors pause."""
 
     async def finish(self, message: Message, outcome: Outcome) -> Finished:
-        """Record an attempt's end: succeeded, retry scheduled, or dead-lettered."""
+        """Record an attempt's end: succeeded, retry scheduled, or dead-lettered. Raises
+        errors.NotCommitted with nothing changed when the outcome cannot be stored yet: the
+        caller may offer the same outcome again."""
 
     async def interrupt(self, message: Message) -> None:
         """A graceful stop cut the attempt short: back to queued, attempt counted, no failure."""

@@ -13,13 +13,13 @@ _T = TypeVar("_T")
 
 
 class Journal(Protocol):
-    """Durable storage under a LocalBroker. `write` returns only once the rows are committed."""
+    """Durable storage under a LocalBroker."""
 
     async def open(self) -> list[Message]: ...
 
-    async def write(self, messages: Sequence[Message]) -> None: ...
-
-    async def forget(self, ids: Sequence[str]) -> None: ...
+    async def write(self, messages: Sequence[Message], forget: Sequence[str] = ()) -> None:
+        """Store `messages` as they are at this call and delete the `forget` ids, in one
+        transaction; returns only once it is committed, raises if it is not."""
 
     async def close(self, messages: Iterable[Message], paused: Sequence[str]) -> None: ...
 

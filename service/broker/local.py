@@ -1,6 +1,7 @@
-"""The state of the node-local broker and the bookkeeping every operation shares:
-status transitions, the scheduler heap, retention of final messages and dead letters, and
-recovery of what a journal or snapshot held."""
+"""The state of the node-local broker and the bookkeeping every operation shares: the one
+rule for a transition (with a journal: commit, then make it visible), status bookkeeping,
+the scheduler heap, retention of final messages and dead letters, and recovery of what a
+journal or snapshot held."""
 
 from __future__ import annotations
 
@@ -12,6 +13,9 @@ import random
 from collections import OrderedDict
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
+from typing import TypeVar
+
+import msgspec
 
 from ..config import QueueSettings, ResultsSettings
 from ..errors import UnknownQueue
@@ -19,8 +23,9 @@ from ..model import FINAL, ErrorInfo, Message, Status, now
 from .base import (
     Listener,
 )
+from .claims import Claims
 from .index import IdIndex
-from .journal import Journal
+from .journal import Journal, to_the_end
 from .queues import LocalQueue
 from .waiters import Waiters
 
@@ -30,6 +35,8 @@ log = logging.getLogger(__name__)
 # descriptor call on the enum class.
 QUEUED, SCHEDULED, RUNNING = Status.QUEUED, Status.SCHEDULED, Status.RUNNING
 SUCCEEDED, RETRYING, FAILED = Status.SUCCEEDED, Status.RETRYING, Status.FAILED
+_FIELDS = Message.__struct_fields__
+_T = TypeVar("_T")
 
 
 class LocalState:
@@ -56,6 +63,8 @@ class LocalState:
         self._wake = asyncio.Event()
         self._waiters = Waiters()
         self._listeners: list[Listener] = []
+        self._claims = Claims()  # only ever holds anything with a journal
+        self._pausing = asyncio.Lock()  # with a journal: one paused set committed at a time
 
     def queue(self, name: str) -> LocalQueue:
         try:
@@ -129,24 +138,110 @@ class LocalState:
             self._schedule(msg)
         return was_running
 
-    def _transition(self, q: LocalQueue, msg: Message, status: Status) -> None:
-        q.status_counts[msg.status] -= 1
-        msg.status = status
-        final = status in FINAL
+    # ------------------------------------------------------------------ the one rule
+    def _draft(self, msg: Message) -> Message:
+        """What a transition edits. Without a journal, the message itself: nothing is
+        committed, so the check and the change are one step. With a journal, a copy: it is
+        committed first and becomes the message only then (`_commit`)."""
+        return msg if self._journal is None else msgspec.structs.replace(msg)
+
+    async def _commit(
+        self,
+        drafts: Sequence[Message],
+        apply: Callable[[], _T],
+        *,
+        forget: Sequence[str] = (),
+        displaced: bool = False,
+        undo: Callable[[], None] | None = None,
+    ) -> _T:
+        """With a journal every transition ends here: the journal commits, then the change
+        becomes visible (memory, ready line, waiters, events, counts), in that order only.
+
+        The caller checked its precondition with no await since, and the claims taken here,
+        before the first await, keep every other transition off these messages until the
+        change is applied or given up. `apply` runs in the same step as the end of the
+        COMMIT, so nothing sees the journal's new state without it. A failed commit makes
+        nothing visible: the claims go, a message whose entry was popped meanwhile (or by
+        the caller: `displaced`) goes back where it waits, `undo` runs, and the caller gets
+        the error. Runs to the end even if the caller goes away.
+        """
+        ids = [*(d.id for d in drafts), *forget]
+        self._claims.hold(ids, displaced=displaced)
+        return await to_the_end(self._commit_then_apply(ids, drafts, forget, apply, undo))
+
+    async def _commit_then_apply(
+        self,
+        ids: list[str],
+        drafts: Sequence[Message],
+        forget: Sequence[str],
+        apply: Callable[[], _T],
+        undo: Callable[[], None] | None,
+    ) -> _T:
+        assert self._journal is not None
+        try:
+            await self._journal.write(drafts, forget)
+        except BaseException:
+            for mid in ids:
+                if self._claims.release(mid):
+                    self._put_back(mid)
+            if undo is not None:
+                undo()
+            raise
+        try:
+            return apply()
+        finally:
+            for mid in ids:
+                self._claims.release(mid)
+
+    def _apply(self, q: LocalQueue, msg: Message, draft: Message, old: Status) -> None:
+        """Make a transition visible: `msg` takes the draft's fields (with a journal: the
+        committed record), then the bookkeeping of leaving `old`."""
+        if draft is not msg:
+            self._adopt(msg, draft)
+        self._moved(q, msg, old)
+
+    @staticmethod
+    def _adopt(msg: Message, draft: Message) -> None:
+        for name in _FIELDS:
+            setattr(msg, name, getattr(draft, name))
+
+    def _moved(self, q: LocalQueue, msg: Message, old: Status) -> None:
+        """The bookkeeping of a message that now carries its new status: depth and outcome
+        counts, dead letters and retention, long-poll waiters, listeners."""
+        status = msg.status
+        if old is FAILED:
+            del q.dead[msg.id]  # redriven
+        else:
+            q.status_counts[old] -= 1
         if status is FAILED:
             q.dead[msg.id] = None
+            q.counts.failed += 1
+            self._waiters.wake(msg.id)
             self._trim_dead(q)
         else:
             q.status_counts[status] += 1
-            if final:
+            if status is RETRYING:
+                q.counts.retried += 1
+            elif status in FINAL:
                 self._finals[msg.id] = None
+                if status is SUCCEEDED:
+                    q.counts.succeeded += 1
+                else:
+                    q.counts.cancelled += 1
+                self._waiters.wake(msg.id)
                 self._trim_finals()
-        if final:
-            self._waiters.wake(msg.id)
-        self._emit(msg)
-
-    def _emit(self, msg: Message) -> None:
         self._emit_all((msg,))
+
+    def _put_back(self, mid: str) -> None:
+        """A message whose entry was popped while a change that then failed held it: back
+        at the front of its line, or in the scheduler's heap."""
+        msg = self._messages.get(mid)
+        if msg is None:
+            return
+        if msg.status is QUEUED:
+            self._queues[msg.queue].ready.push_front(msg.id, msg.priority)
+        elif msg.status is SCHEDULED or msg.status is RETRYING:
+            self._schedule(msg)
 
     def _emit_all(self, msgs: Sequence[Message]) -> None:
         for listener in self._listeners:
@@ -158,72 +253,40 @@ class LocalState:
         if self._due[0][2] == msg.id:
             self._wake.set()  # it is the new earliest: the scheduler must sleep less
 
-    def _release_due(self, current: float) -> None:
-        while self._due and self._due[0][0] <= current:
-            due, _, mid = heapq.heappop(self._due)
-            msg = self._messages.get(mid)
-            if msg is None or msg.scheduled_for != due:
-                continue
-            if msg.status not in (Status.SCHEDULED, Status.RETRYING):
-                continue
-            q = self._queues[msg.queue]
-            msg.enqueued_at = current
-            self._transition(q, msg, Status.QUEUED)
-            q.push(msg)
-
     def wake(self) -> None:
         """Make the scheduler look at the clock now (tests with a manual clock use this)."""
         self._wake.set()
 
-    async def _sweep(self, current: float) -> None:
-        cutoff = current - self._results.ttl_s
-        expired: list[str] = []
-        for mid in self._finals:
-            msg = self._messages[mid]
-            if (msg.finished_at or 0.0) > cutoff:
-                break
-            expired.append(mid)
-        for mid in expired:
-            self._drop(mid)
-        if expired and self._journal is not None:
-            await self._journal.forget(expired)
-
+    # ------------------------------------------------------------------ retention
     def _trim_finals(self) -> None:
         over = len(self._finals) - self._results.max_entries
         if over > 0:
-            dropped = [self._finals.popitem(last=False)[0] for _ in range(over)]
-            for mid in dropped:
-                self._drop(mid, from_finals=False)
-            self._forget_later(dropped)
+            if self._journal is not None:
+                self._wake.set()  # the scheduler commits their deletes first (upkeep.py)
+                return
+            for mid in list(itertools.islice(self._finals, over)):
+                self._drop(mid)
 
     def _trim_dead(self, q: LocalQueue) -> None:
         # Dead letters outlive results.ttl_s; results.max_entries per queue bounds them.
         over = len(q.dead) - self._results.max_entries
         if over > 0:
-            oldest = list(itertools.islice(q.dead, over))
-            for mid in oldest:
-                del q.dead[mid]
-                self._drop(mid, from_finals=False)
-            self._forget_later(oldest)
+            if self._journal is not None:
+                self._wake.set()
+                return
+            for mid in list(itertools.islice(q.dead, over)):
+                self._drop(mid)
 
-    def _forget_later(self, ids: list[str]) -> None:
-        if self._journal is not None:
-            task = asyncio.get_running_loop().create_task(self._journal.forget(ids))
-            task.add_done_callback(_log_task_error)
-
-    def _drop(self, mid: str, *, from_finals: bool = True) -> None:
+    def _drop(self, mid: str) -> None:
+        """Forget a final message or a dead letter (retention)."""
         msg = self._messages.pop(mid, None)
-        if from_finals:
-            self._finals.pop(mid, None)
         if msg is None:
             return
         q = self._queues[msg.queue]
-        if msg.status is not Status.FAILED:
+        if msg.status is FAILED:
+            q.dead.pop(mid, None)
+        else:
+            self._finals.pop(mid, None)
             q.status_counts[msg.status] -= 1
         if msg.idempotency_key is not None and q.idempotency.get(msg.idempotency_key) == mid:
             del q.idempotency[msg.idempotency_key]
-
-
-def _log_task_error(task: asyncio.Task[None]) -> None:
-    if not task.cancelled() and task.exception() is not None:
-        log.error("journal cleanup failed", exc_info=task.exception())

@@ -1,7 +1,8 @@
 """The node-local broker: a ready line per queue plus one scheduler task.
 
 The memory backend is this class alone (with a snapshot at a graceful stop); the sqlite
-backend is this class with a Journal that commits every transition before it takes effect.
+backend is this class with a Journal, under one rule for every transition: the journal
+commits, then the change becomes visible (LocalState._commit).
 """
 
 from __future__ import annotations
@@ -18,30 +19,25 @@ from . import snapshot
 from .actions import OperatorActions
 from .base import (
     DeadPage,
-    Failed,
-    Finished,
     Listener,
-    Outcome,
     Published,
     QueueStats,
-    Succeeded,
 )
+from .consuming import Consuming
 from .journal import Journal, to_the_end
-from .local import FAILED, QUEUED, RETRYING, RUNNING, SUCCEEDED
+from .local import QUEUED
 from .queues import LocalQueue
+from .upkeep import Upkeep
 
 log = logging.getLogger(__name__)
 
 _id, _status, _priority = attrgetter("id"), attrgetter("status"), attrgetter("priority")
 _key, _delay = attrgetter("idempotency_key"), attrgetter("delay_s")
 
-# The scheduler wakes at least this often, so a clock that jumps still gets noticed.
-SCHEDULER_MAX_SLEEP_S = 1.0
-
 __all__ = ["Journal", "MemoryBroker"]
 
 
-class MemoryBroker(OperatorActions):
+class MemoryBroker(Consuming, OperatorActions, Upkeep):
     # ------------------------------------------------------------------ lifecycle
     async def start(self) -> None:
         if self._journal is not None:
@@ -56,24 +52,6 @@ class MemoryBroker(OperatorActions):
                 # Deleted once loaded: from here on the messages live in this process.
                 await asyncio.to_thread(snapshot.remove, self._snapshot_path)
                 log.info("restored %d messages from %s", len(loaded[0]), self._snapshot_path)
-
-    async def run(self) -> None:
-        """The scheduler (delays and retry backoff) and the retention sweep, in one task."""
-        next_sweep = 0.0
-        while True:
-            current = self._clock()
-            self._release_due(current)
-            if current >= next_sweep:
-                await self._sweep(current)
-                next_sweep = current + 1.0
-            sleep = SCHEDULER_MAX_SLEEP_S
-            if self._due:
-                sleep = min(sleep, max(0.0, self._due[0][0] - current))
-            self._wake.clear()
-            try:
-                await asyncio.wait_for(self._wake.wait(), timeout=sleep)
-            except TimeoutError:
-                pass
 
     async def close(self) -> None:
         self._waiters.wake_all()
@@ -225,68 +203,3 @@ class MemoryBroker(OperatorActions):
         page = [self._messages[i] for i in ids[start : start + limit]]
         more = start + limit < len(ids)
         return DeadPage(page, page[-1].id if more and page else None)
-
-    # ------------------------------------------------------------------ consuming
-    async def take(self, queue: str) -> Message:
-        q = self.queue(queue)
-        while True:
-            if q.paused:
-                await q.unpaused.wait()
-            mid, priority = await q.ready.get()
-            msg = self._messages.get(mid)
-            if msg is None or msg.status is not QUEUED:
-                continue  # cancelled while waiting: a tombstone
-            if q.paused:
-                q.ready.push_front(mid, priority)  # paused while we waited: back, same place
-                continue
-            msg.attempts += 1
-            msg.started_at = self._clock()
-            self._transition(q, msg, RUNNING)
-            if self._journal is not None:
-                # Commit "running" first: if the process dies now, the attempt still counts.
-                try:
-                    await self._journal.write([msg])
-                except Exception:
-                    # Not committed: the attempt never started. Back to the front, as it was.
-                    msg.attempts -= 1
-                    msg.started_at = None
-                    self._transition(q, msg, QUEUED)
-                    q.ready.push_front(msg.id, msg.priority)
-                    raise
-            return msg
-
-    async def finish(self, message: Message, outcome: Outcome) -> Finished:
-        q = self.queue(message.queue)
-        message.finished_at = self._clock()
-        if isinstance(outcome, Succeeded):
-            message.result, message.error = outcome.result, None
-            self._transition(q, message, SUCCEEDED)
-            q.counts.succeeded += 1
-            label = "succeeded"
-        else:
-            assert isinstance(outcome, Failed)
-            message.error = outcome.error
-            message.failures += 1
-            if message.failures <= q.settings.max_retries:
-                message.scheduled_for = message.finished_at + self._backoff(
-                    q.settings, message.failures
-                )
-                self._transition(q, message, RETRYING)
-                self._schedule(message)
-                q.counts.retried += 1
-                label = "retried"
-            else:
-                self._transition(q, message, FAILED)
-                q.counts.failed += 1
-                label = "failed"
-        if self._journal is not None:
-            await self._journal.write([message])
-        return Finished(message, label)
-
-    async def interrupt(self, message: Message) -> None:
-        q = self.queue(message.queue)
-        message.started_at = None
-        self._transition(q, message, QUEUED)
-        q.ready.push_front(message.id, message.priority)
-        if self._journal is not None:
-            await self._journal.write([message])

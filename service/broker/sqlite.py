@@ -34,9 +34,9 @@ log = logging.getLogger(__name__)
 
 # While the journal cannot write, the writer probes this often whether it can again.
 PROBE_INTERVAL_S = 1.0
-# One transaction takes whole write requests up to about this many record bytes…
+# One transaction takes whole write requests up to about this many record bytes, or this
+# many deletes; later requests wait for the next one.
 MAX_COMMIT_BYTES = 32 * 1024 * 1024
-# …and at most this many retention deletes (the rest wait for the next one).
 MAX_COMMIT_DELETES = 5000
 
 
@@ -44,6 +44,7 @@ MAX_COMMIT_DELETES = 5000
 class _Write:
     rows: list[Row]
     paused: list[str] | None
+    deletes: Sequence[str]
     future: asyncio.Future[None]
 
 
@@ -82,7 +83,6 @@ class SqliteJournal:
         self._lock = Lock(path)
         self._cond = threading.Condition()
         self._jobs: list[_Write | _Call] = []
-        self._deletes: list[str] = []
         self._closing = False
         self._accepting = True  # False once close() has written the last rows
         self._thread: threading.Thread | None = None
@@ -120,15 +120,9 @@ class SqliteJournal:
             self._lock.release()
             raise
 
-    async def write(self, messages: Sequence[Message]) -> None:
+    async def write(self, messages: Sequence[Message], forget: Sequence[str] = ()) -> None:
         # Encoded now, on the loop: the record is the message as it is at this call.
-        await self._submit(_rows(messages), None)
-
-    async def forget(self, ids: Sequence[str]) -> None:
-        """Retention: the rows go in the writer's next transactions, in batches."""
-        with self._cond:
-            self._deletes.extend(ids)
-            self._cond.notify()
+        await self._submit(_rows(messages), None, forget)
 
     async def set_paused(self, queues: Sequence[str]) -> None:
         await self._submit([], list(queues))
@@ -160,7 +154,9 @@ class SqliteJournal:
         self._accepting = False
         await self._stop()
 
-    async def _submit(self, rows: list[Row], paused: list[str] | None) -> None:
+    async def _submit(
+        self, rows: list[Row], paused: list[str] | None, deletes: Sequence[str] = ()
+    ) -> None:
         assert self._loop is not None, "the journal is not open"
         if not self._accepting:
             raise Unavailable(
@@ -168,7 +164,7 @@ class SqliteJournal:
             )
         future = self._loop.create_future()
         with self._cond:
-            self._jobs.append(_Write(rows, paused, future))
+            self._jobs.append(_Write(rows, paused, deletes, future))
             self._cond.notify()
         await future
 
@@ -200,40 +196,36 @@ class SqliteJournal:
     def _run(self) -> None:
         while True:
             with self._cond:
-                # While writes fail, retention deletes alone wait for the next probe time.
-                deletes_due = bool(self._deletes) and self._error is None
-                idle = not self._jobs and not deletes_due and not self._closing
+                idle = not self._jobs and not self._closing
                 if idle and not (self._shrink_more and self._store.is_open):
                     self._cond.wait(PROBE_INTERVAL_S if self._error is not None else None)
                 if self._closing and not self._jobs:
                     return
                 jobs, self._jobs = self._take_jobs()
-                deletes: list[str] = []
-                if not self._jobs and self._store.is_open:
-                    # Only with every queued write taken: a delete must follow its upsert.
-                    deletes = self._deletes[:MAX_COMMIT_DELETES]
-                    del self._deletes[:MAX_COMMIT_DELETES]
-            if not jobs and not deletes:
+            if not jobs:
                 if self._error is not None and self._store.is_open:
                     self._probe()
                 elif self._shrink_more and self._store.is_open:
                     self._shrink()
                 continue
-            self._process(jobs, deletes)
+            self._process(jobs)
 
     def _take_jobs(self) -> tuple[list[_Write | _Call], list[_Write | _Call]]:
-        """A run of writes up to MAX_COMMIT_BYTES, or one call; the rest stays queued."""
+        """A run of writes up to MAX_COMMIT_BYTES or MAX_COMMIT_DELETES, or one call; the
+        rest stays queued."""
         jobs = self._jobs
         if jobs and isinstance(jobs[0], _Call):
             return jobs[:1], jobs[1:]
-        size = 0
+        size = deletes = 0
         for n, job in enumerate(jobs):
-            if isinstance(job, _Call) or (n and size > MAX_COMMIT_BYTES):
+            full = size > MAX_COMMIT_BYTES or deletes > MAX_COMMIT_DELETES
+            if isinstance(job, _Call) or (n and full):
                 return jobs[:n], jobs[n:]
             size += sum(len(row[3]) for row in job.rows)
+            deletes += len(job.deletes)
         return jobs, []
 
-    def _process(self, jobs: list[_Write | _Call], deletes: list[str]) -> None:
+    def _process(self, jobs: list[_Write | _Call]) -> None:
         if jobs and isinstance(jobs[0], _Call):
             call = jobs[0]
             try:
@@ -242,25 +234,20 @@ class SqliteJournal:
                 self._settle([call.future], _raiser(exc))
             else:
                 self._settle([call.future], None, result)
-            with self._cond:
-                self._deletes[:0] = deletes  # not this time
             return
         writes = [job for job in jobs if isinstance(job, _Write)]
         rows = [row for job in writes for row in job.rows]
+        deletes = [mid for job in writes for mid in job.deletes]
         paused = next((w.paused for w in reversed(writes) if w.paused is not None), None)
         try:
             self._store.commit(rows, paused, deletes)
         except sqlite3.Error as exc:
             self._failed(exc)
             self._settle([w.future for w in writes], partial(unavailable, exc, self.path))
-            with self._cond:
-                self._deletes[:0] = deletes  # retention retries them with a later commit
             return
         except BaseException as exc:
             log.exception("journal %s: unexpected error in a commit", self.path)
             self._settle([w.future for w in writes], _raiser(exc))
-            with self._cond:
-                self._deletes[:0] = deletes
             return
         self.commits += 1
         self._recovered()

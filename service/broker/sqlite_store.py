@@ -19,7 +19,7 @@ from typing import TypeVar
 
 import msgspec
 
-from ..errors import StartupError, Unavailable
+from ..errors import NotCommitted, StartupError
 from ..model import Message
 from .records import decode_message
 
@@ -61,10 +61,10 @@ def _chunks(items: Sequence[_T], size: int) -> list[Sequence[_T]]:
     return [items[i : i + size] for i in range(0, len(items), size)]
 
 
-def unavailable(exc: sqlite3.Error, path: Path) -> Unavailable:
+def unavailable(exc: sqlite3.Error, path: Path) -> NotCommitted:
     """A failed write as the client sees it: 503 with Retry-After, the cause named."""
     name = getattr(exc, "sqlite_errorname", type(exc).__name__)
-    return Unavailable(
+    return NotCommitted(
         f"the journal {str(path)!r} cannot take writes ({name}: {exc}); nothing was "
         "stored, retry later",
         retry_after=1,
