@@ -6,11 +6,14 @@ nothing and the ratio is the server's cost of feeding them."""
 from __future__ import annotations
 
 import json
+import os
+import statistics
 import subprocess
 import sys
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import httpx
@@ -21,6 +24,7 @@ from .harness import (
     BenchFailure,
     Mode,
     Result,
+    Server,
     admin,
     base_env,
     drain_and_check,
@@ -71,6 +75,13 @@ def readers(url: str, count: int, out: list[list[dict[str, Any]]]) -> Iterator[N
     wait_streams(url, 0)  # the reference runs with none
 
 
+def server_cpu_s(server: Server) -> float:
+    """CPU seconds the server process has used (user + system), from /proc."""
+    assert server.process is not None
+    fields = Path(f"/proc/{server.process.pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def check_streams(runs: list[list[dict[str, Any]]]) -> int:
     """Every stream of every run answered 200, stayed open to the end and carried both
     kinds of event; returns the message events delivered in all."""
@@ -101,11 +112,23 @@ def b10(mode: Mode) -> Result:
             plain = Publisher(spool, mode)
             plain(1)
 
+            cpu: dict[str, list[float]] = {"streamed": [], "plain": []}
+
+            def measured(kind: str) -> float:
+                """plain(), noting the server's CPU time per publish (less noisy than rates
+                on a shared machine: what the streams cost, whatever else runs)."""
+                before, accepted = server_cpu_s(spool), plain.accepted
+                rate = plain()
+                cpu[kind].append((server_cpu_s(spool) - before) / (plain.accepted - accepted))
+                return rate
+
             def streamed() -> float:
                 with readers(spool.url, STREAMS, runs):
-                    return plain()
+                    return measured("streamed")
 
-            subjects, references, ratios = pair_ratios(mode.pairs, streamed, plain)
+            subjects, references, ratios = pair_ratios(
+                mode.pairs, streamed, lambda: measured("plain")
+            )
             delivered = check_streams(runs)
             doc = drain_and_check(spool.url, "bench", plain.accepted)
             result.checks.append(
@@ -114,4 +137,9 @@ def b10(mode: Mode) -> Result:
                 f"({delivered} message events in all)"
             )
             result.figures["message_events_delivered"] = delivered
+            per_publish = {k: round(statistics.median(v) * 1e6) for k, v in cpu.items()}
+            result.figures["server_cpu_us_per_publish"] = per_publish
+            result.note = (
+                f"server CPU a publish {per_publish['streamed']} vs {per_publish['plain']} µs"
+            )
     return summarise(result, subjects, references, ratios, at_least=0.85, unit="req/s")
