@@ -71,8 +71,14 @@ class BoundedConnection(PromptCloseTCPServer):
         async with self.send_lock:
             try:
                 self.writer.write(event.data)
-                async with asyncio.timeout(self.send_timeout_s):
+                transport = self.writer.transport
+                if transport.get_write_buffer_size() <= transport.get_write_buffer_limits()[0]:
+                    # At or under the low-water mark writing is not paused: drain() returns
+                    # at once, and the usual answer skips arming a timer (the publish path).
                     await self.writer.drain()
+                else:
+                    async with asyncio.timeout(self.send_timeout_s):
+                        await self.writer.drain()
             except TimeoutError:
                 log.warning(
                     "a client took no bytes for %.0f s: disconnected",
