@@ -20,7 +20,6 @@ import urllib.request
 from collections.abc import Callable, Coroutine, Sequence
 from typing import Any
 
-from hypercorn.asyncio import serve as hypercorn_serve
 from hypercorn.config import Config as HypercornConfig
 
 from . import client_cli
@@ -29,7 +28,6 @@ from .api.fastpath import FastPublish
 from .app import create_app
 from .config import Settings, load_settings
 from .config_values import check_data_paths
-from .connections import close_on_client_eof
 from .errors import SpoolError
 from .executor import stop_helper_processes
 from .failures import describe
@@ -37,11 +35,13 @@ from .fdlimit import guard_accept, raise_open_files_limit
 from .handlers.registry import resolve_queue_handlers
 from .logs import setup_logging
 from .runtime import Runtime
+from .serving import serve as serve_http
 
 log = logging.getLogger("service")
 
 DEFAULT_CONFIG = "config.toml"
-# Hypercorn's own grace for open connections once the runtime has drained and persisted.
+# The grace for open connections once the runtime has drained and persisted; those still
+# open then are cut off (serving.py), so no client holds up the exit.
 CONNECTION_GRACE_S = 2.0
 HEALTHCHECK_TIMEOUT_S = 3.0
 HEAD_TIMEOUT_S = 5
@@ -223,7 +223,6 @@ async def serve(settings: Settings, runtime: Runtime) -> int:
         loop.add_signal_handler(sig, runtime.request_stop)
     config = HypercornConfig()
     config.bind = [settings.server.bind]
-    config.graceful_timeout = CONNECTION_GRACE_S
     # Hostile clients: a request head must arrive within HEAD_TIMEOUT_S (Hypercorn's idle
     # timer runs until the head is complete) and fit in MAX_HEAD_BYTES (else 431/400); the
     # body has the app's BODY_TIMEOUT_S. No read_timeout: it would cut off legitimate
@@ -247,7 +246,14 @@ async def serve(settings: Settings, runtime: Runtime) -> int:
         log.info("serving on http://%s (backend %s)", settings.server.bind, settings.broker.backend)
         # The publish routes' successes skip Quart's request machinery (api/fastpath.py).
         fast = FastPublish(app, settings, runtime)  # type: ignore[arg-type]
-        with guard_accept(loop), close_on_client_eof():
-            await hypercorn_serve(fast, config, shutdown_trigger=runtime.stopped.wait)  # type: ignore[arg-type]
+        # Not hypercorn.asyncio.serve: its writes and its stop wait on clients without bound.
+        with guard_accept(loop):
+            await serve_http(
+                fast,  # type: ignore[arg-type]
+                config,
+                shutdown_trigger=runtime.stopped.wait,
+                send_timeout_s=settings.server.send_timeout_s,
+                grace_s=CONNECTION_GRACE_S,
+            )
     log.info("stopped")
     return 0

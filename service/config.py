@@ -47,6 +47,9 @@ class ServerSettings(_Section, frozen=True):
     max_body_bytes: Annotated[int, msgspec.Meta(ge=1024, le=64 * 2**20)] = 1_048_576
     # One answer carries every message of the batch: 10 000 keeps it a few MiB.
     max_batch: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 1000
+    # A client that takes no bytes of an answer for this long is disconnected
+    # (connections.py); an hour is past any reason to hold a connection that moves nothing.
+    send_timeout_s: Annotated[float, msgspec.Meta(ge=0.1, le=3600)] = 10.0
 
     @property
     def host(self) -> str:

@@ -1,4 +1,5 @@
-"""Hypercorn's asyncio TCP server, closing a connection as soon as its client has closed it.
+"""Hypercorn's asyncio TCP server per connection, closing a connection as soon as its client
+has closed it, and bounding every write to a client.
 
 Hypercorn 0.18's `TCPServer.run()` reads until the client's EOF and then leaves its
 connection task group, which waits for every task in it before the socket is closed. After
@@ -7,20 +8,26 @@ HEAD_TIMEOUT_S in cli.py), and nothing stops it on EOF: H11Protocol only closes 
 in progress. So every connection a client closed sat in CLOSE_WAIT, holding its fd, for
 5 s: at ~300 short connections a second that is the whole default limit of 1024 fds.
 
-No Hypercorn setting reaches this (`read_timeout` bounds reads, not the timer), so a
-subclass does, and `close_on_client_eof()` puts it where Hypercorn's serve builds one per
-connection: the module global `hypercorn.asyncio.run.TCPServer`, for the duration of a
-serve. tests/test_connections.py holds it to its promise over a real socket.
+Hypercorn also writes with `await writer.drain()`, which waits as long as the client takes
+no bytes, and closes with `writer.close()` then `wait_closed()`, which waits until the client
+has taken everything still buffered: a client that stops reading (an event stream, a large
+answer, pipelined requests it never reads) held its connection and the task serving it
+forever, and so the graceful stop too (tests/test_slow_clients.py).
+
+No Hypercorn setting reaches either (`read_timeout` bounds reads, not the timer or the
+writes), so subclasses do, and serving.py builds one per connection.
+tests/test_connections.py holds the first to its promise over a real socket.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+import asyncio
+import logging
 
-import hypercorn.asyncio.run as hypercorn_run
 from hypercorn.asyncio.tcp_server import TCPServer
-from hypercorn.events import Event, Updated
+from hypercorn.events import Closed, Event, RawData, Updated
+
+log = logging.getLogger(__name__)
 
 
 class PromptCloseTCPServer(TCPServer):
@@ -48,13 +55,56 @@ class PromptCloseTCPServer(TCPServer):
         await super().protocol_send(event)
 
 
-@contextmanager
-def close_on_client_eof() -> Iterator[None]:
-    """Within it, hypercorn.asyncio.serve serves each connection with PromptCloseTCPServer."""
-    # run.py imports TCPServer without re-exporting it, hence the attr-defined ignores.
-    original = hypercorn_run.TCPServer  # type: ignore[attr-defined]
-    hypercorn_run.TCPServer = PromptCloseTCPServer  # type: ignore[attr-defined]
-    try:
-        yield
-    finally:
-        hypercorn_run.TCPServer = original  # type: ignore[attr-defined]
+class BoundedConnection(PromptCloseTCPServer):
+    """A connection whose writes and close wait at most `send_timeout_s` for the client:
+    past it the connection is aborted (a reset: `abort()` drops what is buffered, where
+    `close()` would wait to flush it), and the app sees the client disconnect."""
+
+    send_timeout_s: float
+
+    def abort(self) -> None:
+        self.writer.transport.abort()
+
+    async def protocol_send(self, event: Event) -> None:
+        if not isinstance(event, RawData):
+            return await super().protocol_send(event)
+        async with self.send_lock:
+            try:
+                self.writer.write(event.data)
+                transport = self.writer.transport
+                if transport.get_write_buffer_size() <= transport.get_write_buffer_limits()[0]:
+                    # At or under the low-water mark writing is not paused: drain() returns
+                    # at once, and the usual answer skips arming a timer (the publish path).
+                    await self.writer.drain()
+                else:
+                    async with asyncio.timeout(self.send_timeout_s):
+                        await self.writer.drain()
+            except TimeoutError:
+                log.warning(
+                    "a client took no bytes for %.0f s: disconnected",
+                    self.send_timeout_s,
+                    extra={"client": self.writer.get_extra_info("peername")},
+                )
+                self.abort()
+                await self.protocol.handle(Closed())
+            except (ConnectionError, RuntimeError):
+                await self.protocol.handle(Closed())
+
+    async def _close(self) -> None:
+        try:
+            self.writer.write_eof()
+        except (NotImplementedError, OSError, RuntimeError):
+            pass
+        self.writer.close()
+        try:
+            async with asyncio.timeout(self.send_timeout_s):
+                await self.writer.wait_closed()
+        except TimeoutError:
+            self.abort()
+        except (ConnectionError, RuntimeError):
+            pass  # already closed
+        except asyncio.CancelledError:
+            self.abort()
+            raise
+        finally:
+            await self.idle_task.stop()

@@ -22,6 +22,7 @@ BOUNDS: dict[str, tuple[float, float]] = {
     "server.graceful_timeout_s": (0, 3600),
     "server.max_body_bytes": (1024, 67_108_864),
     "server.max_batch": (1, 10_000),
+    "server.send_timeout_s": (0.1, 3600),
     "executor.threads": (1, 256),
     "executor.processes": (1, 64),
     "executor.switch_interval_ms": (0.1, 100),

@@ -1,10 +1,12 @@
 """The live view: `GET /v1/events` (Server-Sent Events) and `GET /v1/node`.
 
-The hub (hub.py) feeds the streams; each has a bounded buffer and a slow one is dropped.
+The hub (hub.py) feeds the streams, a tick's events at a time; a stream that falls too far
+behind is dropped, and one whose client takes no bytes is cut off (connections.py).
 
 Stream: `event: queues` once a second with `{"queues":[figures + "latency"], "node":{…}}`,
-`event: message` with `{"id","queue","status","attempts"}` on every transition. Streams end
-when a graceful stop begins; a new one is refused with 503 while the node drains.
+`event: message` with `{"id","queue","status","attempts"}` for every message that changed,
+its latest status, every tick (hub.FLUSH_S). Streams end when a graceful stop begins; a new
+one is refused with 503 while the node drains.
 """
 
 from __future__ import annotations
@@ -20,24 +22,18 @@ from ..errors import UnknownQueue
 from ..runtime import Runtime
 from .auth import authenticator, requires
 from .common import json_response, refuse_when_draining, runtime
-from .hub import CLIENT_BUFFER, EventHub, Subscription, node_figures
+from .hub import CLIENT_BUFFER_BYTES, FLUSH_S, EventHub, Subscription, node_figures
 
 bp = Blueprint("events", __name__)
 
 TICK_S = 1.0  # one `event: queues` a second
 DRAIN_CHECK_S = 0.25  # how soon an open stream notices a graceful stop
-CHUNK_EVENTS = 200  # message events written in one chunk at most
 RECONNECT_MS = 2000
-_encoder = msgspec.json.Encoder()
 
 
 def hub() -> EventHub:
     found: EventHub = current_app.extensions["spool.events"]
     return found
-
-
-def sse(event: str, data: Any) -> bytes:
-    return b"event: " + event.encode() + b"\ndata: " + _encoder.encode(data) + b"\n\n"
 
 
 @bp.get("/v1/events")
@@ -62,26 +58,17 @@ async def events() -> Response:
 
 async def _stream(rt: Runtime, events_hub: EventHub, sub: Subscription) -> AsyncIterator[bytes]:
     loop = asyncio.get_running_loop()
-    wanted = sub.queues
     try:
         yield f"retry: {RECONNECT_MS}\n\n".encode()
         next_tick = 0.0
         while not rt.draining and not sub.dropped:
             if loop.time() >= next_tick:
-                doc = await events_hub.snapshot()
-                if wanted is not None:
-                    doc = {**doc, "queues": [q for q in doc["queues"] if q["name"] in wanted]}
-                yield sse("queues", doc)
+                yield await events_hub.queues_event(sub.queues)
                 next_tick = loop.time() + TICK_S
-            timeout = max(0.0, min(next_tick - loop.time(), DRAIN_CHECK_S))
-            try:
-                first = await asyncio.wait_for(sub.buffer.get(), timeout)
-            except TimeoutError:
-                continue
-            chunk = [sse("message", first)]
-            while len(chunk) < CHUNK_EVENTS and not sub.buffer.empty():
-                chunk.append(sse("message", sub.buffer.get_nowait()))
-            yield b"".join(chunk)
+            chunk = sub.take()  # every tick delivered since the last write, in one write
+            if chunk:
+                yield chunk
+            await sub.wait(min(next_tick - loop.time(), DRAIN_CHECK_S))
     finally:
         events_hub.unsubscribe(sub)
 
@@ -141,9 +128,13 @@ def openapi_paths() -> dict[str, Any]:
                 "description": (
                     'Once a second `event: queues` with `{"queues":[figures + "latency":'
                     '{"wait_s":{"p50","p95"},"processing_s":{"p50","p95"}}],"node":{…}}` '
-                    "(seconds over the last 5 minutes; null without samples). On every "
-                    'transition `event: message` with `{"id","queue","status","attempts"}`. '
-                    f"A client {CLIENT_BUFFER} events behind is dropped; streams end at a graceful stop."
+                    "(seconds over the last 5 minutes; null without samples). Every "
+                    f"{FLUSH_S:g} s, for each message that changed, `event: message` with "
+                    '`{"id","queue","status","attempts"}` of its latest status (intermediate '
+                    "statuses within that time may be skipped; the latest never is). A stream "
+                    f"{CLIENT_BUFFER_BYTES >> 20} MiB of events behind is dropped, a client that "
+                    "takes no bytes for server.send_timeout_s is disconnected, and streams end "
+                    "at a graceful stop."
                 ),
                 "parameters": [
                     {

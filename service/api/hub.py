@@ -1,8 +1,15 @@
 """The hub behind the live view: one per app, it listens to the broker (broker.listen) and
-fans every transition out to the open event streams, each through its own bounded buffer. A
-client that reads too slowly fills its buffer and is dropped, so no client can make the
-service hold more memory. It also keeps a short window of wait and processing times per
-queue, for the p50/p95 figures of `event: queues`.
+fans transitions out to the open event streams. It also keeps a short window of wait and
+processing times per queue, for the p50/p95 figures of `event: queues`.
+
+Fan-out is per tick (FLUSH_S), not per transition, so its cost does not grow with the
+transitions times the streams: a transition only records the message's latest state
+(coalescing: within a tick a message has at most one `event: message`, its latest status;
+a client may skip intermediate statuses but always sees the latest). At the tick, each
+event is encoded once, and every stream is handed the same bytes (one chunk per set of
+queues asked for). A stream that still has more than CLIENT_BUFFER_BYTES untaken when a
+tick comes is dropped, so no client can make the service hold more memory; one that takes
+no bytes at all is cut off by the connection's send timeout (connections.py).
 """
 
 from __future__ import annotations
@@ -11,23 +18,41 @@ import asyncio
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
 from itertools import repeat
 from operator import attrgetter, is_not
 from typing import Any
+
+import msgspec
 
 from .. import __version__
 from ..model import Message, Status
 from ..runtime import Runtime
 from .queues import figures as queue_figures
 
-CLIENT_BUFFER = 1000  # message events one stream may have waiting before it is dropped
+FLUSH_S = 0.1  # message events are gathered and sent this often (one tick)
+CLIENT_BUFFER_BYTES = 1 << 20  # encoded events a stream may leave untaken (~10,000 events)
 SNAPSHOT_TTL_S = 0.5  # streams opened together share one computation of the figures
 LATENCY_WINDOW_S = 300.0  # p50/p95 over the last five minutes…
 LATENCY_SAMPLES = 1024  # …and at most this many samples per queue and kind
 _ATTEMPT_ENDS = frozenset({Status.SUCCEEDED, Status.RETRYING, Status.FAILED})
 _RUNNING = Status.RUNNING
 _started_at = attrgetter("started_at")
+_id = attrgetter("id")
+_event_fields = attrgetter("queue", "status.value", "attempts")
+_encoder = msgspec.json.Encoder()
+
+
+class MessageEvent(msgspec.Struct):
+    """The data of `event: message` (SPEC), in its order."""
+
+    id: str
+    queue: str
+    status: str
+    attempts: int
+
+
+def sse(event: str, data: Any) -> bytes:
+    return b"event: " + event.encode() + b"\ndata: " + _encoder.encode(data) + b"\n\n"
 
 
 class LatencyWindow:
@@ -55,36 +80,77 @@ def _rank(values: list[float], q: float) -> float:
     return round(values[index], 6)
 
 
-@dataclass(eq=False)
 class Subscription:
-    queues: frozenset[str] | None  # None: every queue
-    buffer: asyncio.Queue[dict[str, Any]] = field(
-        default_factory=lambda: asyncio.Queue(CLIENT_BUFFER)
-    )
-    dropped: bool = False
+    """One stream's side of the hub: the encoded ticks it has not taken yet."""
+
+    __slots__ = ("_chunks", "_ready", "dropped", "queues", "untaken")
+
+    def __init__(self, queues: frozenset[str] | None) -> None:
+        self.queues = queues  # None: every queue
+        self._chunks: list[bytes] = []
+        self.untaken = 0  # bytes in _chunks
+        self.dropped = False
+        self._ready = asyncio.Event()
+
+    def deliver(self, chunk: bytes) -> None:
+        self._chunks.append(chunk)
+        self.untaken += len(chunk)
+        self._ready.set()
+
+    def drop(self) -> None:
+        self.dropped = True
+        self._chunks, self.untaken = [], 0  # a stream too far behind gets none of it
+        self._ready.set()
+
+    def take(self) -> bytes:
+        """Everything delivered since the last take, as one chunk (b"" if nothing)."""
+        chunks, self._chunks, self.untaken = self._chunks, [], 0
+        self._ready.clear()
+        return b"".join(chunks)
+
+    async def wait(self, timeout: float) -> None:
+        """Until something is delivered, the subscription is dropped, or `timeout` passes."""
+        if self._ready.is_set() or timeout <= 0:
+            return
+        # asyncio.timeout, not wait_for: on 3.11 wait_for can lose a cancellation that
+        # races with the event (the client went away), leaving the stream running unseen.
+        try:
+            async with asyncio.timeout(timeout):
+                await self._ready.wait()
+        except TimeoutError:
+            pass
 
 
 class EventHub:
     """Fans broker transitions out to the open streams; measures wait and processing time."""
 
-    def __init__(self, rt: Runtime) -> None:
+    def __init__(self, rt: Runtime, *, flush_s: float = FLUSH_S) -> None:
         self._rt = rt
+        self._flush_s = flush_s
         self._subs: set[Subscription] = set()
         self._wait = {name: LatencyWindow() for name in rt.settings.queues}
         self._processing = {name: LatencyWindow() for name in rt.settings.queues}
         self._stop_listening: Callable[[], None] | None = None
-        self._snapshot: tuple[float, dict[str, Any]] | None = None
+        # message id → (queue, status, attempts), its latest state in this tick
+        self._pending: dict[str, tuple[str, str, int]] = {}
+        self._tick: asyncio.TimerHandle | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._snapshot: tuple[float, dict[str, Any], bytes] | None = None
         self._snapshot_lock = asyncio.Lock()
         self.dropped_total = 0
 
     async def attach(self) -> None:
         if self._stop_listening is None:
+            self._loop = asyncio.get_running_loop()
             self._stop_listening = self._rt.broker.listen(self._on_changes)
 
     async def detach(self) -> None:
         if self._stop_listening is not None:
             self._stop_listening()
             self._stop_listening = None
+        if self._tick is not None:
+            self._tick.cancel()
+            self._tick = None
 
     @property
     def subscribers(self) -> int:
@@ -104,28 +170,40 @@ class EventHub:
         if any(map(is_not, map(_started_at, msgs), repeat(None))):
             for msg in msgs:
                 self._measure(msg)
-        if not self._subs:
+        if not self._subs or self._loop is None:
             return
-        for msg in msgs:
-            self._fan_out(msg)
+        # Each message's latest state, in C loops: a batch has a thousand.
+        self._pending.update(zip(map(_id, msgs), map(_event_fields, msgs), strict=True))
+        if self._tick is None:
+            self._tick = self._loop.call_later(self._flush_s, self.flush)
 
-    def _fan_out(self, msg: Message) -> None:
-        event: dict[str, Any] = {
-            "id": msg.id,
-            "queue": msg.queue,
-            "status": msg.status.value,
-            "attempts": msg.attempts,
-        }
+    def flush(self) -> None:
+        """The tick: encodes the events gathered since the last one, once, and hands every
+        stream its chunk; drops streams that left more than CLIENT_BUFFER_BYTES untaken."""
+        self._tick = None
+        pending, self._pending = self._pending, {}
+        if not pending or not self._subs:
+            return
+        frames = [
+            (queue, sse("message", MessageEvent(mid, queue, status, attempts)))
+            for mid, (queue, status, attempts) in pending.items()
+        ]
+        chunks: dict[frozenset[str] | None, bytes] = {}
         for sub in list(self._subs):
-            if sub.queues is not None and msg.queue not in sub.queues:
-                continue
-            try:
-                sub.buffer.put_nowait(event)
-            except asyncio.QueueFull:
+            if sub.untaken > CLIENT_BUFFER_BYTES:
                 # A client this far behind is dropped rather than buffered without bound.
-                sub.dropped = True
+                sub.drop()
                 self._subs.discard(sub)
                 self.dropped_total += 1
+                continue
+            chunk = chunks.get(sub.queues)
+            if chunk is None:
+                wanted = sub.queues
+                chunk = chunks[wanted] = b"".join(
+                    [frame for queue, frame in frames if wanted is None or queue in wanted]
+                )
+            if chunk:
+                sub.deliver(chunk)
 
     def _measure(self, msg: Message) -> None:
         status, started = msg.status, msg.started_at
@@ -142,12 +220,20 @@ class EventHub:
             if processing is not None and ended is not None:
                 processing.add(time.time(), ended - started)
 
-    async def snapshot(self) -> dict[str, Any]:
+    async def queues_event(self, queues: frozenset[str] | None) -> bytes:
+        """`event: queues` for a stream of `queues` (None: all), encoded once per snapshot
+        for the streams of every queue."""
+        doc, encoded = await self._snapshot_of_figures()
+        if queues is None:
+            return encoded
+        return sse("queues", {**doc, "queues": [q for q in doc["queues"] if q["name"] in queues]})
+
+    async def _snapshot_of_figures(self) -> tuple[dict[str, Any], bytes]:
         """Every queue's figures with latency, and the node's: computed at most every 0.5 s."""
         async with self._snapshot_lock:
             current = time.monotonic()
             if self._snapshot is not None and current - self._snapshot[0] < SNAPSHOT_TTL_S:
-                return self._snapshot[1]
+                return self._snapshot[1], self._snapshot[2]
             now_s = time.time()
             rt = self._rt
             queues = []
@@ -159,8 +245,8 @@ class EventHub:
                 }
                 queues.append(figures)
             doc = {"queues": queues, "node": node_figures(self._rt)}
-            self._snapshot = (current, doc)
-            return doc
+            self._snapshot = (current, doc, sse("queues", doc))
+            return doc, self._snapshot[2]
 
 
 def node_figures(rt: Runtime) -> dict[str, Any]:

@@ -17,7 +17,7 @@ from collections.abc import Callable
 from dataclasses import asdict
 from typing import Any
 
-from . import engine_cases, http_cases
+from . import engine_cases, fanout, http_cases
 from .harness import RESULTS, BenchFailure, Mode, Result, load_average, machine, versions
 
 BENCHMARKS: dict[str, Callable[[Mode], Result]] = {
@@ -30,6 +30,7 @@ BENCHMARKS: dict[str, Callable[[Mode], Result]] = {
     "B7": http_cases.b7,
     "B8": engine_cases.b8,
     "B9": http_cases.b9,
+    "B10": fanout.b10,
 }
 
 

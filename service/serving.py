@@ -1,0 +1,116 @@
+"""The HTTP server loop: Hypercorn's (hypercorn.asyncio.run.worker_serve) for the one case
+Spool serves (one worker, plain TCP), with connections.BoundedConnection for each client and
+a stop that no client can hold up.
+
+Why not hypercorn.asyncio.serve: it offers no hook for its connection class (only its module
+global), and at a stop it waits for the tasks serving connections without a bound once its
+grace is over. A client stuck in a write, or a handler that outlives the grace, kept the
+process alive after "runtime stopped" for as long as that client stayed. Here connections get
+`grace_s` to finish their answers; those still open are then aborted and their tasks
+cancelled, so the stop stays within graceful_timeout_s + 5 s whatever clients do.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from hypercorn.asyncio.lifespan import Lifespan
+from hypercorn.asyncio.statsd import StatsdLogger
+from hypercorn.asyncio.worker_context import WorkerContext
+from hypercorn.config import Config
+from hypercorn.typing import ASGIFramework, LifespanState
+from hypercorn.utils import wrap_app
+
+from .connections import BoundedConnection
+
+log = logging.getLogger(__name__)
+
+# After the aborts at a stop, the tasks that served those connections get this long to end.
+ABORTED_GRACE_S = 0.5
+
+
+async def serve(
+    app: ASGIFramework,
+    config: Config,
+    *,
+    shutdown_trigger: Callable[[], Awaitable[Any]],
+    send_timeout_s: float,
+    grace_s: float,
+) -> None:
+    """Serves `app` on `config.bind` until `shutdown_trigger()` returns, then stops accepting,
+    gives open connections `grace_s`, aborts the rest and runs the app's shutdown."""
+    loop = asyncio.get_running_loop()
+    wrapped = wrap_app(app, config.wsgi_max_body_size, "asgi")
+    config.set_statsd_logger_class(StatsdLogger)
+    state: LifespanState = {}
+    lifespan = Lifespan(wrapped, config, loop, state)
+    lifespan_task = loop.create_task(lifespan.handle_lifespan())
+    await lifespan.wait_for_startup()
+    if lifespan_task.done() and (failure := lifespan_task.exception()) is not None:
+        raise failure
+    context = WorkerContext(None)
+    connections = Connections()
+
+    async def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        connection = BoundedConnection(wrapped, loop, config, context, state, reader, writer)
+        connection.send_timeout_s = send_timeout_s
+        await connections.run(connection)
+
+    sockets = config.create_sockets()
+    servers = [
+        await asyncio.start_server(accept, backlog=config.backlog, sock=sock)
+        for sock in sockets.insecure_sockets
+    ]
+    try:
+        await shutdown_trigger()
+    finally:
+        await context.terminated.set()  # idle keep-alive connections close now
+        for server in servers:
+            server.close()
+            await server.wait_closed()
+        await connections.close(grace_s)
+        await lifespan.wait_for_shutdown()
+        if not lifespan_task.done():
+            lifespan_task.cancel()
+            await asyncio.wait([lifespan_task])
+
+
+class Connections:
+    """The open connections and the tasks serving them, for the stop to cut off."""
+
+    def __init__(self) -> None:
+        self._open: dict[asyncio.Task[Any], BoundedConnection] = {}
+        self._cut_off: set[asyncio.Task[Any]] = set()
+
+    async def run(self, connection: BoundedConnection) -> None:
+        task = asyncio.current_task()
+        assert task is not None  # asyncio runs each accepted connection in a task
+        self._open[task] = connection
+        try:
+            await connection.run()
+        except asyncio.CancelledError:
+            if task not in self._cut_off:
+                raise
+            # Cancelled by close() below, on purpose: ending quietly keeps asyncio from
+            # logging each one as an error.
+        finally:
+            del self._open[task]
+            self._cut_off.discard(task)
+
+    async def close(self, grace_s: float) -> None:
+        """Waits up to `grace_s` for the open connections to end; aborts those left and
+        cancels what serves them (a long-poll, a stream), waiting ABORTED_GRACE_S more."""
+        if self._open:
+            await asyncio.wait(list(self._open), timeout=grace_s)
+        left = dict(self._open)
+        if not left:
+            return
+        log.info("cutting off %d connections still open after %.1f s", len(left), grace_s)
+        for task, connection in left.items():
+            connection.abort()
+            self._cut_off.add(task)
+            task.cancel()
+        await asyncio.wait(list(left), timeout=ABORTED_GRACE_S)
