@@ -183,7 +183,7 @@ max_retries = 0
         (survivor,) = [n for n in nodes if n.process is not None and n.process.poll() is None]
         with httpx.Client(base_url=survivor.url, timeout=30) as client:
             doc = client.get(f"/v1/messages/{mid}", params={"wait": 20}).json()
-            assert doc["status"] == "failed" and doc["error"]["type"] == "WorkerLost"
+            assert doc["status"] == "failed" and doc["error"]["type"] == "ProcessDied"
             assert doc["attempts"] == 1  # it was not run again
             page = client.get("/v1/queues/crash/dead").json()
             assert [m["id"] for m in page["messages"]] == [mid]
