@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 
 from .conftest import Connect
-from .helpers import figures, get, pause, publish, resume, wait_final
+from .helpers import figures, get, pause, publish, publish_batch, resume, wait_final
 
 
 async def test_delayed_message_is_scheduled_then_runs(connect: Connect) -> None:
@@ -17,6 +17,18 @@ async def test_delayed_message_is_scheduled_then_runs(connect: Connect) -> None:
         done = await wait_final(client, msg["id"])
         assert done["status"] == "succeeded"
         assert done["started_at"] >= msg["scheduled_for"]
+
+
+async def test_a_delay_too_short_for_a_hop_still_never_starts_early(connect: Connect) -> None:
+    # Shorter than amqp's slack for one more hop down its delay ladder: it goes straight to
+    # the work queue there, and must still wait out its delay before it starts.
+    async with connect({"q": {"handler": "tests.handlers:echo"}}) as (client, _):
+        r = await publish_batch(client, "q", [{"body": i, "delay_s": 0.045} for i in range(5)])
+        assert r.status_code == 202, await r.get_data()
+        for msg in (await r.get_json())["messages"]:
+            done = await wait_final(client, msg["id"])
+            assert done["status"] == "succeeded"
+            assert done["started_at"] >= msg["scheduled_for"], (done, msg)
 
 
 async def test_delayed_messages_run_in_due_order(connect: Connect) -> None:

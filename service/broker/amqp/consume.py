@@ -91,6 +91,10 @@ async def claim(
         await b.send(link, msg, gen)  # the next hop down the delay ladder
         await delivery.ack()
         return None
+    if msg.status in (Status.SCHEDULED, Status.RETRYING) and remaining > 0:
+        # Too close to its due time for another hop, but never started before it: a delay
+        # is a promise not to run early (late by a hop's latency is the ladder's cost).
+        await asyncio.sleep(remaining)
     known = b.view.messages.get(msg.id)
     if delivery.redelivered and (known is None or known.status is not Status.RUNNING):
         # Its last attempt may have begun on a node that just died: that attempt's event
