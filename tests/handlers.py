@@ -131,7 +131,8 @@ def scheduling(body: Any) -> dict[str, int]:
 # now" or "the pool is busy" holds one of these instead of guessing how long a sleep lasts,
 # so a loaded machine cannot change what the test sees. The body names two files:
 # `release` (the handler returns once it exists) and, optionally, `started` (the message id
-# is appended to it as the handler begins, after the broker committed the attempt).
+# is appended to it as the handler begins, after the broker committed the attempt). With
+# `"fail": true` the attempt fails once the gate opens instead of succeeding.
 GATE_MAX_S = 60.0  # a test that never opens its gate fails here instead of hanging
 
 
@@ -145,6 +146,12 @@ def _gate_failed() -> TimeoutError:
     return TimeoutError(f"the test never opened the gate within {GATE_MAX_S}s")
 
 
+def _gate_opened(body: dict[str, Any]) -> str:
+    if body.get("fail"):  # a failed attempt that ends exactly when the test says
+        raise RuntimeError("failing on purpose once the gate opened")
+    return "released"
+
+
 def gate(body: dict[str, Any], ctx: HandlerContext) -> str:
     """A blocking handler (thread mode) that returns once `body.release` exists."""
     _gate_started(body, ctx)
@@ -153,7 +160,7 @@ def gate(body: dict[str, Any], ctx: HandlerContext) -> str:
         if time.monotonic() > deadline:
             raise _gate_failed()
         time.sleep(0.01)
-    return "released"
+    return _gate_opened(body)
 
 
 async def gate_async(body: dict[str, Any], ctx: HandlerContext) -> str:
@@ -164,7 +171,7 @@ async def gate_async(body: dict[str, Any], ctx: HandlerContext) -> str:
         if time.monotonic() > deadline:
             raise _gate_failed()
         await asyncio.sleep(0.01)
-    return "released"
+    return _gate_opened(body)
 
 
 def spin_until(body: dict[str, Any], ctx: HandlerContext) -> int:

@@ -19,6 +19,7 @@ import pytest
 
 from .conftest import Server
 from .rabbit import Rabbit, delete_spool_queues
+from .waits import wait_until
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -254,7 +255,7 @@ def test_rabbitmq_restart_under_load_keeps_every_202(
     publisher = threading.Thread(target=load)
     publisher.start()
     try:
-        time.sleep(1.5)
+        wait_until(lambda: len(accepted) >= 50, "the load got going", timeout=60)
         rabbit.restart()
         ready: set[str] = set()
         deadline = time.monotonic() + 60
@@ -264,7 +265,8 @@ def test_rabbitmq_restart_under_load_keeps_every_202(
                     ready.add(node.url)
             time.sleep(0.2)
         assert len(ready) == 2, "nodes did not reconnect"
-        time.sleep(1.0)
+        after = len(accepted)
+        wait_until(lambda: len(accepted) >= after + 50, "publishing resumed", timeout=60)
     finally:
         stop.set()
         publisher.join(30)

@@ -23,6 +23,7 @@ import pytest
 
 from ..conftest import Server, toml_config
 from ..rabbit import delete_spool_queues
+from ..waits import gate_body, started_ids
 
 pytestmark = [pytest.mark.slow, pytest.mark.timeout(240)]
 
@@ -43,10 +44,6 @@ def config(tmp_path: Path, broker_section: dict[str, Any]) -> str:
         "max_retries = 1\nretry_backoff_s = 0\n"
     )
     return toml_config(tmp_path, queue, broker)
-
-
-def started_ids(path: Path) -> list[str]:
-    return path.read_text().split() if path.exists() else []
 
 
 def wait_started(server: Server, path: Path, message_id: str, times: int) -> None:
@@ -70,10 +67,10 @@ def test_a_kill_9_mid_attempt_is_a_failed_attempt_named_process_died(
     server_factory: Callable[..., Server],
     tmp_path: Path,
 ) -> None:
-    started, release = tmp_path / "started.txt", tmp_path / "release"
+    body = gate_body(tmp_path, "release")
+    started, release = Path(body["started"]), Path(body["release"])
     server = server_factory(config(tmp_path, broker_section))
     server.start()
-    body = {"release": str(release), "started": str(started)}
     r = httpx.post(f"{server.url}/v1/queues/{QUEUE}/messages", json={"body": body}, timeout=30)
     assert r.status_code == 202, r.text
     mid = r.json()["id"]
