@@ -273,11 +273,10 @@ def test_a_retried_publish_never_enqueues_twice(server: Server) -> None:
 def test_a_draining_server_is_unavailable_with_its_retry_after(
     server_factory: Callable[..., Server], tmp_path: Path
 ) -> None:
-    # The gate, not this deadline, ends the drain: the handler runs until the test says.
     server = server_factory(toml_config(tmp_path, QUEUES, "[server]\ngraceful_timeout_s = 30\n"))
     server.start()
     with Client(server.url, retries=3, retry_budget_s=2) as spool:
-        slow = spool.publish("slow", gate_body(tmp_path, "release"))
+        slow = spool.publish("slow", gate_body(tmp_path, "release"))  # holds the drain open
         wait_until(lambda: spool.get(slow.id).status == "running", "the handler running")
         server.signal()
         refused: Unavailable | None = None
