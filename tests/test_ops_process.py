@@ -256,9 +256,8 @@ def test_healthcheck_command_follows_readiness(
     gate = gate_body(tmp_path, "release")
     with httpx.Client(base_url=server.url, timeout=10) as client:
         client.post("/v1/queues/q/messages", json={"body": gate})
-        wait_until(
-            (tmp_path / "release.started").exists, "the handler started"
-        )  # it holds the drain
+        # The handler runs until the gate opens: it holds the drain open for the checks.
+        wait_until((tmp_path / "release.started").exists, "the handler started")
         server.signal(signal.SIGTERM)
         wait_until(lambda: client.get("/readyz").status_code == 503, "draining")
         assert run_healthcheck(server) == 1  # draining: /readyz answers 503
