@@ -240,3 +240,65 @@ def wait_for_file(body: Any) -> str:
             raise TimeoutError(f"{path} never appeared")
         time.sleep(0.01)
     return "done"
+
+
+# Gates: handlers that run until the test says so. A test that needs "a handler is running
+# now" or "the pool is busy" holds one of these instead of guessing how long a sleep lasts,
+# so a loaded machine cannot change what the test sees. The body names two files:
+# `release` (the handler returns once it exists) and, optionally, `started` (the message id
+# is appended to it as the handler begins, after the broker committed the attempt). With
+# `"fail": true` the attempt fails once the gate opens instead of succeeding.
+GATE_MAX_S = 60.0  # a test that never opens its gate fails here instead of hanging
+
+
+def _gate_started(body: dict[str, Any], ctx: HandlerContext) -> None:
+    if body.get("started"):
+        with open(body["started"], "a") as out:
+            out.write(f"{ctx.id}\n")
+
+
+def _gate_failed() -> TimeoutError:
+    return TimeoutError(f"the test never opened the gate within {GATE_MAX_S}s")
+
+
+def _gate_opened(body: dict[str, Any]) -> str:
+    if body.get("fail"):  # a failed attempt that ends exactly when the test says
+        raise RuntimeError("failing on purpose once the gate opened")
+    return "released"
+
+
+def gate(body: dict[str, Any], ctx: HandlerContext) -> str:
+    """A blocking handler (thread mode) that returns once `body.release` exists."""
+    _gate_started(body, ctx)
+    deadline = time.monotonic() + GATE_MAX_S
+    while not os.path.exists(body["release"]):
+        if time.monotonic() > deadline:
+            raise _gate_failed()
+        time.sleep(0.01)
+    return _gate_opened(body)
+
+
+async def gate_async(body: dict[str, Any], ctx: HandlerContext) -> str:
+    """gate() for async queues: awaits, never blocks the loop."""
+    _gate_started(body, ctx)
+    deadline = time.monotonic() + GATE_MAX_S
+    while not os.path.exists(body["release"]):  # noqa: ASYNC240 - one stat per 10 ms
+        if time.monotonic() > deadline:
+            raise _gate_failed()
+        await asyncio.sleep(0.01)
+    return _gate_opened(body)
+
+
+def spin_until(body: dict[str, Any], ctx: HandlerContext) -> int:
+    """spin() until `body.release` exists: pure-Python CPU work, GIL held, however long the
+    test needs its process worker busy."""
+    _gate_started(body, ctx)
+    deadline = time.monotonic() + GATE_MAX_S
+    count = 0
+    while True:
+        for _ in range(10_000):
+            count += 1
+        if os.path.exists(body["release"]):
+            return count
+        if time.monotonic() > deadline:
+            raise _gate_failed()

@@ -128,11 +128,11 @@ async def test_retries_with_backoff_then_success_on_any_node(nodes: Nodes) -> No
 
 async def test_delay_holds_a_message_until_due(nodes: Nodes) -> None:
     (a, _), (b, _) = await nodes(2)
-    r = await a.post("/v1/queues/work/messages", json={"body": "later", "delay_s": 1.5})
+    r = await a.post("/v1/queues/work/messages", json={"body": "later", "delay_s": 3})
     msg = await r.get_json()
     assert msg["status"] == "scheduled" and msg["scheduled_for"] is not None
-    await asyncio.sleep(0.5)
-    assert (await (await b.get(f"/v1/messages/{msg['id']}")).get_json())["status"] == "scheduled"
+    # The other node learns of it from the event stream, and holds it too.
+    await eventually(lambda: _message_is(b, msg["id"], "scheduled"))
     doc = await final(b, msg["id"])
     assert doc["status"] == "succeeded" and doc["started_at"] >= msg["scheduled_for"]
 
@@ -164,9 +164,8 @@ async def test_pause_reaches_every_node_and_cancel_works_on_another(nodes: Nodes
     for i in range(3):
         r = await b.post("/v1/queues/work/messages", json={"body": i})
         ids.append((await r.get_json())["id"])
-    await asyncio.sleep(0.5)
-    for mid in ids:
-        assert (await (await a.get(f"/v1/messages/{mid}")).get_json())["status"] == "queued"
+    # The other node learns of them from the event stream, and runs none.
+    await eventually(lambda: _all_are(a, ids, "queued"))
     r = await a.delete(f"/v1/messages/{ids[0]}")
     assert r.status_code == 200 and (await r.get_json())["status"] == "cancelled"
     await b.post("/v1/queues/work/resume")
@@ -175,6 +174,15 @@ async def test_pause_reaches_every_node_and_cancel_works_on_another(nodes: Nodes
         assert (await final(a, mid))["status"] == "succeeded"
     r = await b.delete(f"/v1/messages/{ids[1]}")
     assert r.status_code == 409
+
+
+async def _message_is(client: Client, message_id: str, status: str) -> bool:
+    r = await client.get(f"/v1/messages/{message_id}")
+    return r.status_code == 200 and (await r.get_json())["status"] == status
+
+
+async def _all_are(client: Client, ids: list[str], status: str) -> bool:
+    return all([await _message_is(client, mid, status) for mid in ids])
 
 
 async def _paused(client: Client, queue: str) -> bool:

@@ -19,6 +19,7 @@ import pytest
 
 from .conftest import Server
 from .rabbit import Rabbit, delete_spool_queues
+from .waits import wait_until
 
 pytestmark = pytest.mark.timeout(240)
 
@@ -131,10 +132,7 @@ def test_kill_9_of_a_node_under_load_loses_nothing(
         for _ in range(5):
             ids += publish_batch(ca, 60, "before")
         # A is busy with its share (4 running, 4 prefetched) when it dies.
-        deadline = time.monotonic() + 30
-        while ca.get("/v1/queues/load").json()["depth"]["running"] < 4:
-            assert time.monotonic() < deadline
-            time.sleep(0.02)
+        wait_until(lambda: ca.get("/v1/queues/load").json()["depth"]["running"] >= 4, "A busy")
         a.kill()
         for _ in range(3):
             ids += publish_batch(cb, 60, "during")
@@ -176,14 +174,12 @@ max_retries = 0
                 client.post("/v1/queues/crash/resume")
             except httpx.HTTPError:
                 pass  # this node may die before it answers
-        deadline = time.monotonic() + 30
-        while all(n.process is not None and n.process.poll() is None for n in nodes):
-            assert time.monotonic() < deadline, "no node ran the message"
-            time.sleep(0.05)
+        procs = [n.process for n in nodes if n.process is not None]
+        wait_until(lambda: any(proc.poll() is not None for proc in procs), "a node ran it")
         (survivor,) = [n for n in nodes if n.process is not None and n.process.poll() is None]
         with httpx.Client(base_url=survivor.url, timeout=30) as client:
             doc = client.get(f"/v1/messages/{mid}", params={"wait": 20}).json()
-            assert doc["status"] == "failed" and doc["error"]["type"] == "WorkerLost"
+            assert doc["status"] == "failed" and doc["error"]["type"] == "ProcessDied"
             assert doc["attempts"] == 1  # it was not run again
             page = client.get("/v1/queues/crash/dead").json()
             assert [m["id"] for m in page["messages"]] == [mid]
@@ -207,10 +203,7 @@ def test_sigterm_of_a_busy_node_gives_its_work_back(
         httpx.Client(base_url=b.url, timeout=30) as cb,
     ):
         ids = publish_batch(ca, 120, "stop")
-        deadline = time.monotonic() + 30
-        while ca.get("/v1/queues/load").json()["depth"]["running"] < 8:
-            assert time.monotonic() < deadline
-            time.sleep(0.02)
+        wait_until(lambda: ca.get("/v1/queues/load").json()["depth"]["running"] >= 8, "all busy")
         started = time.monotonic()
         a.signal(signal.SIGTERM)
         assert a.wait_exit(30) == 0
@@ -254,7 +247,7 @@ def test_rabbitmq_restart_under_load_keeps_every_202(
     publisher = threading.Thread(target=load)
     publisher.start()
     try:
-        time.sleep(1.5)
+        wait_until(lambda: len(accepted) >= 50, "the load got going", timeout=60)
         rabbit.restart()
         ready: set[str] = set()
         deadline = time.monotonic() + 60
@@ -264,7 +257,8 @@ def test_rabbitmq_restart_under_load_keeps_every_202(
                     ready.add(node.url)
             time.sleep(0.2)
         assert len(ready) == 2, "nodes did not reconnect"
-        time.sleep(1.0)
+        after = len(accepted)
+        wait_until(lambda: len(accepted) >= after + 50, "publishing resumed", timeout=60)
     finally:
         stop.set()
         publisher.join(30)

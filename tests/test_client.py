@@ -30,6 +30,7 @@ from service.client.errors import error_from
 
 from .conftest import Server, free_port, toml_config
 from .live import start_server
+from .waits import gate_body, wait_until
 
 ADMIN, READ, PUBLISH = "adm-token", "read-token", "pub-token"
 QUEUES = """
@@ -49,7 +50,7 @@ max_size = 1
 handler = "tests.handlers:echo"
 
 [queues.slow]
-handler = "tests.handlers:sleep"
+handler = "tests.handlers:gate"
 concurrency = 1
 """
 AUTH = f"""
@@ -272,13 +273,11 @@ def test_a_retried_publish_never_enqueues_twice(server: Server) -> None:
 def test_a_draining_server_is_unavailable_with_its_retry_after(
     server_factory: Callable[..., Server], tmp_path: Path
 ) -> None:
-    server = server_factory(toml_config(tmp_path, QUEUES, "[server]\ngraceful_timeout_s = 6\n"))
+    server = server_factory(toml_config(tmp_path, QUEUES, "[server]\ngraceful_timeout_s = 30\n"))
     server.start()
     with Client(server.url, retries=3, retry_budget_s=2) as spool:
-        slow = spool.publish("slow", {"seconds": 4})
-        deadline = time.monotonic() + 10
-        while spool.get(slow.id).status != "running" and time.monotonic() < deadline:
-            time.sleep(0.05)
+        slow = spool.publish("slow", gate_body(tmp_path, "release"))  # holds the drain open
+        wait_until(lambda: spool.get(slow.id).status == "running", "the handler running")
         server.signal()
         refused: Unavailable | None = None
         for _ in range(100):  # the stop is asynchronous: publish until it refuses
@@ -290,6 +289,7 @@ def test_a_draining_server_is_unavailable_with_its_retry_after(
             time.sleep(0.05)
         assert refused is not None, "publishing was never refused while draining"
         assert refused.status == 503 and refused.retry_after == 5
+    (tmp_path / "release").touch()
     assert server.wait_exit(30) == 0
 
 

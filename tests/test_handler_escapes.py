@@ -20,7 +20,7 @@ import pytest
 
 from .conftest import Server, toml_config
 from .handlers import BASE_EXCEPTIONS
-from .test_shutdown import snapshot_lines
+from .shutdown_load import snapshot_lines
 
 pytestmark = pytest.mark.slow
 

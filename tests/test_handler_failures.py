@@ -18,7 +18,7 @@ from service.failures import MAX_ERROR_MESSAGE_CHARS, TRUNCATED_MARK
 
 from .conftest import client_for
 from .contract.helpers import figures, publish, wait_final
-from .test_shutdown import snapshot_lines
+from .shutdown_load import snapshot_lines
 
 MODES = ["thread", "process", "async"]
 

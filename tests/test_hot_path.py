@@ -5,8 +5,10 @@ runs (nor counts as an abandoned thread)."""
 from __future__ import annotations
 
 import asyncio
+import time
 from pathlib import Path
 
+import msgspec
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
@@ -18,6 +20,16 @@ from service.executor import Executors, HandlerTimeout
 from service.handlers.registry import resolve
 from service.metrics import LightHistogram, Metrics
 from service.model import HandlerContext, _rfc3339, _slow_rfc3339
+
+from .waits import gate_body, until
+
+
+def block_loop_until(path: Path, timeout: float = 10) -> None:
+    """Blocks the calling thread (the event loop, on purpose) until `path` exists."""
+    deadline = time.monotonic() + timeout
+    while not path.exists():
+        assert time.monotonic() < deadline, f"{path} never appeared"
+        time.sleep(0.005)
 
 
 async def test_shielded_returns_at_once_without_a_task() -> None:
@@ -31,19 +43,23 @@ async def test_shielded_returns_at_once_without_a_task() -> None:
 
 async def test_shielded_finishes_a_suspended_write_even_when_the_caller_is_cancelled() -> None:
     steps: list[str] = []
+    commit, committed = asyncio.Event(), asyncio.Event()
 
     async def write() -> str:
         steps.append("start")
-        await asyncio.sleep(0.05)
+        await commit.wait()  # suspended, like a journal write waiting for its COMMIT
         steps.append("committed")
+        committed.set()
         return "done"
 
     caller = asyncio.create_task(shielded(write()))
-    await asyncio.sleep(0.01)
+    await until(lambda: bool(steps))  # the write has begun and is suspended
     caller.cancel()
     with pytest.raises(asyncio.CancelledError):
         await caller
-    await asyncio.sleep(0.1)
+    assert steps == ["start"]  # cancelled while the write was suspended
+    commit.set()
+    await asyncio.wait_for(committed.wait(), 10)
     assert steps == ["start", "committed"]
 
 
@@ -61,25 +77,28 @@ async def test_shielded_passes_results_and_errors_through_a_suspension() -> None
 
 async def test_a_thread_call_that_times_out_before_it_starts_never_runs(tmp_path: Path) -> None:
     executors = Executors(ExecutorSettings(threads=1))
-    sleeper = resolve("tests.handlers:sleep")
+    gate = resolve("tests.handlers:gate")
     recorder = resolve("tests.handlers:record")
     out = tmp_path / "ran.txt"
 
     def ctx(mid: str) -> HandlerContext:
         return HandlerContext(id=mid, queue="q", attempt=1, headers={}, options={"path": str(out)})
 
+    body = msgspec.json.encode(gate_body(tmp_path, "release"))
     try:
-        busy = asyncio.create_task(
-            executors.run("thread", sleeper, b'{"seconds": 0.4}', ctx("a"), 5.0)
-        )
-        await asyncio.sleep(0.05)  # the only thread is now busy
+        busy = asyncio.create_task(executors.run("thread", gate, body, ctx("a"), 30))
+        await until((tmp_path / "release.started").exists)  # the only thread is now busy
         with pytest.raises(HandlerTimeout):
             await executors.run("thread", recorder, b"{}", ctx("b"), 0.1)
-        assert await busy == b'"slept"'
-        await asyncio.sleep(0.2)
+        (tmp_path / "release").touch()
+        assert await busy == b'"released"'
+        # The one thread takes calls in order: once a later one has run, it has passed over
+        # the timed-out call.
+        assert await executors.run("thread", resolve("tests.handlers:echo"), b"1", ctx("c"), 30)
         assert not out.exists()  # the timed-out call never ran
         assert executors.abandoned_threads == 0
     finally:
+        (tmp_path / "release").touch()
         executors.shutdown()
 
 
@@ -102,23 +121,31 @@ def test_light_histograms_and_counters_expose_like_prometheus_client() -> None:
     assert "# TYPE spool_processing_seconds histogram" in text
 
 
-async def test_readiness_fails_once_four_times_the_pool_is_stuck_and_recovers() -> None:
+async def test_readiness_fails_once_four_times_the_pool_is_stuck_and_recovers(
+    tmp_path: Path,
+) -> None:
     executors = Executors(ExecutorSettings(threads=1))
-    sleeper = resolve("tests.handlers:sleep")
+    gate = resolve("tests.handlers:gate")
     ctx = HandlerContext(id="m", queue="q", attempt=1, headers={}, options={})
+    body = msgspec.json.encode(gate_body(tmp_path, "release"))
     try:
         for stuck in range(1, 5):
             assert executors.health()["ok"] is True
+            (tmp_path / "release.started").unlink(missing_ok=True)
+            run = asyncio.create_task(executors.run("thread", gate, body, ctx, 0.05))
+            await asyncio.sleep(0)  # its first step submits the call and arms the timeout
+            # The timeout is a timer of this loop: held here until the handler runs, the
+            # timer can only fire on a running handler, however slow the thread is to start.
+            block_loop_until(tmp_path / "release.started")
             with pytest.raises(HandlerTimeout):
-                await executors.run("thread", sleeper, b'{"seconds": 0.6}', ctx, 0.05)
+                await run
             assert executors.abandoned_threads == stuck  # each replaced, so the next ran
         assert executors.health()["ok"] is False
-        for _ in range(100):  # the stuck handlers return: nothing is leaking any more
-            if executors.abandoned_threads == 0:
-                break
-            await asyncio.sleep(0.02)
+        (tmp_path / "release").touch()  # the stuck handlers return: nothing leaks any more
+        await until(lambda: executors.abandoned_threads == 0)
         assert executors.health()["ok"] is True
     finally:
+        (tmp_path / "release").touch()
         executors.shutdown()
 
 

@@ -16,6 +16,7 @@ from service.api.auth import Authenticator
 from service.config import AuthSettings
 
 from .conftest import client_for
+from .waits import until
 
 # SPEC "Metrics": every name is part of the contract (counters with their _total samples).
 SPEC_METRICS = {
@@ -136,7 +137,8 @@ async def test_readyz_reports_every_check_and_names_a_dead_consumer(
         assert all(check["ok"] for check in doc["checks"].values())
         consumer = next(t for t in asyncio.all_tasks() if t.get_name() == "consumer:other:0")
         consumer.cancel()
-        await asyncio.sleep(0.05)
+        await asyncio.wait({consumer}, timeout=10)
+        assert consumer.done()
         r = await client.get("/readyz")
         doc = await r.get_json()
         assert r.status_code == 503 and doc["status"] == "not_ready"
@@ -149,9 +151,11 @@ async def test_readyz_fails_on_loop_lag_measured_by_the_monitor(
     tmp_settings: Callable[..., Settings],
 ) -> None:
     settings = tmp_settings(QUEUES, health={"max_loop_lag_ms": 100})
-    async with client_for(settings) as (client, _):
+    async with client_for(settings) as (client, runtime):
         time.sleep(0.6)  # noqa: ASYNC251 - blocks the loop, as a blocking handler on it would
-        await asyncio.sleep(0.02)
+        # The monitor's timer was due during the block, so it measures the lag at the loop's
+        # next turn: wait for that measurement, not for a guessed time.
+        await until(lambda: runtime.loop_lag_s * 1000 >= 100, "the lag measured")
         r = await client.get("/readyz")
         doc = await r.get_json()
         assert r.status_code == 503, doc

@@ -18,6 +18,7 @@ import httpx
 import pytest
 
 from .conftest import Server, toml_config
+from .waits import gate_body, started_ids, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -142,19 +143,22 @@ def test_loop_stays_free_while_blocking_and_cpu_bound_handlers_fill_every_consum
 threads = 4
 processes = 2
 [queues.blocking]
-handler = "tests.handlers:sleep"
+handler = "tests.handlers:gate"
 mode = "thread"
 concurrency = 4
 [queues.cpu]
-handler = "tests.handlers:spin"
+handler = "tests.handlers:spin_until"
 mode = "process"
 concurrency = 2
 """
     server = server_factory(toml_config(tmp_path, queues))
     server.start(timeout=60)
+    # Every handler runs (blocking, or spinning on the CPU) until the test opens the gate, so
+    # the consumers stay full for the whole measurement however slow the machine is.
+    gate = gate_body(tmp_path, "release")
     with httpx.Client(base_url=server.url, timeout=10) as client:
         for queue, count in (("blocking", 8), ("cpu", 4)):
-            batch = {"messages": [{"body": {"seconds": 2}}] * count}
+            batch = {"messages": [{"body": gate}] * count}
             assert client.post(f"/v1/queues/{queue}/messages/batch", json=batch).status_code == 202
         deadline = time.monotonic() + 20
         while True:
@@ -173,6 +177,7 @@ concurrency = 2
             timings.append(time.perf_counter() - started)
             time.sleep(0.05)
         busy = client.get("/metrics").text
+        (tmp_path / "release").touch()
     assert 'spool_executor_busy{executor="thread"} 4.0' in busy
     assert 'spool_executor_busy{executor="process"} 2.0' in busy
     assert max(timings) < 0.5, f"/healthz took up to {max(timings):.3f}s"
@@ -202,19 +207,21 @@ def test_stop_leaves_no_process_behind(
 ) -> None:
     queues = """
 [queues.cpu]
-handler = "tests.handlers:spin"
+handler = "tests.handlers:spin_until"
 mode = "process"
 concurrency = 2
 [queues.blocking]
-handler = "tests.handlers:sleep"
+handler = "tests.handlers:gate"
 mode = "thread"
 """
     server = server_factory(toml_config(tmp_path, queues, "[server]\ngraceful_timeout_s = 1\n"))
     server.start(timeout=60)
+    # Gates the test never opens: both handlers still run when the drain's deadline passes.
+    gate = gate_body(tmp_path, "never")
     with httpx.Client(base_url=server.url, timeout=10) as client:
-        client.post("/v1/queues/cpu/messages", json={"body": {"seconds": 30}})
-        client.post("/v1/queues/blocking/messages", json={"body": {"seconds": 30}})
-        time.sleep(0.5)
+        client.post("/v1/queues/cpu/messages", json={"body": gate})
+        client.post("/v1/queues/blocking/messages", json={"body": gate})
+        wait_until(lambda: len(started_ids(tmp_path / "never.started")) == 2, "both started")
     assert server.process is not None
     sid = server.process.pid
     assert server.stop() == 0
@@ -238,19 +245,23 @@ def run_healthcheck(server: Server, env: dict[str, str] | None = None) -> int:
 def test_healthcheck_command_follows_readiness(
     server_factory: Callable[..., Server], tmp_path: Path
 ) -> None:
-    queues = '[queues.q]\nhandler = "tests.handlers:sleep"\nconcurrency = 1\n'
-    extra = "[server]\ngraceful_timeout_s = 10\n"
+    queues = '[queues.q]\nhandler = "tests.handlers:gate"\nconcurrency = 1\n'
+    extra = "[server]\ngraceful_timeout_s = 30\n"  # the gate, not this deadline, ends the drain
     server = server_factory(toml_config(tmp_path, queues, extra))
     server.start()
     # Through a proxy that does not exist, as a container's environment may say.
     assert run_healthcheck(server, {"http_proxy": "http://127.0.0.1:9"}) == 0
     bound_any = {"SPOOL_SERVER__BIND": f"0.0.0.0:{server.port}"}
     assert run_healthcheck(server, bound_any) == 0  # 0.0.0.0 is probed on 127.0.0.1
+    gate = gate_body(tmp_path, "release")
     with httpx.Client(base_url=server.url, timeout=10) as client:
-        client.post("/v1/queues/q/messages", json={"body": {"seconds": 3}})
-        time.sleep(0.3)
-    server.signal(signal.SIGTERM)
-    time.sleep(0.3)
-    assert run_healthcheck(server) == 1  # draining: /readyz answers 503
+        client.post("/v1/queues/q/messages", json={"body": gate})
+        # The handler runs until the gate opens: it holds the drain open for the checks.
+        wait_until((tmp_path / "release.started").exists, "the handler started")
+        server.signal(signal.SIGTERM)
+        wait_until(lambda: client.get("/readyz").status_code == 503, "draining")
+        assert run_healthcheck(server) == 1  # draining: /readyz answers 503
+        assert client.get("/healthz").status_code == 200  # 1 came from the drain, not an exit
+    (tmp_path / "release").touch()
     assert server.wait_exit(30) == 0
     assert run_healthcheck(server) == 1  # nothing listens

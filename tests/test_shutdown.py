@@ -7,9 +7,8 @@ and follows every 202'd message to a final status.
 
 from __future__ import annotations
 
-import json
 import signal
-import threading
+import socket
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -19,6 +18,16 @@ import httpx
 import pytest
 
 from .conftest import Server, toml_config
+from .shutdown_load import (
+    Publisher,
+    follow_to_final,
+    open_long_poll,
+    read_answer,
+    running_count,
+    snapshot_lines,
+    status_of,
+)
+from .waits import gate_body, started_ids, wait_read, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -30,123 +39,97 @@ def config(tmp_path: Path, graceful_s: float, queues: str) -> str:
     return toml_config(tmp_path, queues, f"[server]\ngraceful_timeout_s = {graceful_s}\n")
 
 
-class Publisher(threading.Thread):
-    """Publishes in a loop until stopped; records every 202 and every refusal."""
-
-    def __init__(self, url: str, queue: str, bodies: Callable[[int], dict[str, Any]]) -> None:
-        super().__init__(daemon=True)
-        self.url, self.queue, self.bodies = url, queue, bodies
-        self.accepted: list[str] = []
-        self.refused: list[httpx.Response] = []
-        self.errors = 0
-        self.halt = threading.Event()
-
-    def run(self) -> None:
-        with httpx.Client(base_url=self.url, timeout=5) as client:
-            n = 0
-            while not self.halt.is_set() and n < 5000:
-                try:
-                    r = client.post(f"/v1/queues/{self.queue}/messages", json=self.bodies(n))
-                except httpx.HTTPError:
-                    self.errors += 1  # the listener has closed: the stop is over
-                    time.sleep(0.05)
-                    continue
-                n += 1
-                if r.status_code == 202:
-                    self.accepted.append(r.json()["id"])
-                else:
-                    self.refused.append(r)
-                    time.sleep(0.01)
-
-
-def follow_to_final(url: str, ids: list[str], timeout: float = 60) -> dict[str, dict[str, Any]]:
-    """Every id's message once it is final (fails if any is unknown or never final)."""
-    deadline = time.monotonic() + timeout
-    final: dict[str, dict[str, Any]] = {}
-    with httpx.Client(base_url=url, timeout=15) as client:
-        for mid in ids:
-            while True:
-                r = client.get(f"/v1/messages/{mid}", params={"wait": 5})
-                assert r.status_code == 200, f"acknowledged message {mid} lost: {r.text}"
-                doc = r.json()
-                if doc["status"] in ("succeeded", "failed", "cancelled"):
-                    final[mid] = doc
-                    break
-                assert time.monotonic() < deadline, f"{mid} never final: {doc}"
-    return final
-
-
-def snapshot_lines(path: Path) -> list[dict[str, Any]]:
-    return [json.loads(line) for line in path.read_bytes().splitlines()[1:] if line.strip()]
-
-
 def test_sigterm_under_load_drains_refuses_and_loses_nothing(
     server_factory: Callable[..., Server], tmp_path: Path
 ) -> None:
+    """Nothing here waits for a guessed time. The drain is held open by a handler blocked on
+    a gate the test opens when it has seen what it checks, and the snapshot's statuses come
+    from queues that cannot move: a paused queue, an hour's delay, a paused retry."""
     queues = """
 [queues.work]
 handler = "tests.handlers:async_sleep"
 mode = "async"
 concurrency = 32
 max_size = 100000
+[queues.gated]
+handler = "tests.handlers:gate_async"
+mode = "async"
+concurrency = 1
+[queues.held]
+handler = "tests.handlers:echo"
 [queues.later]
 handler = "tests.handlers:echo"
 [queues.flaky]
-handler = "tests.handlers:flaky"
-# Full jitter draws the delay from [0, 3600 s): still retrying at the stop but for a
-# 1-in-1000 chance (30 s left it a 1-in-15 chance of being retried and done already).
+handler = "tests.handlers:gate_async"
+mode = "async"
+concurrency = 5
 retry_backoff_s = 3600
 retry_backoff_max_s = 3600
 """
+    graceful_s = 30  # the gate, not this deadline, ends the drain
     # debug: successes are logged at debug level, and the drain's are looked for below.
-    server = server_factory(config(tmp_path, 3, queues), env={"SPOOL_LOG__LEVEL": "debug"})
+    server = server_factory(config(tmp_path, graceful_s, queues), env={"SPOOL_LOG__LEVEL": "debug"})
     server.start()
     client = httpx.Client(base_url=server.url, timeout=10)
-    # Work of every kind the snapshot must carry: scheduled, retrying, queued, running.
-    scheduled = [
-        client.post("/v1/queues/later/messages", json={"body": i, "delay_s": 8}).json()["id"]
-        for i in range(5)
-    ]
-    retrying = client.post("/v1/queues/flaky/messages", json={"body": {"succeed_on": 2}})
-    retrying_id = retrying.json()["id"]
+    answers: dict[str, dict[str, Any]] = {}
+
+    def publish(queue: str, **envelope: Any) -> str:
+        r = client.post(f"/v1/queues/{queue}/messages", json=envelope)
+        assert r.status_code == 202, r.text
+        answers[r.json()["id"]] = r.json()
+        return str(r.json()["id"])
+
+    # Work of every kind the snapshot must carry, each where it cannot move on its own: an
+    # hour's delay; queued on a paused queue; retrying from an attempt that failed after its
+    # queue was paused, so it cannot run again (one whose jittered backoff ends before the
+    # stop is queued instead: of five, all of them 1 time in 10^12). And some due soon.
+    parked = [publish("later", body=i, delay_s=3600) for i in range(5)]
+    due_soon = [publish("later", body=i, delay_s=4) for i in range(5)]
+    retrying = [publish("flaky", body=gate_body(tmp_path, "flaky", fail=True)) for _ in range(5)]
+    wait_until(lambda: len(started_ids(tmp_path / "flaky.started")) == 5, "5 attempts began")
+    assert client.post("/v1/queues/flaky/pause").status_code == 200
+    (tmp_path / "flaky").touch()
+    wait_until(lambda: all(status_of(client, m) != "running" for m in retrying), "5 failed")
+    assert client.post("/v1/queues/held/pause").status_code == 200
+    held = [publish("held", body=i) for i in range(5)]
+    # One handler running until its gate opens, and one message queued behind it that only a
+    # consumer taking work during the drain can run.
+    running = publish("gated", body=gate_body(tmp_path, "drain"))
+    behind = publish("gated", body=gate_body(tmp_path, "drain"))
+    wait_until(lambda: started_ids(tmp_path / "drain.started") == [running], "gate started")
+
     publishers = [
         Publisher(server.url, "work", lambda n: {"body": {"seconds": 0.2, "n": n}})
         for _ in range(3)
     ]
     for p in publishers:
         p.start()
-    time.sleep(1.5)
+    wait_until(lambda: sum(len(p.accepted) for p in publishers) > 50, "50 publishes accepted")
     # A client holding a long-poll open must not hold up the stop.
-    long_poll: dict[str, Any] = {}
-
-    def poll() -> None:
-        with httpx.Client(timeout=70) as c:
-            long_poll["r"] = c.get(f"{server.url}/v1/messages/{scheduled[0]}?wait=60")
-
-    poller = threading.Thread(target=poll, daemon=True)
-    poller.start()
-    time.sleep(0.3)
+    long_poll = open_long_poll(server.port, parked[0])
+    wait_read(server, long_poll)
     signalled = time.monotonic()
     server.signal(signal.SIGTERM)
-    time.sleep(0.3)
+    wait_until(lambda: client.get("/readyz").status_code == 503, "/readyz turned 503")
     ready = client.get("/readyz")
-    assert ready.status_code == 503
     assert ready.json()["checks"]["draining"]["ok"] is False
     assert client.get("/healthz").status_code == 200  # liveness holds through the drain
+    wait_until(lambda: any(p.refused for p in publishers), "a publish refused while draining")
+    assert status_of(client, behind) == "queued"  # still waiting behind the gate
     client.close()
+    (tmp_path / "drain").touch()  # the gated handler ends; `behind` is taken during the drain
 
-    code = server.wait_exit(3 + EXIT_MARGIN_S + 5)
+    code = server.wait_exit(graceful_s + EXIT_MARGIN_S + 5)
     took = time.monotonic() - signalled
     for p in publishers:
         p.halt.set()
         p.join(10)
     assert code == 0, server.log()
-    assert took < 3 + EXIT_MARGIN_S, f"stop took {took:.1f}s"
-    poller.join(10)
-    assert long_poll["r"].status_code == 200  # woken with the current state, not cut off
+    assert took < graceful_s + EXIT_MARGIN_S, f"stop took {took:.1f}s"
+    answer = read_answer(long_poll)
+    assert answer.startswith(b"HTTP/1.1 200"), answer  # woken with the current state
 
     refused = [r for p in publishers for r in p.refused]
-    assert refused, "no publish was refused during the drain"
     for r in refused:
         assert r.status_code == 503, r.text
         assert r.headers["content-type"] == "application/problem+json"
@@ -155,24 +138,33 @@ retry_backoff_max_s = 3600
     assert len(accepted) > 50
 
     # Consumers kept taking queued work during the drain.
-    during = server.log().split("draining: up to", 1)[1]
-    assert "message succeeded" in during
-    print(
-        f"accepted {len(accepted)}, refused {len(refused)} during the drain, stop took {took:.2f}s"
-    )
+    during = server.log().split("draining: up to", 1)[1].splitlines()
+    for step in ("message started", "message succeeded"):
+        assert any(step in line and f"message_id={behind}" in line for line in during), step
+    print(f"accepted {len(accepted)}, refused {len(refused)} while draining, stop {took:.2f}s")
 
     snapshot = tmp_path / "snapshot.jsonl"
     records = {r["id"]: r for r in snapshot_lines(snapshot)}
     statuses = {r["status"] for r in records.values()}
     assert {"scheduled", "retrying", "queued"} <= statuses, statuses
-    assert records[retrying_id]["attempts"] == 1
+    assert {records[mid]["status"] for mid in parked} == {"scheduled"}
+    assert {records[mid]["status"] for mid in held} == {"queued"}
+    assert {records[mid]["attempts"] for mid in retrying} == {1}
     assert not (tmp_path / ".snapshot.jsonl.tmp").exists()
 
-    server2 = server_factory(config(tmp_path, 3, queues), port=server.port)
+    server2 = server_factory(config(tmp_path, graceful_s, queues), port=server.port)
     server2.start()
     assert not snapshot.exists(), "the snapshot is deleted once loaded"
-    final = follow_to_final(server2.url, accepted + scheduled, timeout=120)
-    lost = [mid for mid in accepted + scheduled if final[mid]["status"] != "succeeded"]
+    with httpx.Client(base_url=server2.url, timeout=10) as client2:
+        assert client2.get("/v1/queues/held").json()["paused"] is True  # pauses come back too
+        assert client2.post("/v1/queues/held/resume").status_code == 200
+        for mid in parked:
+            doc = client2.get(f"/v1/messages/{mid}").json()
+            assert doc["status"] == "scheduled"
+            assert doc["scheduled_for"] == answers[mid]["scheduled_for"]  # not restarted
+    every = accepted + due_soon + held + [running, behind]
+    final = follow_to_final(server2.url, every, timeout=120)
+    lost = [mid for mid in every if final[mid]["status"] != "succeeded"]
     assert lost == []
     assert server2.stop() == 0
 
@@ -194,10 +186,7 @@ timeout_s = 120
             client.post("/v1/queues/stuck/messages", json={"body": {"seconds": 60}}).json()["id"]
             for _ in range(3)
         ]
-        deadline = time.monotonic() + 10
-        while client.get("/v1/queues/stuck").json()["depth"]["running"] < 2:
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
+        wait_until(lambda: running_count(client, "stuck") >= 2, "two running", timeout=10)
     signalled = time.monotonic()
     server.signal(signal.SIGTERM)
     code = server.wait_exit(2 + EXIT_MARGIN_S + 10)
@@ -237,13 +226,10 @@ timeout_s = 120
             client.post("/v1/queues/slow/messages", json={"body": {"seconds": 20}}).json()["id"]
             for _ in range(4)
         ]
-        deadline = time.monotonic() + 10
-        while client.get("/v1/queues/slow").json()["depth"]["running"] < 2:
-            assert time.monotonic() < deadline
-            time.sleep(0.05)
+        wait_until(lambda: running_count(client, "slow") >= 2, "two running", timeout=10)
     signalled = time.monotonic()
     server.signal(signal.SIGTERM)
-    time.sleep(0.5)
+    server.wait_log("draining: up to")  # the first signal has begun the drain
     server.signal(signal.SIGINT)
     code = server.wait_exit(30)
     took = time.monotonic() - signalled
@@ -281,21 +267,31 @@ def test_a_publish_whose_body_ends_during_the_drain_is_refused(
     server_factory: Callable[..., Server], tmp_path: Path
 ) -> None:
     """A slow upload that began before the signal must not get a 202 after the snapshot."""
-    import socket
-
-    queues = '[queues.q]\nhandler = "tests.handlers:echo"\n'
-    server = server_factory(config(tmp_path, 1, queues))
+    queues = """
+[queues.q]
+handler = "tests.handlers:echo"
+[queues.gated]
+handler = "tests.handlers:gate_async"
+mode = "async"
+"""
+    graceful_s = 30  # the gate, not this deadline, ends the drain
+    server = server_factory(config(tmp_path, graceful_s, queues))
     server.start()
+    # A handler that runs until the test opens its gate holds the drain open.
+    gate = {"body": gate_body(tmp_path, "drain")}
+    httpx.post(f"{server.url}/v1/queues/gated/messages", json=gate).raise_for_status()
+    wait_until(lambda: len(started_ids(tmp_path / "drain.started")) == 1, "gate started")
     body = b'{"body": "late"}'
     with socket.create_connection(("127.0.0.1", server.port), timeout=20) as sock:
         sock.sendall(
             b"POST /v1/queues/q/messages HTTP/1.1\r\nHost: t\r\nContent-Type: application/json\r\n"
             b"Content-Length: %d\r\nConnection: close\r\n\r\n" % len(body) + body[:5]
         )
-        time.sleep(0.3)
+        wait_read(server, sock)  # the upload has begun, as far as the server knows
         server.signal(signal.SIGTERM)
-        time.sleep(0.5)
+        server.wait_log("draining: up to")
         sock.sendall(body[5:])
         answer = sock.recv(65536)
     assert answer.startswith(b"HTTP/1.1 503"), answer
-    assert server.wait_exit(1 + EXIT_MARGIN_S + 5) == 0
+    (tmp_path / "drain").touch()
+    assert server.wait_exit(graceful_s + EXIT_MARGIN_S + 5) == 0

@@ -189,7 +189,7 @@ async def test_expired_results_leave_the_file_and_a_burst_is_given_back(
 
 
 async def test_a_read_only_journal_changes_nothing_and_recovers(
-    tmp_settings: Callable[..., Settings],
+    tmp_settings: Callable[..., Settings], caplog: pytest.LogCaptureFixture
 ) -> None:
     settings = tmp_settings(
         {
@@ -230,9 +230,11 @@ async def test_a_read_only_journal_changes_nothing_and_recovers(
         assert (await broker.get(scheduled)).status.value == "scheduled"  # type: ignore[union-attr]
         assert (await broker.stats("held")).paused and not (await broker.stats("work")).paused
         assert (await broker.stats("work")).depth["dead"] == 1
-        # A consumer that cannot commit "running" gives the message back untouched.
+        # A consumer that cannot commit "running" gives the message back untouched: once it
+        # has tried twice (its second try took the message the first one gave back).
         broker.queue("held").unpaused.set()
-        await asyncio.sleep(1.2)
+        take_failed = "taking from queue 'held' failed"
+        await eventually(lambda: caplog.text.count(take_failed) >= 2)
         msg = await broker.get(queued)
         assert msg is not None and msg.status.value == "queued" and msg.attempts == 0
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 import sys
 import threading
-import time
 from collections.abc import Callable
 from functools import partial
 from typing import Any
@@ -18,6 +17,7 @@ from service.threads import HandlerExit, HandlerThreads
 
 from .conftest import client_for
 from .contract.helpers import publish, wait_final
+from .waits import until
 
 
 async def test_each_result_and_error_reaches_its_own_caller() -> None:
@@ -40,41 +40,50 @@ async def test_each_result_and_error_reaches_its_own_caller() -> None:
         threads.close()
 
 
+def blocker() -> tuple[threading.Event, threading.Event, Callable[[], bool]]:
+    """A call that holds its thread until released: (started, release, the call)."""
+    started, release = threading.Event(), threading.Event()
+
+    def hold() -> bool:
+        started.set()
+        return release.wait(30)
+
+    return started, release, hold
+
+
 async def test_an_overrun_gets_its_thread_replaced_and_counted_until_it_returns() -> None:
     threads = HandlerThreads(1)
-    release = threading.Event()
+    started, release, hold = blocker()
     try:
-        stuck = threads.submit(release.wait)
-        await asyncio.sleep(0.05)  # the only thread is now inside release.wait
+        stuck = threads.submit(hold)
+        await until(started.is_set)  # the only thread is now inside hold()
         assert threads.abandon(stuck) is True
         assert threads.abandoned == 1
         # The pool still has a thread taking work.
-        assert await asyncio.wait_for(threads.submit(lambda: "next").future, 2) == "next"
+        assert await asyncio.wait_for(threads.submit(lambda: "next").future, 10) == "next"
         release.set()
-        for _ in range(100):
-            if threads.abandoned == 0:
-                break
-            await asyncio.sleep(0.01)
-        assert threads.abandoned == 0
+        await until(lambda: threads.abandoned == 0)
     finally:
+        release.set()
         threads.close()
 
 
 async def test_a_call_abandoned_before_it_starts_never_runs() -> None:
     threads = HandlerThreads(1)
-    gate = threading.Event()
+    started, gate, hold = blocker()
     ran: list[str] = []
     try:
-        busy = threads.submit(gate.wait)
+        busy = threads.submit(hold)
         queued = threads.submit(lambda: ran.append("queued"))
-        await asyncio.sleep(0.02)
+        await until(started.is_set)  # the only thread is busy: `queued` waits behind it
         assert threads.abandon(queued) is False  # not running: nothing to count
         gate.set()
         await busy.future
-        await asyncio.wait_for(threads.submit(lambda: None).future, 2)
+        await asyncio.wait_for(threads.submit(lambda: None).future, 10)
         assert ran == []
         assert threads.abandoned == 0
     finally:
+        gate.set()
         threads.close()
 
 
@@ -95,20 +104,17 @@ async def test_exits_in_a_handler_are_failures_not_exits(raise_it: Callable[[], 
 
 async def test_close_cancels_what_has_not_started() -> None:
     threads = HandlerThreads(1)
-    gate = threading.Event()
-    busy = threads.submit(gate.wait)
+    started, gate, hold = blocker()
+    busy = threads.submit(hold)
     queued = threads.submit(lambda: "never")
-    await asyncio.sleep(0.02)
+    await until(started.is_set)  # `busy` runs, `queued` has not started
     threads.close()
     assert queued.future.cancelled()
     gate.set()
     assert await busy.future is True  # the running one finishes and is delivered
     with pytest.raises(RuntimeError):
         threads.submit(lambda: None)
-    deadline = time.monotonic() + 2
-    while any(t.name.startswith("spool-handler") for t in threading.enumerate()):
-        assert time.monotonic() < deadline, [t.name for t in threading.enumerate()]
-        await asyncio.sleep(0.01)
+    await until(lambda: not any(t.name.startswith("spool-handler") for t in threading.enumerate()))
 
 
 async def test_a_handler_calling_sys_exit_fails_its_message(

@@ -19,7 +19,7 @@ from service.broker.memory import MemoryBroker
 from service.model import Envelope
 
 from .conftest import free_port
-from .test_shutdown import snapshot_lines
+from .shutdown_load import snapshot_lines
 
 
 class SchedulerBreaks(MemoryBroker):

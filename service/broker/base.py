@@ -18,6 +18,12 @@ from ..model import Envelope, ErrorInfo, Message
 # thousand (the hub then skips it in one step when no stream is open).
 Listener = Callable[[Sequence[Message]], None]
 
+# The error of an attempt cut short by the death of the process running it (kill -9, OOM,
+# a crash): sqlite finds it `running` in the journal at the next start, amqp gets its
+# delivery back from RabbitMQ. One object for every backend, so the name clients match on
+# is the same whichever backend they run on.
+PROCESS_DIED = ErrorInfo("ProcessDied", "the process running this attempt stopped before it ended")
+
 
 @dataclass(slots=True)
 class QueueCounts:

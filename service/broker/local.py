@@ -19,8 +19,9 @@ import msgspec
 
 from ..config import QueueSettings, ResultsSettings
 from ..errors import UnknownQueue
-from ..model import FINAL, ErrorInfo, Message, Status, now
+from ..model import FINAL, Message, Status, now
 from .base import (
+    PROCESS_DIED,
     Listener,
 )
 from .claims import Claims
@@ -118,7 +119,7 @@ class LocalState:
             msg.status, msg.started_at = Status.QUEUED, None
             if crashed:
                 msg.failures += 1
-                msg.error = ErrorInfo("ProcessDied", "the process died while the attempt ran")
+                msg.error = PROCESS_DIED
                 if msg.failures > queue.settings.max_retries:
                     msg.status, msg.finished_at = Status.FAILED, self._clock()
         self._messages[msg.id] = msg

@@ -3,9 +3,22 @@
 from __future__ import annotations
 
 import asyncio
+import time
+from pathlib import Path
 
+from quart.typing import TestClientProtocol as Client
+
+from ..waits import gate_body, started_ids, until
 from .conftest import Connect
-from .helpers import figures, get, pause, publish, resume, wait_final
+from .helpers import figures, pause, publish, publish_batch, resume, wait_final
+
+
+async def until_queued(client: Client, queue: str, count: int, timeout: float = 10) -> None:
+    """Until `count` messages wait in the queue (a delayed one once it has fallen due)."""
+    deadline = time.monotonic() + timeout
+    while (depth := (await figures(client, queue))["depth"])["queued"] != count:
+        assert time.monotonic() < deadline, f"never {count} queued: {depth}"
+        await asyncio.sleep(0.02)
 
 
 async def test_delayed_message_is_scheduled_then_runs(connect: Connect) -> None:
@@ -19,11 +32,27 @@ async def test_delayed_message_is_scheduled_then_runs(connect: Connect) -> None:
         assert done["started_at"] >= msg["scheduled_for"]
 
 
+async def test_a_delay_too_short_for_a_hop_still_never_starts_early(connect: Connect) -> None:
+    # Shorter than amqp's slack for one more hop down its delay ladder: it goes straight to
+    # the work queue there, and must still wait out its delay before it starts.
+    async with connect({"q": {"handler": "tests.handlers:echo"}}) as (client, _):
+        r = await publish_batch(client, "q", [{"body": i, "delay_s": 0.045} for i in range(5)])
+        assert r.status_code == 202, await r.get_data()
+        for msg in (await r.get_json())["messages"]:
+            done = await wait_final(client, msg["id"])
+            assert done["status"] == "succeeded"
+            assert done["started_at"] >= msg["scheduled_for"], (done, msg)
+
+
 async def test_delayed_messages_run_in_due_order(connect: Connect) -> None:
     queues = {"q": {"handler": "tests.handlers:echo", "concurrency": 1}}
     async with connect(queues) as (client, _):
-        delays = [0.5, 0.1, 0.3]
-        ids = [(await publish(client, "q", d, delay_s=d))["id"] for d in delays]
+        # One batch: one created_at, so the due times are exactly the delays apart however
+        # long a publish takes (one by one, a slow publish could reorder them).
+        delays = [0.7, 0.1, 0.4]
+        r = await publish_batch(client, "q", [{"body": d, "delay_s": d} for d in delays])
+        assert r.status_code == 202, await r.get_data()
+        ids = [m["id"] for m in (await r.get_json())["messages"]]
         done = [await wait_final(client, mid) for mid in ids]
         order = [d["body"] for d in sorted(done, key=lambda d: d["started_at"])]
         assert order == sorted(delays)
@@ -50,7 +79,7 @@ async def test_due_delayed_message_is_ordered_by_priority(connect: Connect) -> N
         await pause(client, "q")
         low = await publish(client, "q", "low", priority=1)
         high = await publish(client, "q", "high", priority=8, delay_s=0.05)
-        await asyncio.sleep(0.3)  # let the delayed one fall due while paused
+        await until_queued(client, "q", 2)  # the delayed one fell due while paused
         await resume(client, "q")
         a, b = await wait_final(client, low["id"]), await wait_final(client, high["id"])
         assert b["started_at"] <= a["started_at"]
@@ -70,16 +99,15 @@ async def test_paused_queue_accepts_but_hands_out_nothing(connect: Connect) -> N
         assert (await wait_final(client, msg["id"]))["status"] == "succeeded"
 
 
-async def test_pause_lets_in_flight_work_finish(connect: Connect) -> None:
-    queues = {"q": {"handler": "tests.handlers:async_sleep", "mode": "async", "concurrency": 1}}
+async def test_pause_lets_in_flight_work_finish(connect: Connect, tmp_path: Path) -> None:
+    queues = {"q": {"handler": "tests.handlers:gate_async", "mode": "async", "concurrency": 1}}
     async with connect(queues) as (client, _):
-        running = await publish(client, "q", {"seconds": 0.3})
-        for _ in range(100):
-            if (await get(client, running["id"]))["status"] == "running":
-                break
-            await asyncio.sleep(0.01)
-        await pause(client, "q")
-        waiting = await publish(client, "q", {"seconds": 0})
+        gate = gate_body(tmp_path, "release")
+        running = await publish(client, "q", gate)
+        await until(lambda: started_ids(tmp_path / "release.started") == [running["id"]])
+        await pause(client, "q")  # while its handler runs, held on the gate
+        waiting = await publish(client, "q", gate)
+        (tmp_path / "release").touch()
         assert (await wait_final(client, running["id"]))["status"] == "succeeded"
         r = await client.get(f"/v1/messages/{waiting['id']}?wait=0.2")
         assert (await r.get_json())["status"] == "queued"

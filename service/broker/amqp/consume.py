@@ -15,8 +15,8 @@ from typing import TYPE_CHECKING
 from aio_pika.abc import AbstractIncomingMessage
 
 from ...config import QueueSettings
-from ...model import ErrorInfo, Message, Status
-from ..base import Failed, Finished, Outcome, Succeeded
+from ...model import Message, Status
+from ..base import PROCESS_DIED, Failed, Finished, Outcome, Succeeded
 from ..records import decode_message, encode_message
 from . import admin, topology
 from .link import LINK_ERRORS, Link
@@ -29,7 +29,6 @@ log = logging.getLogger(__name__)
 
 FINISH_WAIT_S = 10.0  # an outcome waits this long for a connection to be recorded
 H_GEN, H_ATTEMPTS, H_FAILURES = "x-spool-gen", "x-spool-attempts", "x-spool-failures"
-WORKER_LOST = ErrorInfo("WorkerLost", "the node running this attempt stopped before it ended")
 
 
 class Held:
@@ -92,6 +91,10 @@ async def claim(
         await b.send(link, msg, gen)  # the next hop down the delay ladder
         await delivery.ack()
         return None
+    if msg.status in (Status.SCHEDULED, Status.RETRYING) and remaining > 0:
+        # Too close to its due time for another hop, but never started before it: a delay
+        # is a promise not to run early (late by a hop's latency is the ladder's cost).
+        await asyncio.sleep(remaining)
     known = b.view.messages.get(msg.id)
     if delivery.redelivered and (known is None or known.status is not Status.RUNNING):
         # Its last attempt may have begun on a node that just died: that attempt's event
@@ -113,7 +116,7 @@ async def claim(
         if known.status is Status.RUNNING and delivery.redelivered:
             # The node that ran it died (or lost RabbitMQ) before recording the outcome.
             msg.failures += 1
-            msg.error = WORKER_LOST
+            msg.error = PROCESS_DIED
             if msg.failures > qs.max_retries:
                 await dead_letter(b, link, msg, gen)
                 await delivery.ack()
