@@ -12,8 +12,9 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 from service import Settings
-from service.broker import MemoryBroker
-from service.broker.sqlite import SqliteJournal, _Write
+from service.broker.local import LocalBroker
+from service.broker.sqlite import SqliteJournal
+from service.broker.sqlite_jobs import Write
 from service.model import Envelope, Message, Status
 
 Seen = list[tuple[str, Status]]
@@ -36,7 +37,7 @@ def disk_status(path: Path, mid: str) -> str | None:
 
 def writes_waiting(journal: SqliteJournal) -> int:
     with journal._cond:
-        return sum(isinstance(job, _Write) for job in journal._jobs)
+        return sum(isinstance(job, Write) for job in journal._jobs)
 
 
 class Gate:
@@ -74,9 +75,9 @@ async def read_only(journal: SqliteJournal, on: bool) -> None:
 
 
 @asynccontextmanager
-async def sqlite_broker(settings: Settings) -> AsyncIterator[tuple[MemoryBroker, SqliteJournal]]:
+async def sqlite_broker(settings: Settings) -> AsyncIterator[tuple[LocalBroker, SqliteJournal]]:
     journal = SqliteJournal(Path(settings.broker.sqlite_path))
-    broker = MemoryBroker(settings.queues, settings.results, journal=journal)
+    broker = LocalBroker(settings.queues, settings.results, storage=journal)
     await broker.start()
     try:
         yield broker, journal
@@ -84,6 +85,6 @@ async def sqlite_broker(settings: Settings) -> AsyncIterator[tuple[MemoryBroker,
         await broker.close()
 
 
-async def publish(broker: MemoryBroker, n: int = 1) -> list[Message]:
+async def publish(broker: LocalBroker, n: int = 1) -> list[Message]:
     published = await broker.publish("work", [Envelope(body=b"1") for _ in range(n)])  # type: ignore[arg-type]
     return [p.message for p in published]

@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 from service.broker import policy
 from service.broker.base import PROCESS_DIED, Failed, Succeeded
 from service.config import QueueSettings
-from service.errors import Conflict, QueueFull
+from service.errors import Conflict, QueueFull, UnknownQueue
 from service.model import Envelope, ErrorInfo, Message, Status, new_message
 
 BOOM = ErrorInfo("ValueError", "boom")
@@ -244,3 +244,10 @@ def test_recovery_replays_live_then_finals_by_end_then_what_was_running() -> Non
     queued = message(Status.QUEUED, id="d")
     order = policy.recovery_order([running, late, early, queued])
     assert [m.id for m in order] == ["d", "c", "b", "a"]
+
+
+def test_an_unknown_queue_is_named_in_its_error() -> None:
+    queues = policy.Queues({"q": 1})
+    assert queues["q"] == 1 and queues.get("nope") is None
+    with pytest.raises(UnknownQueue, match="queue 'nope' is not configured"):
+        queues["nope"]

@@ -10,7 +10,8 @@ import pytest
 
 from service import Settings
 from service.broker.base import Failed
-from service.broker.memory import MemoryBroker
+from service.broker.local import LocalBroker
+from service.broker.policy import backoff
 from service.config import QueueSettings, ResultsSettings
 from service.model import Envelope, ErrorInfo, Status
 
@@ -37,16 +38,16 @@ def clock() -> ManualClock:
     return ManualClock()
 
 
-def broker_with(clock: ManualClock, **queue: object) -> MemoryBroker:
+def broker_with(clock: ManualClock, **queue: object) -> LocalBroker:
     qs = QueueSettings(handler="tests.handlers:echo", **queue)  # type: ignore[arg-type]
-    return MemoryBroker({"q": qs}, ResultsSettings(), clock=clock, rng=random.Random(7))
+    return LocalBroker({"q": qs}, ResultsSettings(), clock=clock, rng=random.Random(7))
 
 
 async def test_backoff_is_full_jitter_under_the_exponential_cap(clock: ManualClock) -> None:
     broker = broker_with(clock, retry_backoff_s=1.0, retry_backoff_max_s=5.0)
     qs = broker.queue("q").settings
     for failures, ceiling in [(1, 1.0), (2, 2.0), (3, 4.0), (4, 5.0), (10, 5.0)]:
-        samples = [broker._backoff(qs, failures) for _ in range(500)]
+        samples = [backoff(qs, failures, broker._rng) for _ in range(500)]
         assert all(0 <= s <= ceiling for s in samples)
         assert max(samples) > ceiling * 0.8  # jitter spans the range, not a constant
 

@@ -193,7 +193,7 @@ async def test_concurrent_publishes_share_commits(tmp_settings: Callable[..., Se
     settings = sqlite_settings(tmp_settings)
     async with client_for(settings) as (client, runtime):
         await runtime.broker.pause("work")
-        journal = runtime.broker._journal  # type: ignore[attr-defined]
+        journal = runtime.broker.storage  # type: ignore[attr-defined]
         assert isinstance(journal, SqliteJournal)
         before = journal.commits
         responses = await asyncio.gather(*(client.post(Q, json={"body": i}) for i in range(200)))
@@ -234,7 +234,7 @@ async def test_sqlite_synchronous_reaches_the_connection(
             broker={"backend": "sqlite", "sqlite_synchronous": setting},
         )
         async with running(settings) as runtime:
-            journal = runtime.broker._journal  # type: ignore[attr-defined]
+            journal = runtime.broker.storage  # type: ignore[attr-defined]
             assert isinstance(journal, SqliteJournal)
             conn = journal._store.conn  # used on the writer thread only, through _call
 

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from service import Settings
-from service.broker import MemoryBroker
 from service.broker.base import Failed, Succeeded
+from service.broker.local import LocalBroker
 from service.broker.sqlite import SqliteJournal
 from service.errors import Conflict, Unavailable
 from service.model import ErrorInfo, Status
@@ -33,7 +33,7 @@ from .journal_tools import (
 @pytest.fixture
 async def held(
     tmp_settings: Callable[..., Settings],
-) -> AsyncIterator[tuple[MemoryBroker, SqliteJournal]]:
+) -> AsyncIterator[tuple[LocalBroker, SqliteJournal]]:
     settings = tmp_settings(
         {"work": {"handler": "tests.handlers:echo"}}, broker={"backend": "sqlite"}
     )
@@ -42,7 +42,7 @@ async def held(
 
 
 async def test_a_take_skips_a_message_whose_cancel_is_committing(
-    held: tuple[MemoryBroker, SqliteJournal],
+    held: tuple[LocalBroker, SqliteJournal],
 ) -> None:
     broker, journal = held
     first, second = await publish(broker, 2)
@@ -56,7 +56,7 @@ async def test_a_take_skips_a_message_whose_cancel_is_committing(
 
 
 async def test_a_cancel_that_fails_to_commit_gives_the_message_back_to_takers(
-    held: tuple[MemoryBroker, SqliteJournal],
+    held: tuple[LocalBroker, SqliteJournal],
 ) -> None:
     broker, journal = held
     (msg,) = await publish(broker)
@@ -77,7 +77,7 @@ async def test_a_cancel_that_fails_to_commit_gives_the_message_back_to_takers(
 
 
 async def test_a_cancel_meeting_a_take_that_commits_answers_409(
-    held: tuple[MemoryBroker, SqliteJournal],
+    held: tuple[LocalBroker, SqliteJournal],
 ) -> None:
     broker, journal = held
     (msg,) = await publish(broker)
@@ -100,9 +100,7 @@ async def test_a_due_retry_is_queued_only_once_it_is_committed(
     )
     clock = [1000.0]
     journal = SqliteJournal(Path(settings.broker.sqlite_path))
-    broker = MemoryBroker(
-        settings.queues, settings.results, journal=journal, clock=lambda: clock[0]
-    )
+    broker = LocalBroker(settings.queues, settings.results, storage=journal, clock=lambda: clock[0])
     await broker.start()
     scheduler = asyncio.ensure_future(broker.run())
     try:
@@ -159,7 +157,7 @@ async def test_retention_drops_a_result_only_once_its_delete_is_committed(
 
 
 async def test_a_pause_takes_effect_only_once_it_is_committed(
-    held: tuple[MemoryBroker, SqliteJournal],
+    held: tuple[LocalBroker, SqliteJournal],
 ) -> None:
     broker, journal = held
     async with writer_held(journal):

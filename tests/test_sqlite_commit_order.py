@@ -15,8 +15,8 @@ from pathlib import Path
 import pytest
 
 from service import Settings
-from service.broker import MemoryBroker
 from service.broker.base import Failed, Succeeded
+from service.broker.local import LocalBroker
 from service.broker.sqlite import SqliteJournal
 from service.errors import Unavailable
 from service.model import ErrorInfo, Status
@@ -48,14 +48,14 @@ def seen() -> Seen:
 
 
 @pytest.fixture
-async def held(settings: Settings, seen: Seen) -> AsyncIterator[tuple[MemoryBroker, SqliteJournal]]:
+async def held(settings: Settings, seen: Seen) -> AsyncIterator[tuple[LocalBroker, SqliteJournal]]:
     async with sqlite_broker(settings) as (broker, journal):
         broker.listen(lambda msgs: seen.extend((m.id, m.status) for m in msgs))
         yield broker, journal
 
 
 async def test_a_take_shows_running_only_once_it_is_committed(
-    held: tuple[MemoryBroker, SqliteJournal], seen: Seen
+    held: tuple[LocalBroker, SqliteJournal], seen: Seen
 ) -> None:
     broker, journal = held
     (msg,) = await publish(broker)
@@ -73,7 +73,7 @@ async def test_a_take_shows_running_only_once_it_is_committed(
 
 
 async def test_a_finish_shows_its_outcome_only_once_it_is_committed(
-    held: tuple[MemoryBroker, SqliteJournal], seen: Seen
+    held: tuple[LocalBroker, SqliteJournal], seen: Seen
 ) -> None:
     broker, journal = held
     ok, retried = await publish(broker, 2)
@@ -105,7 +105,7 @@ async def test_a_finish_shows_its_outcome_only_once_it_is_committed(
 
 
 async def test_an_interrupt_gives_the_message_back_only_once_it_is_committed(
-    held: tuple[MemoryBroker, SqliteJournal], seen: Seen
+    held: tuple[LocalBroker, SqliteJournal], seen: Seen
 ) -> None:
     broker, journal = held
     (msg,) = await publish(broker)
@@ -130,7 +130,7 @@ async def test_an_interrupt_gives_the_message_back_only_once_it_is_committed(
 
 
 async def test_an_interrupt_that_cannot_be_committed_changes_nothing(
-    held: tuple[MemoryBroker, SqliteJournal], settings: Settings, seen: Seen
+    held: tuple[LocalBroker, SqliteJournal], settings: Settings, seen: Seen
 ) -> None:
     broker, journal = held
     (msg,) = await publish(broker)
@@ -160,8 +160,8 @@ async def test_a_finish_that_cannot_commit_shows_no_outcome_and_lands_after_reco
     path, marker = Path(settings.broker.sqlite_path), tmp_path / "go"
     async with client_for(settings) as (client, runtime):
         broker = runtime.broker
-        assert isinstance(broker, MemoryBroker)
-        journal = broker._journal
+        assert isinstance(broker, LocalBroker)
+        journal = broker.storage
         assert isinstance(journal, SqliteJournal)
         seen: Seen = []
         broker.listen(lambda msgs: seen.extend((m.id, m.status) for m in msgs))
@@ -200,7 +200,7 @@ async def test_a_stop_that_cannot_write_the_give_back_still_stops(
         mid = (await r.get_json())["id"]
         await eventually(lambda: disk_status(path, mid) == "running")
         assert (await client.post("/v1/queues/work/pause")).status_code == 200  # for the restart
-        journal = runtime.broker._journal  # type: ignore[attr-defined]
+        journal = runtime.broker.storage  # type: ignore[attr-defined]
         assert isinstance(journal, SqliteJournal)
         await read_only(journal, True)
     # Stopped (client_for waits at most 15 s): the consumer's cancellation went on although

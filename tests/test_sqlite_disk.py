@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from service import Settings
-from service.broker import MemoryBroker
+from service.broker.local import LocalBroker
 from service.broker.sqlite import SqliteJournal
 from service.broker.sqlite_store import unavailable
 from service.errors import StartupError, Unavailable
@@ -64,7 +64,7 @@ async def test_a_full_disk_answers_503_stores_nothing_and_recovers(
         await runtime.broker.pause("work")  # the pause is journaled; nothing will run
     # The disk: what the file holds now plus about 30 pages.
     journal = SqliteJournal(path, max_pages=page_count(path) + 30)
-    broker = MemoryBroker(settings.queues, settings.results, journal=journal)
+    broker = LocalBroker(settings.queues, settings.results, storage=journal)
     accepted: list[str] = []
     async with client_for(settings, broker) as (client, _):
         body = {"body": "x" * 3000}
@@ -200,8 +200,8 @@ async def test_a_read_only_journal_changes_nothing_and_recovers(
     )
     async with client_for(settings) as (client, runtime):
         broker = runtime.broker
-        assert isinstance(broker, MemoryBroker)
-        journal = broker._journal
+        assert isinstance(broker, LocalBroker)
+        journal = broker.storage
         assert isinstance(journal, SqliteJournal)
         await client.post("/v1/queues/held/pause")
         queued = (

@@ -2,7 +2,7 @@
 line in the log that says why (cli.run_loop and cli.report_end, as run_server calls them).
 
 No real fault makes the runtime raise on demand, so the broker's scheduler task is made to
-fail: a MemoryBroker whose run() raises once it holds a message.
+fail: a LocalBroker whose run() raises once it holds a message.
 """
 
 from __future__ import annotations
@@ -15,14 +15,15 @@ import msgspec
 import pytest
 
 from service import Runtime, Settings, cli
-from service.broker.memory import MemoryBroker
+from service.broker.local import LocalBroker
+from service.broker.storage import SnapshotStorage
 from service.model import Envelope
 
 from .conftest import free_port
 from .shutdown_load import snapshot_lines
 
 
-class SchedulerBreaks(MemoryBroker):
+class SchedulerBreaks(LocalBroker):
     async def run(self) -> None:
         await self.publish("q", [Envelope(body=msgspec.Raw(b'"kept"'))])
         raise RuntimeError("the scheduler broke")
@@ -45,7 +46,7 @@ def test_an_exception_escaping_the_runtime_persists_what_is_held_and_logs_why(
     runtime = Runtime(
         settings,
         broker=SchedulerBreaks(
-            settings.queues, settings.results, snapshot_path=tmp_path / "snapshot.jsonl"
+            settings.queues, settings.results, storage=SnapshotStorage(tmp_path / "snapshot.jsonl")
         ),
     )
     with pytest.raises(BaseExceptionGroup) as ended:

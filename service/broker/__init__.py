@@ -1,4 +1,8 @@
-"""Backends behind one Protocol; create_broker picks the configured one."""
+"""Backends behind one Protocol; create_broker picks the configured one.
+
+memory and sqlite are one LocalBroker (local.py) over a different Storage (storage.py):
+a snapshot written at a graceful stop, or the sqlite journal that commits every change.
+"""
 
 from __future__ import annotations
 
@@ -7,24 +11,24 @@ from pathlib import Path
 from ..config import Settings
 from ..errors import StartupError
 from .base import Broker
-from .memory import MemoryBroker
+from .local import LocalBroker
+from .storage import SnapshotStorage
 
-__all__ = ["Broker", "MemoryBroker", "create_broker"]
+__all__ = ["Broker", "LocalBroker", "create_broker"]
 
 
 def create_broker(settings: Settings) -> Broker:
     backend = settings.broker.backend
     if backend == "memory":
-        return MemoryBroker(
-            settings.queues, settings.results, snapshot_path=Path(settings.broker.snapshot_path)
-        )
+        storage = SnapshotStorage(Path(settings.broker.snapshot_path))
+        return LocalBroker(settings.queues, settings.results, storage=storage)
     if backend == "sqlite":
         from .sqlite import SqliteJournal
 
         journal = SqliteJournal(
             Path(settings.broker.sqlite_path), synchronous=settings.broker.sqlite_synchronous
         )
-        return MemoryBroker(settings.queues, settings.results, journal=journal)
+        return LocalBroker(settings.queues, settings.results, storage=journal)
     if backend == "amqp":
         from .amqp import AmqpBroker  # aio-pika loads only where it is used
 

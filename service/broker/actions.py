@@ -1,111 +1,91 @@
-"""Operator actions on the node-local broker: cancel, pause / resume, redrive. With a
-journal each is committed before it takes effect, so a failed write changes nothing."""
+"""Operator actions on the local broker: cancel, pause / resume, redrive. Each goes through
+the one rule (commits.py), so where the storage commits, a failed write changes nothing."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from functools import partial
 
-from ..errors import Conflict, NotFound, QueueFull
-from ..model import Message, Status
-from .base import (
-    QueueStats,
-    Redriven,
-)
-from .journal import to_the_end
-from .local import FAILED, LocalState
+from ..errors import NotFound
+from ..model import Message
+from .base import QueueStats, Redriven
+from .policy import check_cancellable, check_room, mark_cancelled, reset_for_redrive
 from .queues import LocalQueue
+from .state import FAILED, LocalState
 
 
-class OperatorActions(LocalState):
+class OperatorActions:
+    def __init__(self, state: LocalState) -> None:
+        self._state = state
+        self._commits = state.commits
+
     async def cancel(self, message_id: str) -> Message:
+        claims = self._commits.claims
         while True:
-            msg = self._messages.get(message_id)
+            msg = self._state.messages.get(message_id)
             if msg is None:
                 raise NotFound(f"message {message_id!r} is not known")
-            if message_id not in self._claims:
+            if message_id not in claims:
                 break
             # A change of it is committing (a take, a retry coming due): answer from what
             # it is once that lands, never from what it was.
-            await self._claims.released(message_id)
-        if not msg.status.cancellable:
-            raise Conflict(f"message {message_id!r} is {msg.status.value}; it cannot be cancelled")
-        q = self.queue(msg.queue)
+            await claims.released(message_id)
+        check_cancellable(msg)
+        q = self._state.queues[msg.queue]
         old = msg.status
-        cancelled = self._draft(msg)
-        cancelled.status, cancelled.finished_at = Status.CANCELLED, self._clock()
-        if cancelled is msg:
-            self._apply(q, msg, msg, old)  # its ready or heap entry becomes a tombstone
-        else:
-            await self._commit([cancelled], lambda: self._apply(q, msg, cancelled, old))
+        cancelled = self._commits.draft(msg)
+        mark_cancelled(cancelled, self._state.clock())
+        # Its ready or heap entry becomes a tombstone, passed over when it comes up.
+        committing = self._commits.change_one(cancelled, self._state.moved, q, msg, old, False)
+        if committing is not None:
+            await committing
         return msg
 
-    async def pause(self, queue: str) -> QueueStats:
-        return await self._set_paused(self.queue(queue), True)
+    async def set_paused(self, queue: str, paused: bool) -> QueueStats:
+        q = self._state.queues[queue]
 
-    async def resume(self, queue: str) -> QueueStats:
-        return await self._set_paused(self.queue(queue), False)
+        def paused_after() -> list[str]:
+            others = [o.name for o in self._state.queues.values() if o.paused and o is not q]
+            return [*others, q.name] if paused else others
 
-    async def _set_paused(self, q: LocalQueue, paused: bool) -> QueueStats:
-        if self._journal is None:
-            self._apply_paused(q, paused)
-        else:
-            await to_the_end(self._commit_paused(q, paused))
+        committing = self._commits.change_paused(paused_after, _set_paused, q, paused)
+        if committing is not None:
+            await committing
         return q.stats()
 
-    async def _commit_paused(self, q: LocalQueue, paused: bool) -> None:
-        assert self._journal is not None
-        # One at a time: each commit holds the whole paused set, the earlier changes in it.
-        async with self._pausing:
-            others = [o.name for o in self._queues.values() if o.paused and o is not q]
-            await self._journal.set_paused([*others, q.name] if paused else others)
-            self._apply_paused(q, paused)
-
-    @staticmethod
-    def _apply_paused(q: LocalQueue, paused: bool) -> None:
-        (q.unpaused.clear if paused else q.unpaused.set)()
-
     async def redrive(self, queue: str, ids: Sequence[str] | None) -> Redriven:
-        q = self.queue(queue)
+        q = self._state.queues[queue]
+        claims = self._commits.claims
         wanted = list(q.dead) if ids is None else list(dict.fromkeys(ids))
         # A dead letter claimed by another redrive or by retention is that one's to move.
-        chosen = [i for i in wanted if i in q.dead and i not in self._claims]
-        skipped = [i for i in wanted if i not in q.dead or i in self._claims]
-        if len(chosen) > q.room():
-            raise QueueFull(
-                f"queue {queue!r} has room for {q.room()} messages; {len(chosen)} dead letters "
-                "do not fit",
-                retry_after=1,
-            )
-        msgs = [self._messages[i] for i in chosen]
-        drafts = [self._draft(m) for m in msgs]
-        at = self._clock()
+        chosen = [i for i in wanted if i in q.dead and i not in claims]
+        skipped = [i for i in wanted if i not in q.dead or i in claims]
+        check_room(
+            queue,
+            q.waiting(),
+            q.settings.max_size,
+            len(chosen),
+            reserved=q.reserved,
+            dead_letters=True,
+        )
+        msgs = [self._state.messages[i] for i in chosen]
+        drafts = [self._commits.draft(m) for m in msgs]
+        at = self._state.clock()
         for draft in drafts:
-            _reset_for_redrive(draft, at)
-        if self._journal is None:
-            self._apply_redrive(q, msgs, drafts)
-        elif msgs:
-            q.reserved += len(msgs)  # their room, held while the commit runs
-            await self._commit(
-                drafts,
-                lambda: self._apply_redrive(q, msgs, drafts, reserved=True),
-                undo=lambda: q.unreserve(len(msgs)),
-            )
+            reset_for_redrive(draft, at)
+        q.reserved += len(msgs)  # their room, held while the commit runs
+        undo = partial(q.unreserve, len(msgs))
+        committing = self._commits.change(drafts, self._redriven, q, msgs, undo=undo)
+        if committing is not None:
+            await committing
         return Redriven(len(msgs), skipped)
 
-    def _apply_redrive(
-        self, q: LocalQueue, msgs: list[Message], drafts: list[Message], *, reserved: bool = False
-    ) -> None:
-        if reserved:
-            q.unreserve(len(msgs))
-        for msg, draft in zip(msgs, drafts, strict=True):
-            self._apply(q, msg, draft, FAILED)
+    def _redriven(self, q: LocalQueue, msgs: list[Message]) -> None:
+        q.unreserve(len(msgs))
+        for msg in msgs:
+            self._state.moved(q, msg, FAILED)
             q.push(msg)
 
 
-def _reset_for_redrive(msg: Message, at: float) -> None:
-    """Redrive: attempts start again from 0 (SPEC), as if just published."""
-    msg.attempts = msg.failures = 0
-    msg.result = msg.error = msg.started_at = msg.finished_at = None
-    msg.scheduled_for = None
-    msg.status = Status.QUEUED
-    msg.enqueued_at = at
+def _set_paused(q: LocalQueue, paused: bool) -> None:
+    (q.unpaused.clear if paused else q.unpaused.set)()

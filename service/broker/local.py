@@ -1,293 +1,256 @@
-"""The state of the node-local broker and the bookkeeping every operation shares: the one
-rule for a transition (with a journal: commit, then make it visible), status bookkeeping,
-the scheduler heap, retention of final messages and dead letters, and recovery of what a
-journal or snapshot held."""
+"""The node-local broker behind the memory and sqlite backends: a ready line per queue and
+one background task, over a Storage (storage.py) that is nothing, a snapshot, or the
+sqlite journal.
+
+One class composed of parts: LocalState (state.py) holds the messages and applies every
+change through its Commits (commits.py: the storage commits, then the change is applied);
+OperatorActions (actions.py) and Upkeep (upkeep.py, the scheduler and retention) work on
+that state. Publishing and what consumers do per message are this class's own methods:
+the hot paths, with no hop from part to part. The decisions themselves (outcome, backoff,
+keys, room, paging) are policy.py's, shared with the amqp backend.
+"""
 
 from __future__ import annotations
 
-import asyncio
-import heapq
-import itertools
-import logging
 import random
-from collections import OrderedDict
-from collections.abc import Callable, Iterable, Sequence
-from pathlib import Path
-from typing import TypeVar
-
-import msgspec
+from collections.abc import Callable, Sequence
+from functools import partial
+from itertools import repeat
+from operator import attrgetter
 
 from ..config import QueueSettings, ResultsSettings
-from ..errors import UnknownQueue
-from ..model import FINAL, Message, Status, now
-from .base import (
-    PROCESS_DIED,
-    Listener,
-)
-from .claims import Claims
-from .index import IdIndex
-from .journal import Journal, to_the_end
+from ..model import NO_HEADERS, Envelope, Message, Status, new_id, new_message, now
+from .actions import OperatorActions
+from .base import DeadPage, Finished, Listener, Outcome, Published, QueueStats, Redriven
+from .policy import check_room, dead_page, give_back, record_outcome, resolve_keys, start_attempt
 from .queues import LocalQueue
-from .waiters import Waiters
+from .state import QUEUED, RETRYING, RUNNING, LocalState
+from .storage import NoStorage, Storage
+from .upkeep import Upkeep
 
-log = logging.getLogger(__name__)
-
-# Looked up once, for the broker's per-message paths: in Python 3.11 every `Status.X` is a
-# descriptor call on the enum class.
-QUEUED, SCHEDULED, RUNNING = Status.QUEUED, Status.SCHEDULED, Status.RUNNING
-SUCCEEDED, RETRYING, FAILED = Status.SUCCEEDED, Status.RETRYING, Status.FAILED
-_FIELDS = Message.__struct_fields__
-_T = TypeVar("_T")
+_id, _status, _priority = attrgetter("id"), attrgetter("status"), attrgetter("priority")
+_key, _delay = attrgetter("idempotency_key"), attrgetter("delay_s")
 
 
-class LocalState:
+class LocalBroker:
     def __init__(
         self,
         queues: dict[str, QueueSettings],
         results: ResultsSettings,
         *,
-        journal: Journal | None = None,
-        snapshot_path: Path | None = None,
+        storage: Storage | None = None,
         clock: Callable[[], float] = now,
         rng: random.Random | None = None,
     ) -> None:
-        self._queues = {name: LocalQueue(name, qs) for name, qs in queues.items()}
-        self._results = results
-        self._journal = journal
-        self._snapshot_path = snapshot_path
+        self.storage: Storage = storage if storage is not None else NoStorage()
         self._clock = clock
         self._rng = rng or random.Random()
-        self._messages = IdIndex()
-        self._finals: OrderedDict[str, None] = OrderedDict()  # retention order
-        self._due: list[tuple[float, int, str]] = []  # scheduled + retrying, by due time
-        self._seq = itertools.count()
-        self._wake = asyncio.Event()
-        self._waiters = Waiters()
-        self._listeners: list[Listener] = []
-        self._claims = Claims()  # only ever holds anything with a journal
-        self._pausing = asyncio.Lock()  # with a journal: one paused set committed at a time
+        self._state = state = LocalState(queues, results, self.storage, clock)
+        self._commits = state.commits
+        self._queues = state.queues  # queues[name] raises UnknownQueue (404)
+        self._messages = state.messages
+        self._actions = OperatorActions(state)
+        self._upkeep = Upkeep(state)
 
-    def queue(self, name: str) -> LocalQueue:
-        try:
-            return self._queues[name]
-        except KeyError:
-            raise UnknownQueue(f"queue {name!r} is not configured") from None
+    # ------------------------------------------------------------------ lifecycle
+    async def start(self) -> None:
+        changed = self._state.restore(await self.storage.load())
+        if changed:
+            await self.storage.write(changed)  # the deaths the restore counted
 
-    def _by_key(self, q: LocalQueue, key: str) -> Message | None:
-        mid = q.idempotency.get(key)
-        return self._messages.get(mid) if mid is not None else None
+    async def run(self) -> None:
+        await self._upkeep.run()
 
-    def _backoff(self, settings: QueueSettings, failures: int) -> float:
-        """Exponential backoff with full jitter (AWS's 'full jitter'), capped."""
-        ceiling = min(settings.retry_backoff_max_s, settings.retry_backoff_s * 2 ** (failures - 1))
-        return self._rng.uniform(0, ceiling)
+    async def close(self) -> None:
+        self._state.waiters.wake_all()
+        paused = [q.name for q in self._state.queues.values() if q.paused]
+        await self.storage.close(self._messages.values(), paused)
 
-    def _restore_all(
-        self, messages: Iterable[Message], paused: Iterable[str], *, crashed: bool = False
-    ) -> list[Message]:
-        """Rebuild the queues; returns the messages whose status changed here (were running).
+    def health(self) -> dict[str, object]:
+        return self.storage.health()
 
-        crashed=True (a journal): a message still `running` was cut short by the process
-        dying, which counts as a failed attempt (SPEC), so a message that kills the process
-        cannot loop forever. A snapshot only holds what a graceful stop cut short: no failure.
-        """
-        changed: list[Message] = []
-        # Live ones first, then finals by when they ended (retention and dead-letter order);
-        # what was running goes last: its outcome (a retry or a dead letter) is decided now.
-        order = sorted(
-            messages, key=lambda m: (m.status is Status.RUNNING, m.finished_at or 0.0, m.id)
-        )
-        for msg in order:
-            if self._restore(msg, crashed=crashed):
-                changed.append(msg)
-        for name in paused:
-            if name in self._queues:
-                self._queues[name].unpaused.clear()
-        self._trim_finals()
-        for q in self._queues.values():
-            self._trim_dead(q)
-        return changed
-
-    def _restore(self, msg: Message, *, crashed: bool) -> bool:
-        queue = self._queues.get(msg.queue)
-        if queue is None:
-            log.warning("dropping message %s of unknown queue %r", msg.id, msg.queue)
-            return False
-        was_running = msg.status is Status.RUNNING
-        if was_running:
-            # At-least-once: run it again, unless the deaths used up its retries.
-            msg.status, msg.started_at = Status.QUEUED, None
-            if crashed:
-                msg.failures += 1
-                msg.error = PROCESS_DIED
-                if msg.failures > queue.settings.max_retries:
-                    msg.status, msg.finished_at = Status.FAILED, self._clock()
-        self._messages[msg.id] = msg
-        key = msg.idempotency_key
-        if key is not None and queue.idempotency.get(key, "") < msg.id:
-            queue.idempotency[key] = msg.id  # ids are time-ordered: the newest holds the key
-        if msg.status is Status.FAILED:
-            queue.dead[msg.id] = None
-            return was_running
-        queue.status_counts[msg.status] += 1
-        if msg.status.final:
-            self._finals[msg.id] = None
-        elif msg.status is Status.QUEUED:
-            msg.enqueued_at = self._clock()
-            queue.push(msg)
-        else:
-            self._schedule(msg)
-        return was_running
-
-    # ------------------------------------------------------------------ the one rule
-    def _draft(self, msg: Message) -> Message:
-        """What a transition edits. Without a journal, the message itself: nothing is
-        committed, so the check and the change are one step. With a journal, a copy: it is
-        committed first and becomes the message only then (`_commit`)."""
-        return msg if self._journal is None else msgspec.structs.replace(msg)
-
-    async def _commit(
-        self,
-        drafts: Sequence[Message],
-        apply: Callable[[], _T],
-        *,
-        forget: Sequence[str] = (),
-        displaced: bool = False,
-        undo: Callable[[], None] | None = None,
-    ) -> _T:
-        """With a journal every transition ends here: the journal commits, then the change
-        becomes visible (memory, ready line, waiters, events, counts), in that order only.
-
-        The caller checked its precondition with no await since, and the claims taken here,
-        before the first await, keep every other transition off these messages until the
-        change is applied or given up. `apply` runs in the same step as the end of the
-        COMMIT, so nothing sees the journal's new state without it. A failed commit makes
-        nothing visible: the claims go, a message whose entry was popped meanwhile (or by
-        the caller: `displaced`) goes back where it waits, `undo` runs, and the caller gets
-        the error. Runs to the end even if the caller goes away.
-        """
-        ids = [*(d.id for d in drafts), *forget]
-        self._claims.hold(ids, displaced=displaced)
-        return await to_the_end(self._commit_then_apply(ids, drafts, forget, apply, undo))
-
-    async def _commit_then_apply(
-        self,
-        ids: list[str],
-        drafts: Sequence[Message],
-        forget: Sequence[str],
-        apply: Callable[[], _T],
-        undo: Callable[[], None] | None,
-    ) -> _T:
-        assert self._journal is not None
-        try:
-            await self._journal.write(drafts, forget)
-        except BaseException:
-            for mid in ids:
-                if self._claims.release(mid):
-                    self._put_back(mid)
-            if undo is not None:
-                undo()
-            raise
-        try:
-            return apply()
-        finally:
-            for mid in ids:
-                self._claims.release(mid)
-
-    def _apply(self, q: LocalQueue, msg: Message, draft: Message, old: Status) -> None:
-        """Make a transition visible: `msg` takes the draft's fields (with a journal: the
-        committed record), then the bookkeeping of leaving `old`."""
-        if draft is not msg:
-            self._adopt(msg, draft)
-        self._moved(q, msg, old)
-
-    @staticmethod
-    def _adopt(msg: Message, draft: Message) -> None:
-        for name in _FIELDS:
-            setattr(msg, name, getattr(draft, name))
-
-    def _moved(self, q: LocalQueue, msg: Message, old: Status) -> None:
-        """The bookkeeping of a message that now carries its new status: depth and outcome
-        counts, dead letters and retention, long-poll waiters, listeners."""
-        status = msg.status
-        if old is FAILED:
-            del q.dead[msg.id]  # redriven
-        else:
-            q.status_counts[old] -= 1
-        if status is FAILED:
-            q.dead[msg.id] = None
-            q.counts.failed += 1
-            self._waiters.wake(msg.id)
-            self._trim_dead(q)
-        else:
-            q.status_counts[status] += 1
-            if status is RETRYING:
-                q.counts.retried += 1
-            elif status in FINAL:
-                self._finals[msg.id] = None
-                if status is SUCCEEDED:
-                    q.counts.succeeded += 1
-                else:
-                    q.counts.cancelled += 1
-                self._waiters.wake(msg.id)
-                self._trim_finals()
-        self._emit_all((msg,))
-
-    def _put_back(self, mid: str) -> None:
-        """A message whose entry was popped while a change that then failed held it: back
-        at the front of its line, or in the scheduler's heap."""
-        msg = self._messages.get(mid)
-        if msg is None:
-            return
-        if msg.status is QUEUED:
-            self._queues[msg.queue].ready.push_front(msg.id, msg.priority)
-        elif msg.status is SCHEDULED or msg.status is RETRYING:
-            self._schedule(msg)
-
-    def _emit_all(self, msgs: Sequence[Message]) -> None:
-        for listener in self._listeners:
-            listener(msgs)
-
-    def _schedule(self, msg: Message) -> None:
-        assert msg.scheduled_for is not None
-        heapq.heappush(self._due, (msg.scheduled_for, next(self._seq), msg.id))
-        if self._due[0][2] == msg.id:
-            self._wake.set()  # it is the new earliest: the scheduler must sleep less
+    def listen(self, listener: Listener) -> Callable[[], None]:
+        listeners = self._state.listeners
+        listeners.append(listener)
+        return lambda: listeners.remove(listener)
 
     def wake(self) -> None:
         """Make the scheduler look at the clock now (tests with a manual clock use this)."""
-        self._wake.set()
+        self._state.wake.set()
 
-    # ------------------------------------------------------------------ retention
-    def _trim_finals(self) -> None:
-        over = len(self._finals) - self._results.max_entries
-        if over > 0:
-            if self._journal is not None:
-                self._wake.set()  # the scheduler commits their deletes first (upkeep.py)
-                return
-            for mid in list(itertools.islice(self._finals, over)):
-                self._drop(mid)
-
-    def _trim_dead(self, q: LocalQueue) -> None:
-        # Dead letters outlive results.ttl_s; results.max_entries per queue bounds them.
-        over = len(q.dead) - self._results.max_entries
-        if over > 0:
-            if self._journal is not None:
-                self._wake.set()
-                return
-            for mid in list(itertools.islice(q.dead, over)):
-                self._drop(mid)
-
-    def _drop(self, mid: str) -> None:
-        """Forget a final message or a dead letter (retention)."""
-        msg = self._messages.pop(mid, None)
-        if msg is None:
-            return
-        q = self._queues[msg.queue]
-        if msg.status is FAILED:
-            q.dead.pop(mid, None)
+    # ------------------------------------------------------------------ publishing
+    async def publish(self, queue: str, envelopes: Sequence[Envelope]) -> list[Published]:
+        q = self._queues[queue]
+        created_at = self._clock()
+        keyed = any(map(_key, envelopes))  # keys are never empty: a set one is truthy
+        all_queued = False  # known to be queued every one, without a look at each
+        if keyed:
+            out = resolve_keys(
+                envelopes,
+                partial(self._state.by_key, q),
+                lambda env: new_message(queue, env, created_at),
+            )
+            fresh = [p.message for p in out if p.created]
         else:
-            self._finals.pop(mid, None)
+            # The common case, a batch without keys, in as few Python steps as it takes:
+            # a batch of 1,000 spends most of its time here.
+            if any(map(_delay, envelopes)):
+                fresh = [new_message(queue, env, created_at) for env in envelopes]
+            else:  # nothing delayed (the usual batch): new_message's queued case, inlined
+                all_queued = True
+                fresh = [
+                    Message(
+                        new_id(),
+                        queue,
+                        QUEUED,
+                        bytes(env.body),
+                        env.headers or NO_HEADERS,
+                        env.priority,
+                        created_at,
+                        enqueued_at=created_at,
+                    )
+                    for env in envelopes
+                ]
+            out = list(map(Published, fresh, repeat(True)))
+        check_room(queue, q.waiting(), q.settings.max_size, len(fresh), reserved=q.reserved)
+        # Hold the capacity and the keys before any await, so concurrent publishes see them.
+        self._messages.add_all(fresh)
+        if all_queued:
+            q.status_counts[QUEUED] += len(fresh)
+        else:
+            q.status_counts.update(map(_status, fresh))
+        if keyed:
+            for msg in fresh:
+                if msg.idempotency_key is not None:
+                    q.idempotency[msg.idempotency_key] = msg.id
+        committing = self._commits.change(
+            fresh,
+            self._land,
+            q,
+            fresh,
+            all_queued,
+            claim=False,  # new: nothing else can reach them before they land
+            undo=partial(self._unhold, q, fresh),
+        )
+        if committing is not None:
+            await committing
+        return out
+
+    def _unhold(self, q: LocalQueue, fresh: list[Message]) -> None:
+        """Not committed: give the capacity and the keys back."""
+        for msg in fresh:
+            self._messages.pop(msg.id, None)
             q.status_counts[msg.status] -= 1
-        if msg.idempotency_key is not None and q.idempotency.get(msg.idempotency_key) == mid:
-            del q.idempotency[msg.idempotency_key]
+            if msg.idempotency_key is not None:
+                q.idempotency.pop(msg.idempotency_key, None)
+
+    def _land(self, q: LocalQueue, fresh: list[Message], all_queued: bool) -> None:
+        q.counts.published += len(fresh)
+        priorities = set(map(_priority, fresh))
+        if len(priorities) == 1 and (all_queued or all(map(QUEUED.__eq__, map(_status, fresh)))):
+            q.ready.push_many(map(_id, fresh), priorities.pop())  # the usual batch: one step
+        else:
+            for msg in fresh:
+                if msg.status is QUEUED:
+                    q.push(msg)
+                else:
+                    self._state.schedule(msg)
+        self._state.emit(fresh)
+
+    # ------------------------------------------------------------------ consuming
+    async def take(self, queue: str) -> Message:
+        q = self._queues[queue]
+        while True:
+            if q.paused:
+                await q.unpaused.wait()
+            mid, priority = await q.ready.get()
+            msg = self._messages.get(mid)
+            if msg is None or msg.status is not QUEUED:
+                continue  # cancelled while waiting: a tombstone
+            if q.paused:
+                q.ready.push_front(mid, priority)  # paused while we waited: back, same place
+                continue
+            commits = self._commits
+            if mid in commits.claims:
+                commits.claims.displace(mid)
+                continue  # its cancel is committing; should that fail, it comes back
+            started = commits.draft(msg)
+            start_attempt(started, self._clock())
+            # "running" is committed first: if the process dies now, the attempt still
+            # counts. Not committed: it never started, and is back at the front.
+            committing = commits.change_one(started, self._state.moved, q, msg, QUEUED, True)
+            if committing is not None:
+                await committing
+            return msg
+
+    async def finish(self, message: Message, outcome: Outcome) -> Finished:
+        """Raises (the journal's NotCommitted) with nothing changed when the outcome cannot
+        be committed: the message stays `running`, as the journal holds it, and the same
+        outcome may be offered again."""
+        q = self._queues[message.queue]
+        done = self._commits.draft(message)
+        label = record_outcome(done, outcome, q.settings, self._clock(), self._rng)
+        committing = self._commits.change_one(done, self._finished, q, message, RUNNING, False)
+        if committing is not None:
+            await committing
+        return Finished(message, label)
+
+    def _finished(self, q: LocalQueue, msg: Message, old: Status) -> None:
+        self._state.moved(q, msg, old)
+        if msg.status is RETRYING:
+            self._state.schedule(msg)
+
+    async def interrupt(self, message: Message) -> None:
+        """Raises with nothing changed when the journal cannot commit it: the message stays
+        `running`; the journal's last write at stop gives it back (close)."""
+        q = self._queues[message.queue]
+        given_back = self._commits.draft(message)
+        give_back(given_back)
+        apply = self._given_back
+        committing = self._commits.change_one(given_back, apply, q, message, RUNNING, False)
+        if committing is not None:
+            await committing
+
+    def _given_back(self, q: LocalQueue, msg: Message, old: Status) -> None:
+        self._state.moved(q, msg, old)
+        q.ready.push_front(msg.id, msg.priority)
+
+    # ------------------------------------------------------------------ reading
+    async def get(self, message_id: str) -> Message | None:
+        return self._messages.get(message_id)
+
+    async def wait(self, message_id: str, timeout: float) -> Message | None:
+        msg = self._messages.get(message_id)
+        if msg is None or msg.status.final:
+            return msg
+        await self._state.waiters.wait(message_id, timeout)
+        return self._messages.get(message_id, msg)
+
+    async def stats(self, queue: str) -> QueueStats:
+        return self._queues[queue].stats()
+
+    def cached_stats(self, queue: str) -> QueueStats:
+        return self._queues[queue].stats()
+
+    def queue_names(self) -> list[str]:
+        return list(self._state.queues)
+
+    async def dead(self, queue: str, limit: int, cursor: str | None) -> DeadPage:
+        ids, next_cursor = dead_page(list(reversed(self._queues[queue].dead)), limit, cursor)
+        return DeadPage([self._messages[i] for i in ids], next_cursor)
+
+    def queue(self, name: str) -> LocalQueue:
+        return self._queues[name]
+
+    # ------------------------------------------------------------------ operator actions
+    async def cancel(self, message_id: str) -> Message:
+        return await self._actions.cancel(message_id)
+
+    async def pause(self, queue: str) -> QueueStats:
+        return await self._actions.set_paused(queue, True)
+
+    async def resume(self, queue: str) -> QueueStats:
+        return await self._actions.set_paused(queue, False)
+
+    async def redrive(self, queue: str, ids: Sequence[str] | None) -> Redriven:
+        return await self._actions.redrive(queue, ids)

@@ -14,9 +14,10 @@ import itertools
 import random
 from collections.abc import Callable, Collection, Iterable, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 from ..config import QueueSettings
-from ..errors import Conflict, QueueFull
+from ..errors import Conflict, QueueFull, UnknownQueue
 from ..model import Envelope, Message, Status
 from .base import PROCESS_DIED, Failed, Outcome, Published, Succeeded
 
@@ -24,6 +25,17 @@ from .base import PROCESS_DIED, Failed, Outcome, Published, Succeeded
 # and record_outcome runs once per message.
 _SUCCEEDED, _RETRYING, _FAILED = Status.SUCCEEDED, Status.RETRYING, Status.FAILED
 _QUEUED, _RUNNING, _CANCELLED = Status.QUEUED, Status.RUNNING, Status.CANCELLED
+_Q = TypeVar("_Q")
+
+
+class Queues(dict[str, _Q]):
+    """Queues by name, where looking up one that is not configured raises UnknownQueue
+    (404) naming it. A dict, so the lookup every take and finish makes is one C step."""
+
+    __slots__ = ()
+
+    def __missing__(self, name: str) -> _Q:
+        raise UnknownQueue(f"queue {name!r} is not configured")
 
 
 # ---------------------------------------------------------------------- retries

@@ -1,8 +1,8 @@
-"""The sqlite backend's journal: a write-ahead record of every message under MemoryBroker.
+"""The sqlite backend's storage: a write-ahead journal of every message under LocalBroker.
 
-The asyncio queues stay the dispatch path; this journal makes each transition durable
-before it takes effect (a publish gets its 202 only after its COMMIT) and gives it all back
-at the next start.
+The asyncio queues stay the dispatch path; this journal commits each change before the
+broker applies it (commits.py: a publish gets its 202 only after its COMMIT) and gives it
+all back at the next start, even after a crash.
 
 Group commit: every SQLite call runs on ONE writer thread that owns the connection. Callers
 hand it rows and await a future; the thread takes everything that arrived while the
@@ -13,13 +13,11 @@ loop.call_soon_threadsafe. Under load one fsync covers many publishes.
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import logging
 import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from functools import partial
-from operator import attrgetter
 from pathlib import Path
 from typing import Any
 
@@ -27,53 +25,21 @@ import msgspec
 
 from ..errors import StartupError, Unavailable
 from ..model import Message, Status
-from .records import encode_message
+from .policy import give_back
+from .sqlite_jobs import Call, Job, Write, next_batch, raiser, resolve, rows
 from .sqlite_store import Lock, Row, Store, unavailable
+from .storage import Recovered
 
 log = logging.getLogger(__name__)
 
 # While the journal cannot write, the writer probes this often whether it can again.
 PROBE_INTERVAL_S = 1.0
-# One transaction takes whole write requests up to about this many record bytes, or this
-# many deletes; later requests wait for the next one.
-MAX_COMMIT_BYTES = 32 * 1024 * 1024
-MAX_COMMIT_DELETES = 5000
-
-
-@dataclasses.dataclass(slots=True)
-class _Write:
-    rows: list[Row]
-    paused: list[str] | None
-    deletes: Sequence[str]
-    future: asyncio.Future[None]
-
-
-@dataclasses.dataclass(slots=True)
-class _Call:
-    fn: Callable[[], Any]
-    future: asyncio.Future[Any]
-
-
-def _rows(msgs: Sequence[Message]) -> list[Row]:
-    """(id, queue, status, record) per message, the columns taken in C loops."""
-    return list(
-        zip(
-            map(_id, msgs),
-            map(_queue, msgs),
-            map(_STATUS_TEXT.__getitem__, map(_status, msgs)),
-            map(encode_message, msgs),
-            strict=True,
-        )
-    )
-
-
-_id, _queue, _status = attrgetter("id"), attrgetter("queue"), attrgetter("status")
-# A plain str per status for the status column: `.value` is a descriptor call per row.
-_STATUS_TEXT = {status: status.value for status in Status}
 
 
 class SqliteJournal:
-    """Satisfies broker.memory.Journal. `write` returns once its rows are committed."""
+    """The sqlite Storage (storage.py). `write` returns once its rows are committed."""
+
+    writes_each_change = True
 
     def __init__(
         self, path: Path, *, synchronous: str = "full", max_pages: int | None = None
@@ -82,7 +48,7 @@ class SqliteJournal:
         self._store = Store(path, synchronous, max_pages)
         self._lock = Lock(path)
         self._cond = threading.Condition()
-        self._jobs: list[_Write | _Call] = []
+        self._jobs: list[Job] = []
         self._closing = False
         self._accepting = True  # False once close() has written the last rows
         self._thread: threading.Thread | None = None
@@ -106,6 +72,12 @@ class SqliteJournal:
         log.info("journal %s: %d messages recovered", self.path, len(messages))
         return messages
 
+    async def load(self) -> Recovered:
+        # A message the journal holds as `running` was cut short by a death: a graceful
+        # stop writes it back as queued (close).
+        messages = await self.open()
+        return Recovered(messages, self.paused_queues(), crashed=True)
+
     def _open(self) -> tuple[list[Message], list[str]]:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
@@ -122,7 +94,7 @@ class SqliteJournal:
 
     async def write(self, messages: Sequence[Message], forget: Sequence[str] = ()) -> None:
         # Encoded now, on the loop: the record is the message as it is at this call.
-        await self._submit(_rows(messages), None, forget)
+        await self._submit(rows(messages), None, forget)
 
     async def set_paused(self, queues: Sequence[str]) -> None:
         await self._submit([], list(queues))
@@ -142,13 +114,11 @@ class SqliteJournal:
 
     async def close(self, messages: Iterable[Message], paused: Sequence[str]) -> None:
         """What still runs was cut short by a stop, not by a crash: back to queued, no failure."""
-        cut = [
-            msgspec.structs.replace(m, status=Status.QUEUED, started_at=None)
-            for m in messages
-            if m.status is Status.RUNNING
-        ]
+        cut = [msgspec.structs.replace(m) for m in messages if m.status is Status.RUNNING]
+        for msg in cut:
+            give_back(msg)
         try:
-            await self._submit(_rows(cut), list(paused))
+            await self._submit(rows(cut), list(paused))
         except Exception:
             log.exception("journal %s: the last write at stop failed", self.path)
         self._accepting = False
@@ -164,7 +134,7 @@ class SqliteJournal:
             )
         future = self._loop.create_future()
         with self._cond:
-            self._jobs.append(_Write(rows, paused, deletes, future))
+            self._jobs.append(Write(rows, paused, deletes, future))
             self._cond.notify()
         await future
 
@@ -172,7 +142,7 @@ class SqliteJournal:
         assert self._loop is not None
         future = self._loop.create_future()
         with self._cond:
-            self._jobs.append(_Call(fn, future))
+            self._jobs.append(Call(fn, future))
             self._cond.notify()
         return await future
 
@@ -201,7 +171,7 @@ class SqliteJournal:
                     self._cond.wait(PROBE_INTERVAL_S if self._error is not None else None)
                 if self._closing and not self._jobs:
                     return
-                jobs, self._jobs = self._take_jobs()
+                jobs, self._jobs = next_batch(self._jobs)
             if not jobs:
                 if self._error is not None and self._store.is_open:
                     self._probe()
@@ -210,32 +180,17 @@ class SqliteJournal:
                 continue
             self._process(jobs)
 
-    def _take_jobs(self) -> tuple[list[_Write | _Call], list[_Write | _Call]]:
-        """A run of writes up to MAX_COMMIT_BYTES or MAX_COMMIT_DELETES, or one call; the
-        rest stays queued."""
-        jobs = self._jobs
-        if jobs and isinstance(jobs[0], _Call):
-            return jobs[:1], jobs[1:]
-        size = deletes = 0
-        for n, job in enumerate(jobs):
-            full = size > MAX_COMMIT_BYTES or deletes > MAX_COMMIT_DELETES
-            if isinstance(job, _Call) or (n and full):
-                return jobs[:n], jobs[n:]
-            size += sum(len(row[3]) for row in job.rows)
-            deletes += len(job.deletes)
-        return jobs, []
-
-    def _process(self, jobs: list[_Write | _Call]) -> None:
-        if jobs and isinstance(jobs[0], _Call):
+    def _process(self, jobs: list[Job]) -> None:
+        if jobs and isinstance(jobs[0], Call):
             call = jobs[0]
             try:
                 result = call.fn()
             except BaseException as exc:
-                self._settle([call.future], _raiser(exc))
+                self._settle([call.future], raiser(exc))
             else:
                 self._settle([call.future], None, result)
             return
-        writes = [job for job in jobs if isinstance(job, _Write)]
+        writes = [job for job in jobs if isinstance(job, Write)]
         rows = [row for job in writes for row in job.rows]
         deletes = [mid for job in writes for mid in job.deletes]
         paused = next((w.paused for w in reversed(writes) if w.paused is not None), None)
@@ -247,7 +202,7 @@ class SqliteJournal:
             return
         except BaseException as exc:
             log.exception("journal %s: unexpected error in a commit", self.path)
-            self._settle([w.future for w in writes], _raiser(exc))
+            self._settle([w.future for w in writes], raiser(exc))
             return
         self.commits += 1
         self._recovered()
@@ -287,20 +242,4 @@ class SqliteJournal:
         result: Any = None,
     ) -> None:
         if futures and self._loop is not None and not self._loop.is_closed():
-            self._loop.call_soon_threadsafe(_resolve, futures, error, result)
-
-
-def _resolve(
-    futures: list[asyncio.Future[Any]], error: Callable[[], BaseException] | None, result: Any
-) -> None:
-    for future in futures:
-        if future.done():
-            continue  # the caller was cancelled; the outcome stands regardless
-        if error is None:
-            future.set_result(result)
-        else:
-            future.set_exception(error())  # one exception object per caller
-
-
-def _raiser(exc: BaseException) -> Callable[[], BaseException]:
-    return lambda: exc
+            self._loop.call_soon_threadsafe(resolve, futures, error, result)

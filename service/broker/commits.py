@@ -1,0 +1,233 @@
+"""How the local broker makes a change: the storage commits, then the change is applied
+(made visible: memory, ready line, waiters, events, counts), in that order only.
+
+The storage decides, once, which of two ways every change takes (`for_storage`):
+- ApplyAtOnce, where nothing is committed between start and stop (NoStorage,
+  SnapshotStorage): a change's draft is the message itself, checked and changed in one
+  step, with no await and no task (the memory backend's hot path).
+- CommitThenApply, where each change is committed (the sqlite journal): the draft is a
+  copy, committed first and made the message only then; claims (claims.py) keep every
+  other change off the messages meanwhile. The rule itself is _commit_then_apply.
+
+The operations call `change` (or `change_one`, the same for one message, on the hot path)
+with a draft and the bookkeeping to apply, and await what it returns when it is not None.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Coroutine, Sequence
+from typing import Any, Protocol, TypeVar
+
+import msgspec
+
+from ..model import Message, Status
+from .claims import Claims
+from .index import IdIndex
+from .queues import LocalQueue
+from .storage import Storage
+
+_T = TypeVar("_T")
+_FIELDS = Message.__struct_fields__
+
+# Bookkeeping of one message leaving status `old` (LocalState.moved and its kin).
+ApplyOne = Callable[[LocalQueue, Message, Status], None]
+
+
+class Commits(Protocol):
+    claims: Claims
+
+    def draft(self, msg: Message) -> Message:
+        """What a change edits: the message itself, or a copy that becomes it once committed."""
+
+    def change(
+        self,
+        drafts: Sequence[Message],
+        apply: Callable[..., None],
+        *args: Any,
+        forget: Sequence[str] = (),
+        claim: bool = True,
+        displaced: bool = False,
+        undo: Callable[[], None] | None = None,
+    ) -> Awaitable[None] | None:
+        """Commit `drafts` (and delete `forget`), then apply(*args) (its arguments apart:
+        a partial would cost every change). None: applied already. See CommitThenApply."""
+
+    def change_one(
+        self,
+        draft: Message,
+        apply: ApplyOne,
+        q: LocalQueue,
+        msg: Message,
+        old: Status,
+        displaced: bool,
+    ) -> Awaitable[None] | None:
+        """`change` for one message: every take and finish makes one, so its arguments are
+        fixed and positional, Python's cheapest call."""
+
+    def change_paused(
+        self, paused_after: Callable[[], list[str]], apply: Callable[..., None], *args: Any
+    ) -> Awaitable[None] | None:
+        """Pause or resume: the whole paused set (`paused_after`, read once the earlier
+        changes are in) is committed, then apply(*args)."""
+
+    def retire(
+        self, ids: list[str], drop: Callable[[list[str]], None], wake_upkeep: Callable[[], None]
+    ) -> None:
+        """Retention past a limit (results.max_entries)."""
+
+
+def for_storage(storage: Storage, messages: IdIndex, put_back: Callable[[str], None]) -> Commits:
+    if storage.writes_each_change:
+        return CommitThenApply(storage, messages, put_back)
+    return ApplyAtOnce()
+
+
+class ApplyAtOnce:
+    """Nothing is committed: every change is applied in the call that makes it."""
+
+    def __init__(self) -> None:
+        self.claims = Claims()  # never holds anything: check and change are one step
+
+    def draft(self, msg: Message) -> Message:
+        return msg
+
+    def change(
+        self, drafts: Sequence[Message], apply: Callable[..., None], *args: Any, **_: Any
+    ) -> None:
+        apply(*args)
+
+    def change_one(
+        self,
+        draft: Message,
+        apply: ApplyOne,
+        q: LocalQueue,
+        msg: Message,
+        old: Status,
+        displaced: bool,
+    ) -> None:
+        apply(q, msg, old)
+
+    def change_paused(
+        self, paused_after: Callable[[], list[str]], apply: Callable[..., None], *args: Any
+    ) -> None:
+        apply(*args)
+
+    def retire(
+        self, ids: list[str], drop: Callable[[list[str]], None], wake_upkeep: Callable[[], None]
+    ) -> None:
+        drop(ids)  # now, so the limit holds exactly
+
+
+class CommitThenApply:
+    """Every change is committed by the storage first, and applied only once it is."""
+
+    def __init__(
+        self, storage: Storage, messages: IdIndex, put_back: Callable[[str], None]
+    ) -> None:
+        self.storage = storage
+        self.claims = Claims()
+        self._messages = messages  # what a committed draft becomes: the message of its id
+        self._put_back = put_back
+        self._pausing = asyncio.Lock()  # one paused set committed at a time
+
+    def draft(self, msg: Message) -> Message:
+        return msgspec.structs.replace(msg)
+
+    def change(
+        self,
+        drafts: Sequence[Message],
+        apply: Callable[..., None],
+        *args: Any,
+        forget: Sequence[str] = (),
+        claim: bool = True,
+        displaced: bool = False,
+        undo: Callable[[], None] | None = None,
+    ) -> Awaitable[None] | None:
+        """The caller checked its precondition with no await since; the claims taken here,
+        before any await, keep every other change off these messages until this one is
+        applied or given up. `claim=False`: messages nobody else can reach yet (a publish).
+        What the caller awaits runs to the end even if the caller goes away."""
+        if not (drafts or forget):
+            apply(*args)  # nothing to commit
+            return None
+        ids = [*(d.id for d in drafts), *forget] if claim else []
+        self.claims.hold(ids, displaced=displaced)
+        writing = self.storage.write(drafts, forget)
+        return to_the_end(self._commit_then_apply(writing, ids, apply, args, undo, drafts))
+
+    def change_one(
+        self,
+        draft: Message,
+        apply: ApplyOne,
+        q: LocalQueue,
+        msg: Message,
+        old: Status,
+        displaced: bool,
+    ) -> Awaitable[None] | None:
+        return self.change((draft,), apply, q, msg, old, displaced=displaced)
+
+    def change_paused(
+        self, paused_after: Callable[[], list[str]], apply: Callable[..., None], *args: Any
+    ) -> Awaitable[None] | None:
+        writing = self._write_paused(paused_after)
+        return to_the_end(self._commit_then_apply(writing, [], apply, args))
+
+    async def _write_paused(self, paused_after: Callable[[], list[str]]) -> None:
+        # One at a time: each commit holds the whole set, the earlier changes in it. The
+        # next one reads the set only after this one's `apply`, which runs in the step the
+        # lock is let go in.
+        async with self._pausing:
+            await self.storage.set_paused(paused_after())
+
+    def retire(
+        self, ids: list[str], drop: Callable[[list[str]], None], wake_upkeep: Callable[[], None]
+    ) -> None:
+        wake_upkeep()  # which commits the deletes first, in batches (upkeep.py)
+
+    async def _commit_then_apply(
+        self,
+        writing: Awaitable[None],
+        ids: list[str],
+        apply: Callable[..., None],
+        args: tuple[Any, ...],
+        undo: Callable[[], None] | None = None,
+        drafts: Sequence[Message] = (),
+    ) -> None:
+        """The rule. A failed commit makes nothing visible: the claims go, a message whose
+        entry was popped meanwhile (or by the caller: `displaced`) goes back where it
+        waits, `undo` runs, and the caller gets the error. A commit that lands becomes
+        visible in the same step: the drafts become the messages, then `apply` does the
+        bookkeeping, so nothing sees the new state without it."""
+        try:
+            await writing
+        except BaseException:
+            for mid in ids:
+                if self.claims.release(mid):
+                    self._put_back(mid)
+            if undo is not None:
+                undo()
+            raise
+        try:
+            for draft in drafts:  # a publish's new messages are their own drafts
+                msg = self._messages.get(draft.id)
+                if msg is not None and msg is not draft:
+                    for name in _FIELDS:
+                        setattr(msg, name, getattr(draft, name))
+            apply(*args)
+        finally:
+            for mid in ids:
+                self.claims.release(mid)
+
+
+def to_the_end(work: Coroutine[Any, Any, _T]) -> asyncio.Future[_T]:
+    """Run `work` in its own task now, shielded: if the caller is cancelled (a client went
+    away), a commit already handed to the storage still lands or rolls back in full."""
+    task = asyncio.ensure_future(work)
+    task.add_done_callback(_retrieve)
+    return asyncio.shield(task)
+
+
+def _retrieve(task: asyncio.Future[Any]) -> None:
+    if not task.cancelled():
+        task.exception()  # the caller may be gone: mark the outcome as seen
