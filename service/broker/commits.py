@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Coroutine, Sequence
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 import msgspec
 
@@ -32,49 +32,6 @@ _FIELDS = Message.__struct_fields__
 
 # Bookkeeping of one message leaving status `old` (LocalState.moved and its kin).
 ApplyOne = Callable[[LocalQueue, Message, Status], None]
-
-
-class Commits(Protocol):
-    claims: Claims
-
-    def draft(self, msg: Message) -> Message:
-        """What a change edits: the message itself, or a copy that becomes it once committed."""
-
-    def change(
-        self,
-        drafts: Sequence[Message],
-        apply: Callable[..., None],
-        *args: Any,
-        forget: Sequence[str] = (),
-        claim: bool = True,
-        displaced: bool = False,
-        undo: Callable[[], None] | None = None,
-    ) -> Awaitable[None] | None:
-        """Commit `drafts` (and delete `forget`), then apply(*args) (its arguments apart:
-        a partial would cost every change). None: applied already. See CommitThenApply."""
-
-    def change_one(
-        self,
-        draft: Message,
-        apply: ApplyOne,
-        q: LocalQueue,
-        msg: Message,
-        old: Status,
-        displaced: bool,
-    ) -> Awaitable[None] | None:
-        """`change` for one message: every take and finish makes one, so its arguments are
-        fixed and positional, Python's cheapest call."""
-
-    def change_paused(
-        self, paused_after: Callable[[], list[str]], apply: Callable[..., None], *args: Any
-    ) -> Awaitable[None] | None:
-        """Pause or resume: the whole paused set (`paused_after`, read once the earlier
-        changes are in) is committed, then apply(*args)."""
-
-    def retire(
-        self, ids: list[str], drop: Callable[[list[str]], None], wake_upkeep: Callable[[], None]
-    ) -> None:
-        """Retention past a limit (results.max_entries)."""
 
 
 def for_storage(storage: Storage, messages: IdIndex, put_back: Callable[[str], None]) -> Commits:
@@ -120,7 +77,16 @@ class ApplyAtOnce:
 
 
 class CommitThenApply:
-    """Every change is committed by the storage first, and applied only once it is."""
+    """Every change is committed by the storage first, and applied only once it is.
+
+    draft(msg): what a change edits, a copy that becomes the message once committed.
+    change(drafts, apply, *args, ...): commit `drafts` (and delete `forget`), then
+    apply(*args), its arguments apart (a partial would cost every change). change_one: the
+    same for one message; every take and finish makes one, so its arguments are fixed and
+    positional, Python's cheapest call. change_paused: the whole paused set, then apply.
+    retire: retention past results.max_entries. Each returns None when the change is
+    applied already, else what the caller awaits.
+    """
 
     def __init__(
         self, storage: Storage, messages: IdIndex, put_back: Callable[[str], None]
@@ -218,6 +184,10 @@ class CommitThenApply:
         finally:
             for mid in ids:
                 self.claims.release(mid)
+
+
+# How the broker makes its changes: chosen once, by the storage (for_storage).
+Commits = ApplyAtOnce | CommitThenApply
 
 
 def to_the_end(work: Coroutine[Any, Any, _T]) -> asyncio.Future[_T]:
