@@ -6,7 +6,7 @@ from typing import Any
 
 import msgspec
 
-from . import __version__
+from ._version import __version__
 from .api.events import NodeFigures, openapi_paths
 from .model import Batch, Envelope, ErrorInfo, MessageView, RedriveRequest
 

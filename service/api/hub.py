@@ -24,7 +24,7 @@ from typing import Any
 
 import msgspec
 
-from .. import __version__
+from .._version import __version__
 from ..model import Message, Status
 from ..runtime import Runtime
 from .queues import figures as queue_figures
