@@ -73,8 +73,17 @@ def odd_target_and_host_cases() -> Iterator[Case]:
             400,
             Content_Type=PROBLEM,
         )
-    for target in ["?x", "healthz", "*", "http://t", "v1/queues/work/messages?x"]:
+    for target in [
+        "?x",
+        "healthz",
+        "*",
+        "http://t",
+        "http://[x/healthz",
+        "v1/queues/work/messages",
+    ]:
         yield case(f"target {target!r}", get(target), 400, Content_Type=PROBLEM)
+    # RFC 9112 3.2.2: a server must accept the absolute form (Quart routes its path).
+    yield case("absolute-form target", get("http://t/v1/queues/work"), 200)
     yield case(
         "target without a slash on publish",
         post(PUBLISH, b'{"body": 1}').replace(b"POST /", b"POST "),

@@ -115,6 +115,8 @@ def check(server: Server, c: Case) -> None:
             body = raw.split(b"\r\n\r\n", 1)[1]
             if b"application/problem+json" in raw.lower() or status >= 402:
                 assert b"Traceback" not in body
+            if b"application/problem+json" in raw.lower():  # every answer of the app's own
+                assert "x-request-id: " in head, f"{c.name}: no X-Request-ID\n{head}"
         for name, value in c.headers.items():
             assert f"{name.lower()}: {value.lower()}" in head, f"{c.name}: no {name}\n{head}"
     assert_serves_normally(server.port)

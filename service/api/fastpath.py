@@ -98,7 +98,7 @@ class FastPublish:
         if (
             queue not in self.queues
             or _mimetype(ctype) != JSON
-            or (length is not None and (not length.isdigit() or int(length) > self.max_body))
+            or (length is not None and not _within(length, self.max_body))
         ):
             return await self.app(scope, receive, send)
         request_id = request_id_for(rid.decode("latin-1") if rid else None)
@@ -199,6 +199,12 @@ def _match(path: str) -> tuple[str | None, str]:
     if len(parts) == 3 and parts[1] == "messages" and parts[2] == "batch" and parts[0]:
         return ROUTE_BATCH, parts[0]
     return None, ""
+
+
+def _within(length: bytes, limit: int) -> bool:
+    """Whether a Content-Length is a plain number no larger than `limit` (int() refuses
+    over 4300 digits: anything longer than 18 is far too large anyway)."""
+    return length.isdigit() and len(length) <= 18 and int(length) <= limit
 
 
 def _mimetype(header: bytes | None) -> str:

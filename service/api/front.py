@@ -1,14 +1,15 @@
 """The ASGI stack in front of the Quart app, built in one place (asgi_stack) for the server
 and the tests alike:
 
-    FrontDoor → FastPublish (optional) → LastResort → Quart
+    FrontDoor → FastPublish (optional) → Quart
 
 FrontDoor refuses, with a 400 problem+json, what Quart and werkzeug cannot take: a request
 target that is not a path (Quart indexes `path[0]`) and a Host whose labels no DNS name
 could have (werkzeug's IDNA step raises while binding the URL map, before any error handler
 runs). The probes answer whatever the Host says: an orchestrator's probe must never fail
-on it. LastResort turns anything that still escapes Quart into a 500 problem+json with an
-X-Request-ID, logged and counted, instead of Hypercorn's bare 500.
+on it. It is also the last resort: an exception that escapes the layers behind it (one
+that Quart's error handlers never saw, or a fault in the fast path's own code) becomes a
+500 problem+json with an X-Request-ID, logged and counted, not Hypercorn's bare 500.
 """
 
 from __future__ import annotations
@@ -20,7 +21,7 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from ..config import Settings
-from ..errors import BadRequest
+from ..errors import BadRequest, SpoolError
 from ..runtime import Runtime
 from .auth import Authenticator
 from .exchange import (
@@ -37,6 +38,8 @@ from .exchange import (
 from .fastpath import FastPublish
 
 PROBES = frozenset({"/healthz", "/readyz"})
+NOT_A_PATH = "the request target must be a path that starts with /"
+NOT_A_HOST = "the Host header is not a host name (empty label, or one over 63 bytes)"
 # A DNS name: labels of 1 to 63 bytes (RFC 1035), the last one may be empty ("host.").
 _DNS_NAME = re.compile(rb"(?:[^.]{1,63}\.)*[^.]{0,63}")
 
@@ -51,11 +54,8 @@ def asgi_stack(
     fast_publish: bool,
 ) -> tuple[ASGIApp, FastPublish | None]:
     """`app` (Quart's asgi_app) behind the layers above; also the fast path, if any."""
-    inner: ASGIApp = LastResort(app, recorder)
-    fast = None
-    if fast_publish:
-        inner = fast = FastPublish(inner, settings, runtime, auth, recorder)
-    return FrontDoor(inner, recorder), fast
+    fast = FastPublish(app, settings, runtime, auth, recorder) if fast_publish else None
+    return FrontDoor(fast or app, recorder), fast
 
 
 class FrontDoor:
@@ -64,31 +64,50 @@ class FrontDoor:
         self.recorder = recorder
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            path = scope["path"]
-            if path[:1] != "/" and not _absolute_form(path):
-                return await self._refuse(scope, send, "the request target must be a path")
-            for name, value in scope["headers"]:
-                if name == b"host" and not _dns_could_hold(value):
-                    if path not in PROBES:
-                        detail = "the Host header is not a host name"
-                        return await self._refuse(scope, send, detail)
-                    scope = _without_host(scope)
-                    break
-        await self.app(scope, receive, send)
-
-    async def _refuse(self, scope: Scope, send: Send, detail: str) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
         started = time.perf_counter()
+        path = scope["path"]
+        if path[:1] != "/" and not _absolute_form(path):
+            return await self._refuse(scope, send, started, BadRequest(NOT_A_PATH))
+        for name, value in scope["headers"]:
+            if name == b"host" and not _dns_could_hold(value):
+                if path not in PROBES:
+                    return await self._refuse(scope, send, started, BadRequest(NOT_A_HOST))
+                scope = _without_host(scope)
+                break
+        answering = False
+
+        async def tracked(event: MutableMapping[str, Any]) -> None:
+            nonlocal answering
+            answering = True
+            await send(event)
+
+        try:
+            await self.app(scope, receive, tracked)
+        except Exception as exc:
+            if answering:
+                raise  # too late for another answer: Hypercorn closes the connection
+            await self._refuse(scope, send, started, exc)
+
+    async def _refuse(self, scope: Scope, send: Send, started: float, error: Exception) -> None:
+        """Answer `error` (a SpoolError as itself, anything else as a logged 500)."""
         request_id = header_request_id(scope)
-        error = BadRequest(detail)
+        if not isinstance(error, SpoolError):
+            error = unexpected(error, request_id)
         await send_problem(send, error, request_id)
         elapsed = time.perf_counter() - started
+        # Unmatched: answered before routing, or after the matched route went with Quart's
+        # context. A Quart answer that failed in the sending was counted by Quart as well.
         self.recorder.record(scope["method"], UNMATCHED, error.status, scope, request_id, elapsed)
 
 
 def _absolute_form(target: str) -> bool:
     """An absolute-form target (`http://host/path`, RFC 9112 3.2.2): Quart routes its path."""
-    parts = urlsplit(target)
+    try:
+        parts = urlsplit(target)
+    except ValueError:  # "http://[x/": not a URL (urlsplit checks the brackets of IPv6)
+        return False
     return parts.scheme in ("http", "https") and parts.path[:1] == "/"
 
 
@@ -104,36 +123,3 @@ def _dns_could_hold(host: bytes) -> bool:
 def _without_host(scope: Scope) -> Scope:
     """The probe's scope with no Host: Quart then names the server by its own address."""
     return {**scope, "headers": [h for h in scope["headers"] if h[0] != b"host"]}
-
-
-class LastResort:
-    """A 500 problem+json for an exception that escapes Quart before it answered."""
-
-    def __init__(self, app: ASGIApp, recorder: Recorder) -> None:
-        self.app = app
-        self.recorder = recorder
-
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
-            return await self.app(scope, receive, send)
-        started = time.perf_counter()
-        answering = False
-
-        async def tracked(event: MutableMapping[str, Any]) -> None:
-            nonlocal answering
-            answering = True
-            await send(event)
-
-        try:
-            await self.app(scope, receive, tracked)
-        except Exception as exc:
-            if answering:
-                raise  # too late for another answer: Hypercorn closes the connection
-            request_id = header_request_id(scope)
-            error = unexpected(exc, request_id)
-            await send_problem(send, error, request_id)
-            elapsed = time.perf_counter() - started
-            # Counted as unmatched: the route Quart matched, if any, went with its context.
-            self.recorder.record(
-                scope["method"], UNMATCHED, error.status, scope, request_id, elapsed
-            )
