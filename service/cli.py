@@ -24,7 +24,6 @@ from hypercorn.config import Config as HypercornConfig
 
 from . import client_cli
 from .api.auth import Authenticator
-from .api.fastpath import FastPublish
 from .app import create_app
 from .config import Settings, load_settings
 from .config_values import check_data_paths
@@ -244,12 +243,11 @@ async def serve(settings: Settings, runtime: Runtime) -> int:
         gc.collect()
         gc.freeze()
         log.info("serving on http://%s (backend %s)", settings.server.bind, settings.broker.backend)
-        # The publish routes' successes skip Quart's request machinery (api/fastpath.py).
-        fast = FastPublish(app, settings, runtime)  # type: ignore[arg-type]
         # Not hypercorn.asyncio.serve: its writes and its stop wait on clients without bound.
+        # `app` runs the whole ASGI stack (api/front.py): front door, publish fast path, Quart.
         with guard_accept(loop):
             await serve_http(
-                fast,  # type: ignore[arg-type]
+                app,
                 config,
                 shutdown_trigger=runtime.stopped.wait,
                 send_timeout_s=settings.server.send_timeout_s,

@@ -8,10 +8,9 @@ from typing import Any
 from quart import Blueprint, Response, request
 
 from ..broker.base import QueueStats
-from ..errors import BadRequest
 from ..model import RedriveRequest
 from .auth import requires
-from .common import json_response, read_json, runtime
+from .common import json_response, query_integer, read_json, runtime
 
 bp = Blueprint("queues", __name__)
 
@@ -66,10 +65,8 @@ async def resume(queue: str) -> Response:
 @requires("read")
 async def dead_letters(queue: str) -> Response:
     rt = runtime()
-    limit_text = request.args.get("limit", str(DEAD_PAGE_DEFAULT))
-    if not limit_text.isdigit() or not 1 <= int(limit_text) <= DEAD_PAGE_MAX:
-        raise BadRequest(f"limit: expected an integer from 1 to {DEAD_PAGE_MAX}")
-    page = await rt.broker.dead(queue, int(limit_text), request.args.get("cursor") or None)
+    limit = query_integer("limit", DEAD_PAGE_DEFAULT, 1, DEAD_PAGE_MAX)
+    page = await rt.broker.dead(queue, limit, request.args.get("cursor") or None)
     return json_response(
         {"messages": [m.view() for m in page.messages], "next_cursor": page.next_cursor}
     )
