@@ -10,8 +10,9 @@ from typing import Any
 import aiormq
 
 from ...config import QueueSettings
-from ...errors import Conflict, NotFound, QueueFull
-from ...model import Message, Status
+from ...errors import NotFound
+from ...model import Message
+from .. import policy
 from ..base import QueueStats, Redriven
 from ..records import decode_message, encode_message
 from . import topology, wire
@@ -47,14 +48,11 @@ class Admin:
         known = self._view.messages.get(message_id)
         if known is None:
             raise NotFound(f"message {message_id!r} is not known")
-        if not known.status.cancellable:
-            raise Conflict(
-                f"message {message_id!r} is {known.status.value}; it cannot be cancelled"
-            )
+        policy.check_cancellable(known)
         link = await self._state.usable_link()
         gen = self._view.versions[message_id] // GEN
         msg = decode_message(encode_message(known))
-        msg.status, msg.finished_at = Status.CANCELLED, self._clock()
+        policy.mark_cancelled(msg, self._clock())
         # The copy in RabbitMQ stays until a consumer meets it and drops it (a final status).
         await self._stream.emit(msg, version(gen, msg.attempts, FINAL), "cancelled", link)
         return msg
@@ -92,20 +90,12 @@ class Admin:
             chosen = [i for i in wanted if i in letters]
             skipped = [i for i in wanted if i not in letters]
             await self._figures.refresh_queue(link, queue)
-            room = qs.max_size - self._figures.waiting(queue)
-            if len(chosen) > room:
-                raise QueueFull(
-                    f"queue {queue!r} has room for {max(0, room)} messages; {len(chosen)} dead "
-                    "letters do not fit",
-                    retry_after=1,
-                )
+            waiting = self._figures.waiting(queue)
+            policy.check_room(queue, waiting, qs.max_size, len(chosen), dead_letters=True)
             done = 0
             for mid in chosen:
                 got, msg, gen = letters[mid]
-                msg.attempts = msg.failures = 0
-                msg.result = msg.error = msg.started_at = None
-                msg.finished_at = msg.scheduled_for = None
-                msg.status = Status.QUEUED
+                policy.reset_for_redrive(msg, self._clock())
                 try:
                     await wire.send(link, msg, gen + 1, self._clock())
                 except aiormq.exceptions.DeliveryError:

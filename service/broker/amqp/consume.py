@@ -17,7 +17,8 @@ from aio_pika.abc import AbstractIncomingMessage
 
 from ...config import QueueSettings
 from ...model import Message, Status
-from ..base import PROCESS_DIED, Failed, Finished, Outcome, Succeeded
+from .. import policy
+from ..base import Finished, Outcome
 from ..records import decode_message
 from . import topology, wire
 from .intake import Intake
@@ -131,15 +132,12 @@ class Deliveries:
             msg.failures = max(msg.failures, known.failures)
             if known.status is Status.RUNNING and delivery.redelivered:
                 # The node that ran it died (or lost RabbitMQ) before recording the outcome.
-                msg.failures += 1
-                msg.error = PROCESS_DIED
-                if msg.failures > qs.max_retries:
+                used_up = policy.record_process_death(msg, qs, self._clock())
+                if used_up:  # its retries: a dead letter now, not another attempt
                     await self._dead_letter(link, msg, gen)
                     await delivery.ack()
                     return None
-        msg.attempts += 1
-        msg.status = Status.RUNNING
-        msg.started_at = self._clock()
+        policy.start_attempt(msg, self._clock())
         msg.enqueued_at = msg.scheduled_for or msg.created_at
         msg.finished_at = None
         # Confirmed before the handler starts: if this node dies now, the attempt counts.
@@ -148,27 +146,14 @@ class Deliveries:
         return msg
 
     async def _dead_letter(self, link: Link, msg: Message, gen: int) -> None:
-        msg.status = Status.FAILED
-        msg.finished_at = self._clock()
+        """Records a message the policy made a dead letter: the copy, then the event."""
         await wire.send_dead(link, msg, gen)
         await self._stream.emit(msg, version(gen, msg.attempts, FINAL), "failed", link)
 
     async def finish(self, message: Message, outcome: Outcome) -> Finished:
         qs = queue_settings(self._queues, message.queue)
         held = self._held.pop(message.id)
-        message.finished_at = self._clock()
-        if isinstance(outcome, Succeeded):
-            message.result, message.error = outcome.result, None
-            message.status, label = Status.SUCCEEDED, "succeeded"
-        else:
-            assert isinstance(outcome, Failed)
-            message.error = outcome.error
-            message.failures += 1
-            if message.failures <= qs.max_retries:
-                message.scheduled_for = message.finished_at + self._backoff(qs, message.failures)
-                message.status, label = Status.RETRYING, "retried"
-            else:
-                message.status, label = Status.FAILED, "failed"
+        label = policy.record_outcome(message, outcome, qs, self._clock(), self._rng)
         step = REQUEUED if message.status is Status.RETRYING else FINAL
         ver = version(held.gen, message.attempts, step)
         link = await self._state.usable_link(FINISH_WAIT_S)
@@ -189,8 +174,7 @@ class Deliveries:
 
     async def interrupt(self, message: Message) -> None:
         held = self._held.pop(message.id, None)
-        message.started_at = None
-        message.status = Status.QUEUED
+        policy.give_back(message)
         link = self._state.link
         if held is None or link is not held.link or not link.usable:
             return
@@ -201,7 +185,3 @@ class Deliveries:
             await held.delivery.nack(requeue=True)
         except LINK_ERRORS:
             log.warning("giving back message %s failed; RabbitMQ redelivers it", message.id)
-
-    def _backoff(self, qs: QueueSettings, failures: int) -> float:
-        ceiling = min(qs.retry_backoff_max_s, qs.retry_backoff_s * 2 ** (failures - 1))
-        return self._rng.uniform(0, ceiling)

@@ -13,6 +13,7 @@ import aiormq
 from ...config import QueueSettings
 from ...errors import QueueFull, Unavailable
 from ...model import Envelope, Message, Status, new_message
+from .. import policy
 from ..base import Published
 from . import wire
 from .figures import Figures
@@ -48,25 +49,12 @@ class Publisher:
         qs = queue_settings(self._queues, queue)
         link = await self._state.usable_link()
         created_at = self._clock()
-        out: list[Published] = []
-        fresh: list[Message] = []
-        seen: dict[str, Message] = {}
-        for env in envelopes:
-            key = env.idempotency_key
-            if key is not None:
-                earlier = (
-                    seen.get(key)
-                    or self._pending_keys.get((queue, key))
-                    or self._view.by_key(queue, key)
-                )
-                if earlier is not None:
-                    out.append(Published(earlier, created=False))
-                    continue
-            msg = new_message(queue, env, created_at)
-            if key is not None:
-                seen[key] = msg
-            fresh.append(msg)
-            out.append(Published(msg, created=True))
+        out = policy.resolve_keys(
+            envelopes,
+            lambda key: self._pending_keys.get((queue, key)) or self._view.by_key(queue, key),
+            lambda env: new_message(queue, env, created_at),
+        )
+        fresh = [p.message for p in out if p.created]
         if not fresh:
             return out
         held = {(queue, m.idempotency_key): m for m in fresh if m.idempotency_key is not None}
@@ -84,13 +72,7 @@ class Publisher:
         if len(fresh) > 1 or any(m.status is Status.SCHEDULED for m in fresh):
             # The broker's cap sees only the work queue: check the whole figure first.
             await self._figures.refresh_queue(link, queue)
-            room = qs.max_size - self._figures.waiting(queue)
-            if len(fresh) > room:
-                raise QueueFull(
-                    f"queue {queue!r} has room for {max(0, room)} of {qs.max_size} waiting "
-                    f"messages; {len(fresh)} more do not fit",
-                    retry_after=1,
-                )
+            policy.check_room(queue, self._figures.waiting(queue), qs.max_size, len(fresh))
         now = self._clock()
         results = await asyncio.gather(
             *(wire.send(link, m, 0, now) for m in fresh), return_exceptions=True
@@ -127,7 +109,7 @@ class Publisher:
     async def _withdraw(self, link: Link, accepted: list[Message]) -> None:
         """Part of a batch got in: cancel those, so the batch is taken all or nothing."""
         for msg in accepted:
-            msg.status, msg.finished_at = Status.CANCELLED, self._clock()
+            policy.mark_cancelled(msg, self._clock())
             try:
                 await self._stream.emit(msg, version(0, 0, FINAL), None, link)
             except Exception:
