@@ -74,12 +74,7 @@ class Deliveries:
             except asyncio.CancelledError:
                 raise
             except Exception:
-                if link.usable:  # never leave a delivery unacked on a live channel
-                    try:
-                        await delivery.nack(requeue=True)
-                    except Exception:
-                        log.debug("giving a delivery back failed", exc_info=True)
-                if link.usable:
+                if await _give_back(link, delivery):
                     raise
                 continue  # the connection dropped meanwhile: RabbitMQ redelivers it
             if msg is not None:
@@ -185,3 +180,14 @@ class Deliveries:
             await held.delivery.nack(requeue=True)
         except LINK_ERRORS:
             log.warning("giving back message %s failed; RabbitMQ redelivers it", message.id)
+
+
+async def _give_back(link: Link, delivery: AbstractIncomingMessage) -> bool:
+    """Nack a delivery whose claim failed, so it is never left unacked on a live channel;
+    whether the link is still live afterwards (else RabbitMQ redelivers it on the next)."""
+    if link.usable:
+        try:
+            await delivery.nack(requeue=True)
+        except Exception:
+            log.debug("giving a delivery back failed", exc_info=True)
+    return link.usable
