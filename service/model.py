@@ -64,28 +64,44 @@ LIVE_DEPTH_STATUSES = (Status.SCHEDULED, Status.QUEUED, Status.RUNNING, Status.R
 WAITING = frozenset({Status.SCHEDULED, Status.QUEUED, Status.RETRYING})
 
 
+# gc=False (here and on the views and Message): decoded JSON holds no cycles, and a batch of
+# 1,000 tracked objects would set off the cyclic collector several times per request.
 class Envelope(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, gc=False):
-    """One message as a publisher sends it. The body stays raw JSON: it is never re-encoded.
-
-    gc=False (here and on the views and Message): decoded JSON holds no cycles, and a batch
-    of 1,000 tracked objects would set off the cyclic collector several times per request."""
+    """One message as a publisher sends it. The body is kept as it was sent: it is never
+    re-encoded."""
 
     body: msgspec.Raw
-    delay_s: Annotated[float, msgspec.Meta(ge=0, le=366 * 86400)] = 0.0
-    priority: Annotated[int, msgspec.Meta(ge=0, le=9)] = 0
-    idempotency_key: Annotated[str, msgspec.Meta(min_length=1, max_length=200)] | None = None
-    headers: dict[str, str] = msgspec.field(default_factory=dict)
+    delay_s: Annotated[
+        float, msgspec.Meta(ge=0, le=366 * 86400, description="seconds before it may run")
+    ] = 0.0
+    priority: Annotated[
+        int, msgspec.Meta(ge=0, le=9, description="higher first; first in, first out within one")
+    ] = 0
+    idempotency_key: Annotated[
+        Annotated[str, msgspec.Meta(min_length=1, max_length=200)] | None,
+        msgspec.Meta(description="per queue: a repeat answers 200 with the earlier message"),
+    ] = None
+    headers: Annotated[
+        dict[str, str], msgspec.Meta(description="handed to the handler in its context")
+    ] = msgspec.field(default_factory=dict)
 
 
 class Batch(msgspec.Struct, forbid_unknown_fields=True):
+    """At most server.max_batch messages: every one is taken, or none is (429 when the queue
+    cannot take them all)."""
+
     messages: list[Envelope]
 
 
 class RedriveRequest(msgspec.Struct, forbid_unknown_fields=True):
+    """The dead letters to put back on the queue, attempts from 0: `ids`, or all of them."""
+
     ids: list[str] | None = None
 
 
 class ErrorInfo(msgspec.Struct, frozen=True):
+    """A failed attempt: the exception's type name (Timeout, ProcessDied, ...) and message."""
+
     type: str
     message: str
 
