@@ -17,6 +17,8 @@ T = TypeVar("T")
 
 JSON = "application/json"
 _encoder = msgspec.json.Encoder()
+# One Decoder per request type, made on first use. Module-level: a Decoder holds no request's
+# data, and the types are the code's, so it stays a handful of entries.
 _decoders: dict[Any, msgspec.json.Decoder[Any]] = {}
 
 

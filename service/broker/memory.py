@@ -99,7 +99,7 @@ class MemoryBroker(Consuming, OperatorActions, Upkeep):
             else:  # nothing delayed (the usual batch): new_message's queued case, inlined
                 all_queued = True
                 fresh = [
-                    Message(
+                    Message(  # positional: tests/test_field_order.py pins Message's order
                         new_id(),
                         queue,
                         QUEUED,
