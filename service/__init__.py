@@ -1,7 +1,6 @@
 """Spool: a message-queue service for Python web backends."""
 
-__version__ = "0.1.0"
-
+from ._version import __version__
 from .app import create_app
 from .config import Settings, load_settings
 from .runtime import Runtime

@@ -1,30 +1,35 @@
-"""create_app(settings, runtime) → Quart: blueprints, request hooks, and the one map from
-errors to application/problem+json."""
+"""create_app(settings, runtime) → Quart: blueprints, request hooks, the one map from
+errors to application/problem+json, and the ASGI stack in front (api/front.py) that the
+server and the tests both run."""
 
 from __future__ import annotations
 
-import logging
-import re
 import time
-from typing import Any
+from typing import Any, cast
 
-import msgspec
-import uuid_utils
 from quart import Quart, Response, g, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
 from .api import dashboard, events, messages, ops, queues
 from .api.auth import Authenticator
+from .api.exchange import (
+    PROBLEM,
+    REQUEST_ID_HEADER,
+    UNMATCHED,
+    ASGIApp,
+    Recorder,
+    Scope,
+    problem_body,
+    problem_of,
+    request_id_for,
+    unexpected,
+)
+from .api.front import asgi_stack
 from .api.hub import EventHub
 from .config import Settings
 from .errors import HeadersTooLarge, SpoolError, UriTooLong
 from .runtime import Runtime
 
-log = logging.getLogger(__name__)
-access_log = logging.getLogger("service.access")
-
-PROBLEM = "application/problem+json"
-REQUEST_ID_HEADER = "X-Request-ID"
 # A client that sends its body this slowly is cut off with a 408.
 BODY_TIMEOUT_S = 10
 # Request heads: the target (path + query) and the header block. Hypercorn refuses a head
@@ -33,38 +38,13 @@ BODY_TIMEOUT_S = 10
 MAX_TARGET_BYTES = 8 * 1024
 MAX_HEADER_BYTES = 16 * 1024
 MAX_HEADERS = 100
-MAX_LOGGED_PATH = 512
-# Label values stay bounded: any other method a client invents is counted as "other".
-METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS"})
-# A client's request id is echoed and logged only when it is short and plain.
-REQUEST_ID = re.compile(r"[\w.:@/+=-]{1,128}", re.ASCII)
-
-
-def new_request_id() -> str:
-    """A random UUID4 in hex: uuid_utils' is 0.1 µs where the stdlib's reads os.urandom
-    (1.7 µs, a system call), once for every request that comes without an id."""
-    return uuid_utils.uuid4().hex
 
 
 def problem(
     status: int, title: str, detail: str, slug: str, extra: dict[str, Any] | None = None
 ) -> Response:
-    doc: dict[str, Any] = {
-        "type": f"https://spool.dev/problems/{slug}",
-        "title": title,
-        "status": status,
-        "detail": detail,
-    }
-    if extra:
-        doc.update(extra)
-    return Response(msgspec.json.encode(doc), status=status, content_type=PROBLEM)
-
-
-def log_path(scope: Any) -> str:
-    """The path as the client sent it (still percent-encoded): a decoded %0A or %00 must
-    not start a forged line in a text log."""
-    raw: bytes = scope.get("raw_path") or scope["path"].encode("utf-8", "backslashreplace")
-    return raw[:MAX_LOGGED_PATH].decode("ascii", "backslashreplace")
+    body = problem_body(status, title, detail, slug, extra)
+    return Response(body, status=status, content_type=PROBLEM)
 
 
 def check_head(scope: Any) -> None:
@@ -78,68 +58,53 @@ def check_head(scope: Any) -> None:
         )
 
 
-def create_app(settings: Settings, runtime: Runtime) -> Quart:
+def create_app(settings: Settings, runtime: Runtime, *, fast_publish: bool = True) -> Quart:
+    """The app, with the whole ASGI stack installed as its asgi_app: calling it (Hypercorn,
+    the test client, httpx's ASGITransport) runs the front door and, unless fast_publish is
+    False (tests that compare the two), the publish fast path."""
     app = Quart(__name__)
     app.config.update(
         MAX_CONTENT_LENGTH=settings.server.max_body_bytes,
         BODY_TIMEOUT=BODY_TIMEOUT_S,
         PROVIDE_AUTOMATIC_OPTIONS=False,
     )
+    auth = Authenticator(settings.auth)
+    recorder = Recorder(runtime.metrics)
     app.extensions["spool.runtime"] = runtime
     app.extensions["spool.settings"] = settings
-    app.extensions["spool.auth"] = Authenticator(settings.auth)
+    app.extensions["spool.auth"] = auth
     event_hub = app.extensions["spool.events"] = EventHub(runtime)
     for blueprint in (messages.bp, queues.bp, ops.bp, events.bp, dashboard.bp):
         app.register_blueprint(blueprint)
     app.before_serving(event_hub.attach)
     app.after_serving(event_hub.detach)
 
-    metrics = runtime.metrics
-
     @app.before_request
     async def start_request() -> None:
         g.started = time.perf_counter()
-        given = request.headers.get(REQUEST_ID_HEADER, "")
-        g.request_id = given if REQUEST_ID.fullmatch(given) else new_request_id()
+        g.request_id = request_id_for(request.headers.get(REQUEST_ID_HEADER))
         check_head(request.scope)
 
     @app.after_request
     async def finish_request(response: Response) -> Response:
         started = getattr(g, "started", None)
-        rule = request.url_rule.rule if request.url_rule is not None else "unmatched"
         response.headers[REQUEST_ID_HEADER] = getattr(g, "request_id", "")
         if started is not None:
-            elapsed = time.perf_counter() - started
-            method = request.method if request.method in METHODS else "other"
-            metrics.http_requests.labels(method, rule, str(response.status_code)).inc()
-            metrics.http_duration.labels(method, rule).observe(elapsed)
-            access_log.info(
-                "%s %s %d",
-                method,
-                log_path(request.scope),
+            rule = request.url_rule.rule if request.url_rule is not None else UNMATCHED
+            recorder.record(
+                request.method,
+                rule,
                 response.status_code,
-                extra={
-                    "request_id": g.request_id,
-                    "method": method,
-                    "route": rule,
-                    "status": response.status_code,
-                    "duration_ms": round(elapsed * 1000, 3),
-                },
+                cast(Scope, request.scope),
+                g.request_id,
+                time.perf_counter() - started,
             )
         return response
 
     @app.errorhandler(SpoolError)
     async def spool_error(exc: SpoolError) -> Response:
-        extra: dict[str, Any] = {}
-        field = getattr(exc, "field", None)
-        if field:
-            extra["field"] = field
-        response = problem(exc.status, exc.title, exc.detail, exc.slug, extra)
-        if exc.retry_after is not None:
-            response.headers["Retry-After"] = str(max(1, round(exc.retry_after)))
-        if exc.status == 401:
-            response.headers["WWW-Authenticate"] = "Bearer"
-        return response
+        body, headers = problem_of(exc)
+        return Response(body, status=exc.status, content_type=PROBLEM, headers=headers)
 
     @app.errorhandler(RequestEntityTooLarge)
     async def too_large(exc: RequestEntityTooLarge) -> Response:
@@ -159,12 +124,14 @@ def create_app(settings: Settings, runtime: Runtime) -> Quart:
         return response
 
     @app.errorhandler(Exception)
-    async def unexpected(exc: Exception) -> Response:
-        log.error(
-            "unhandled error", exc_info=exc, extra={"request_id": getattr(g, "request_id", "")}
-        )
-        return problem(
-            500, "Internal error", "an unexpected error occurred; see the log", "internal"
-        )
+    async def unexpected_error(exc: Exception) -> Response:
+        return await spool_error(unexpected(exc, getattr(g, "request_id", "")))
 
+    # Quart's documented way to add middleware: the app stays the object servers are given.
+    quart_asgi = cast(ASGIApp, app.asgi_app)
+    stack, fast = asgi_stack(
+        quart_asgi, settings, runtime, auth, recorder, fast_publish=fast_publish
+    )
+    app.asgi_app = stack  # type: ignore[assignment, method-assign]
+    app.extensions["spool.fastpath"] = fast
     return app

@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import logging
 import os
 import signal
@@ -24,16 +23,16 @@ from hypercorn.config import Config as HypercornConfig
 
 from . import client_cli
 from .api.auth import Authenticator
-from .api.fastpath import FastPublish
 from .app import create_app
 from .config import Settings, load_settings
 from .config_values import check_data_paths
 from .errors import SpoolError
 from .executor import stop_helper_processes
 from .failures import describe
-from .fdlimit import guard_accept, raise_open_files_limit
+from .fdlimit import guard_accept
 from .handlers.registry import resolve_queue_handlers
 from .logs import setup_logging
+from .process import configure_process, freeze_startup_objects
 from .runtime import Runtime
 from .serving import serve as serve_http
 
@@ -112,9 +111,7 @@ def healthcheck(settings: Settings) -> int:
 
 def run_server(settings: Settings) -> int:
     setup_logging(settings.log)
-    # Each connection holds an fd; the usual soft limit of 1024 is a few seconds of busy
-    # clients, under a hard limit that is ours for the asking.
-    raise_open_files_limit()
+    configure_process(settings)
     runtime = Runtime(settings)
     stray = False
     try:
@@ -237,19 +234,13 @@ async def serve(settings: Settings, runtime: Runtime) -> int:
     async with asyncio.TaskGroup() as tg:
         tg.create_task(runtime.run(), name="runtime")
         await runtime.ready.wait()
-        # What exists now lives as long as the process, the broker's tables above all, which
-        # hold every message. Frozen, the cyclic collector no longer walks them at each full
-        # collection: a walk that grew with the messages held and, at a million held, cost
-        # batch publishing half its speed. (Messages themselves are never tracked: model.py.)
-        gc.collect()
-        gc.freeze()
+        freeze_startup_objects()  # the second phase of process.py, once the broker is loaded
         log.info("serving on http://%s (backend %s)", settings.server.bind, settings.broker.backend)
-        # The publish routes' successes skip Quart's request machinery (api/fastpath.py).
-        fast = FastPublish(app, settings, runtime)  # type: ignore[arg-type]
         # Not hypercorn.asyncio.serve: its writes and its stop wait on clients without bound.
+        # `app` runs the whole ASGI stack (api/front.py): front door, publish fast path, Quart.
         with guard_accept(loop):
             await serve_http(
-                fast,  # type: ignore[arg-type]
+                app,
                 config,
                 shutdown_trigger=runtime.stopped.wait,
                 send_timeout_s=settings.server.send_timeout_s,

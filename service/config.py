@@ -7,6 +7,7 @@ turns a typo into one clear line at start instead of a surprise at run time.
 
 from __future__ import annotations
 
+import logging
 import os
 import re
 import tomllib
@@ -16,12 +17,15 @@ from typing import Annotated, Any, Literal, TypeVar
 
 import msgspec
 
-from .config_values import describe_number, parse_bind
+from .config_env import ENV_PREFIX, apply_env_overrides, setting_path, unused_variables
+from .config_values import describe_value, name_the_variable, parse_bind, suggest_key
 from .errors import ConfigError
 
 QUEUE_NAME = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
-ENV_PREFIX = "SPOOL_"
+# What the command line reads when neither --config nor SPOOL_CONFIG names a file (cli.py).
+DEFAULT_CONFIG_FILE = "config.toml"
 _T = TypeVar("_T")
+log = logging.getLogger(__name__)
 
 # The largest config file read: a settings file is a few KiB; /dev/zero is not one.
 MAX_CONFIG_BYTES = 1_048_576
@@ -136,11 +140,55 @@ class Settings(_Section, frozen=True):
 def load_settings(
     path: str | Path | None = None, environ: Mapping[str, str] | None = None
 ) -> Settings:
-    """Read the TOML file (if any), apply SPOOL_* overrides, validate, freeze."""
+    """Read the TOML file (if any), apply SPOOL_* overrides, validate, freeze. A SPOOL_
+    variable that sets nothing is logged as a warning (before logging is set up, Python
+    writes it to stderr as it is)."""
     environ = os.environ if environ is None else environ
     raw = {} if path is None else read_config_file(str(path))
-    apply_env_overrides(raw, environ)
-    return settings_from_dict(raw)
+    # Before any error: a misspelt variable may be the very cause of it.
+    for warning in unused_variables(environ, setting_variables(raw, environ)):
+        log.warning("%s", warning)
+    try:
+        apply_env_overrides(raw, environ)
+        if path is None and not raw.get("queues"):
+            # Without a file nothing defines a queue: what is missing is the file.
+            raise ConfigError(no_config_file(environ))
+        return settings_from_dict(raw)
+    except ConfigError as exc:
+        raise name_the_variable(exc, environ) from None
+
+
+def no_config_file(environ: Mapping[str, str]) -> str:
+    """Where the command line looked for a config file (cli.config_path), and how to give one."""
+    given = environ.get("SPOOL_CONFIG")
+    variable = "SPOOL_CONFIG is empty" if given == "" else "SPOOL_CONFIG is not set"
+    return (
+        f"no config file found: --config was not given, {variable}, and there is no "
+        f"{os.path.abspath(DEFAULT_CONFIG_FILE)}; pass one with --config PATH or "
+        f"SPOOL_CONFIG=PATH (README, Configuration: every key, and the shipped config.toml)"
+    )
+
+
+def setting_variables(raw: dict[str, Any], environ: Mapping[str, str]) -> list[str]:
+    """The environment variable of every key: each section's, and each queue's that the
+    file or a variable defines."""
+    queues = raw.get("queues")
+    names = {str(name) for name in queues} if isinstance(queues, dict) else set()
+    names.update(p[1] for p in map(setting_path, environ) if p and len(p) > 2 and p[0] == "queues")
+    fields = [f.name for f in msgspec.structs.fields(QueueSettings)]
+    # SPOOL_QUEUES_JOBS_HANDLER names no queue yet: guess one, to suggest its variable.
+    for name in environ:
+        rest = name.removeprefix(f"{ENV_PREFIX}QUEUES_").lower()
+        if rest != name.lower() and "__" not in name:
+            names.update(rest.removesuffix(f"_{f}") for f in fields if rest.endswith(f"_{f}"))
+    keys = [
+        f"{section.name}__{f.name}"
+        for section in msgspec.structs.fields(Settings)
+        if section.name != "queues"
+        for f in msgspec.structs.fields(section.type)
+    ]
+    keys += [f"queues__{queue}__{field}" for queue in names for field in fields]
+    return [f"{ENV_PREFIX}{key.upper()}" for key in keys]
 
 
 def read_config_file(path: str) -> dict[str, Any]:
@@ -167,30 +215,6 @@ def read_config_file(path: str) -> dict[str, Any]:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError(f"config file {path!r} is not valid TOML: {exc}") from None
-
-
-def apply_env_overrides(raw: dict[str, Any], environ: Mapping[str, str]) -> None:
-    for name, value in sorted(environ.items()):
-        if not name.startswith(ENV_PREFIX) or "__" not in name:
-            continue  # SPOOL_CONFIG and friends are not settings
-        keys = [part.lower() for part in name[len(ENV_PREFIX) :].split("__")]
-        if any(not key for key in keys):
-            raise ConfigError(f"environment variable {name}: empty key between '__'")
-        table = raw
-        for key in keys[:-1]:
-            child = table.setdefault(key, {})
-            if not isinstance(child, dict):
-                raise ConfigError(f"{'.'.join(keys)}: {key!r} is not a table (from {name})")
-            table = child
-        table[keys[-1]] = parse_env_value(value)
-
-
-def parse_env_value(value: str) -> Any:
-    """A TOML value where the text parses as one (number, boolean, array), else the string."""
-    try:
-        return tomllib.loads(f"v = {value}")["v"]
-    except tomllib.TOMLDecodeError:
-        return value
 
 
 def settings_from_dict(raw: dict[str, Any]) -> Settings:
@@ -234,10 +258,13 @@ def _convert(data: dict[str, Any], kind: type[_T], prefix: str) -> _T:
         return msgspec.convert(data, kind)
     except msgspec.ValidationError as exc:
         message = _describe(str(exc), prefix)
-        key, _, _ = message.partition(": ")
+        key, _, text = message.partition(": ")
         where = key.removeprefix(prefix).lstrip(".")
-        bounds = describe_number(kind, where, data)
-        raise ConfigError(f"{key}: {bounds}" if bounds else message) from None
+        if text == "unknown key":
+            near = suggest_key(kind, where)
+            raise ConfigError(f"{message}; did you mean {near!r}?" if near else message) from None
+        allowed = describe_value(kind, where, data)
+        raise ConfigError(f"{key}: {allowed}" if allowed else message) from None
 
 
 def _describe(message: str, prefix: str) -> str:

@@ -1,27 +1,46 @@
-"""Checks on config values that a field's type cannot state: HOST:PORT, the data paths, and
-the message for a number outside its bounds. Each failure is one line naming the key."""
+"""Checks on config values that a field's type cannot state: HOST:PORT, the data paths; and
+the words of a failure: a number's bounds, an enum's values, the key a typo meant, the
+environment variable a bad value came from. Each failure is one line naming the key."""
 
 from __future__ import annotations
 
+import difflib
 import ipaddress
 import os
 import re
 import stat
+import typing
+from collections.abc import Mapping
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import msgspec
 
+from .config_env import setting_path
 from .errors import ConfigError
 
-if TYPE_CHECKING:
-    from .config import BrokerSettings
+
+class DataPaths(Protocol):
+    """What check_data_paths reads of config.BrokerSettings (a Protocol, so this module of
+    value parsers needs nothing from config.py, which imports it)."""
+
+    @property
+    def backend(self) -> str: ...
+    @property
+    def snapshot_path(self) -> str: ...
+    @property
+    def sqlite_path(self) -> str: ...
+
 
 PORT = re.compile(r"[0-9]{1,5}")
 # RFC 1123 host names: dot-separated labels of letters, digits and inner hyphens.
 HOST_LABEL = re.compile(r"[A-Za-z0-9](?:[A-Za-z0-9-]{0,61}[A-Za-z0-9])?")
 MAX_HOST_NAME = 253
 SHOWN_VALUE_CHARS = 24
+# A variable's value is shown longer: a path or a URL is useless cut at 24 characters.
+SHOWN_VARIABLE_CHARS = 200
+# Keys whose values may hold a password or a token: an error names their variable only.
+SECRET_KEYS = re.compile(r"auth(\..*)?|broker\.amqp_url|queues\.[^.]+\.options(\..*)?")
 
 
 def parse_bind(bind: str) -> tuple[str, int]:
@@ -61,7 +80,7 @@ def check_host(host: str) -> None:
         raise ValueError(f"{host!r} is neither an IP address nor a host name")
 
 
-def check_data_paths(broker: BrokerSettings) -> None:
+def check_data_paths(broker: DataPaths, environ: Mapping[str, str] = os.environ) -> None:
     """The file the chosen backend writes: not a directory, and creatable or writable.
 
     What the start would find out only when it writes (the memory backend's snapshot is
@@ -70,7 +89,31 @@ def check_data_paths(broker: BrokerSettings) -> None:
     if key is None:
         return  # amqp keeps nothing on this node's disk
     path: str = getattr(broker, key)
-    check_writable_file(f"broker.{key}", path)
+    try:
+        check_writable_file(f"broker.{key}", path)
+    except ConfigError as exc:
+        raise name_the_variable(exc, environ) from None
+
+
+def name_the_variable(exc: ConfigError, environ: Mapping[str, str]) -> ConfigError:
+    """`exc`, naming the SPOOL_ variables that set its key (or a table it is in) and their
+    values: environment variables override the file, so the value came from them."""
+    key = exc.detail.partition(": ")[0]
+    origins = []
+    for name, value in sorted(environ.items()):
+        keys = setting_path(name)
+        path = ".".join(keys) if keys else ""
+        if keys and (path == key or path.startswith(f"{key}.")):
+            hidden = SECRET_KEYS.fullmatch(path)
+            origins.append(
+                f"{name} (value not shown)"
+                if hidden
+                else f"{name}={shown(value, SHOWN_VARIABLE_CHARS)}"
+            )
+    if not origins:
+        return exc
+    plural = "s" if len(origins) > 1 else ""
+    return ConfigError(f"{exc.detail} (from environment variable{plural} {', '.join(origins)})")
 
 
 def check_writable_file(key: str, value: str) -> None:
@@ -106,19 +149,18 @@ def nearest_existing(key: str, path: Path) -> tuple[Path, int]:
     raise ConfigError(f"{key}: no part of {str(path)!r} exists")  # '/' always does
 
 
-def describe_number(kind: type[Any], where: str, data: Any) -> str | None:
-    """'expected an integer from 1 to 1000, got 3000000' for a bounded number field at
-    `where` ('a.b' inside `kind`), or None when the field there is not one."""
-    field_type: Any = msgspec.inspect.type_info(kind)
-    value = data
-    for name in where.split("."):
-        if not isinstance(field_type, msgspec.inspect.StructType):
-            return None
-        fields = {f.name: f.type for f in field_type.fields}
-        if name not in fields:
-            return None
-        field_type = fields[name]
-        value = value.get(name) if isinstance(value, dict) else None
+def describe_value(kind: type[Any], where: str, data: Any) -> str | None:
+    """What a bounded number or an enum at `where` ('a.b' inside `kind`) accepts, with the
+    value given: 'expected an integer from 1 to 1000, got 3000000', "'threads' is not one
+    of async, thread, process"; None for a field of another type."""
+    found = field_at(kind, where, data)
+    if found is None:
+        return None
+    field_type, value, owner, name = found
+    if isinstance(field_type, msgspec.inspect.LiteralType):
+        # In the order the Literal lists them (type_info sorts them).
+        choices = typing.get_args(typing.get_type_hints(owner)[name])
+        return f"{shown(value)} is not one of {', '.join(map(str, choices))}"
     if isinstance(field_type, msgspec.inspect.IntType):
         what = "an integer"
     elif isinstance(field_type, msgspec.inspect.FloatType):
@@ -127,10 +169,47 @@ def describe_number(kind: type[Any], where: str, data: Any) -> str | None:
         return None
     if field_type.ge is None or field_type.le is None:
         return None
-    shown = str(value).lower() if isinstance(value, bool) else repr(value)  # as TOML has it
-    if len(shown) > SHOWN_VALUE_CHARS:
-        shown = f"{shown[:SHOWN_VALUE_CHARS]}… ({len(shown)} characters)"
-    return f"expected {what} from {show(field_type.ge)} to {show(field_type.le)}, got {shown}"
+    return (
+        f"expected {what} from {show(field_type.ge)} to {show(field_type.le)}, got {shown(value)}"
+    )
+
+
+def field_at(kind: type[Any], where: str, data: Any) -> tuple[Any, Any, type[Any], str] | None:
+    """The field at `where` inside `kind`: (its msgspec type info, the value given for it in
+    `data`, the Struct that declares it, its name), or None when no field is there."""
+    field_type: Any = msgspec.inspect.type_info(kind)
+    value = data
+    owner, name = kind, ""
+    for name in where.split("."):
+        if not isinstance(field_type, msgspec.inspect.StructType):
+            return None
+        fields = {f.name: f.type for f in field_type.fields}
+        if name not in fields:
+            return None
+        owner, field_type = field_type.cls, fields[name]
+        value = value.get(name) if isinstance(value, dict) else None
+    return field_type, value, owner, name
+
+
+def suggest_key(kind: type[Any], where: str) -> str | None:
+    """The key of `kind` that an unknown `where` ('a.b') most likely misspells, if any."""
+    parent, _, unknown = where.rpartition(".")
+    struct: Any = msgspec.inspect.type_info(kind)
+    if parent:
+        found = field_at(kind, parent, None)
+        struct = found[0] if found else None
+    if not isinstance(struct, msgspec.inspect.StructType):
+        return None
+    near = difflib.get_close_matches(unknown, [f.name for f in struct.fields], n=1, cutoff=0.75)
+    return near[0] if near else None
+
+
+def shown(value: Any, limit: int = SHOWN_VALUE_CHARS) -> str:
+    """A value as TOML writes it, cut short: an error line must stay one readable line."""
+    text = str(value).lower() if isinstance(value, bool) else repr(value)
+    if len(text) > limit:
+        text = f"{text[:limit]}… ({len(text)} characters)"
+    return text
 
 
 def show(bound: float) -> str:

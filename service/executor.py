@@ -15,6 +15,9 @@ import asyncio
 import logging
 import multiprocessing
 import os
+import threading
+import time
+import weakref
 from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
@@ -35,6 +38,9 @@ from .threads import HandlerThreads
 log = logging.getLogger(__name__)
 
 ASYNC_CANCEL_GRACE_S = 1.0
+# How long shutdown() waits for the killed workers' pools to close their queues: a few ms
+# each on a quiet machine. Part of the stop's bound (SPEC: graceful_timeout_s + 5 s).
+POOL_CLOSE_TIMEOUT_S = 0.5
 # /readyz fails once this many times `executor.threads` handler threads are stuck.
 LEAKING_THREADS_FACTOR = 4
 
@@ -59,9 +65,9 @@ class Executors:
         self._mp = multiprocessing.get_context("forkserver")
         self._free_slots: asyncio.Queue[_ProcessSlot] | None = None
         self._slots: list[_ProcessSlot] = []
-        # Pools whose worker was killed: closed for good at shutdown, so their queues'
-        # semaphores are released rather than reported leaked at exit.
-        self._retired: list[ProcessPoolExecutor] = []
+        # The manager threads of pools whose worker was killed, while they close the pools'
+        # queues: shutdown() waits for them (see _retire).
+        self._closing: list[weakref.ref[threading.Thread]] = []
         self.busy = {"thread": 0, "process": 0}
         self.process_restarts = 0
 
@@ -182,7 +188,8 @@ class Executors:
                 done, _ = await asyncio.wait({fut}, timeout=timeout)
             except asyncio.CancelledError:
                 fut.cancel()  # its worker is killed: nobody will read the broken pool's error
-                self._replace(slot)
+                # Only a stop cancels a consumer: a worker started now would only be killed.
+                self._replace(slot, start=False)
                 raise
             if not done:
                 fut.cancel()
@@ -209,17 +216,30 @@ class Executors:
         type_name, message, tb = value
         raise HandlerFailure(type_name, message, tb)
 
-    def _replace(self, slot: _ProcessSlot) -> None:
-        """Terminate the slot's worker (overrun or crashed) and give the slot a fresh pool."""
-        old = slot.pool
-        for proc in list(getattr(old, "_processes", {}).values()):
+    def _replace(self, slot: _ProcessSlot, *, start: bool = True) -> None:
+        """Terminate the slot's worker (overrun, crashed or interrupted) and give the slot a
+        fresh pool, its worker started now unless a stop interrupted the handler."""
+        self._retire(slot.pool)
+        slot.pool = self._new_process_pool()
+        if start:
+            slot.starting = slot.pool.submit(os.getpid)  # start the new worker now, not at need
+        self.process_restarts += 1
+
+    def _retire(self, pool: ProcessPoolExecutor) -> None:
+        """Kill the pool's worker and shut the pool down without waiting. Its manager thread
+        then closes the pool's queues, and until it ends it holds their semaphores: shutdown()
+        waits for it, or multiprocessing's resource tracker, stopped at exit, reports them
+        leaked and the interpreter's own clean-up prints a traceback for each."""
+        # Read before shutdown(), which forgets it (so a later shutdown(wait=True) of the
+        # same pool joins nothing). A weak reference: an ended thread keeps the queues too.
+        manager = getattr(pool, "_executor_manager_thread", None)
+        for proc in list((getattr(pool, "_processes", None) or {}).values()):
             if proc.is_alive():
                 proc.kill()
-        old.shutdown(wait=False, cancel_futures=True)
-        self._retired = [p for p in self._retired if _still_closing(p)] + [old]
-        slot.pool = self._new_process_pool()
-        slot.starting = slot.pool.submit(os.getpid)  # start the new worker now, not at need
-        self.process_restarts += 1
+        pool.shutdown(wait=False, cancel_futures=True)
+        self._closing = [ref for ref in self._closing if _alive(ref)]
+        if manager is not None:
+            self._closing.append(weakref.ref(manager))
 
     def warm_up(self) -> list[Future[Any]]:
         """Start the worker processes now rather than on the first message."""
@@ -230,22 +250,26 @@ class Executors:
         return [slot.starting for slot in self._slots if slot.starting is not None]
 
     def shutdown(self) -> None:
+        """Stop every worker and wait, at most POOL_CLOSE_TIMEOUT_S in all, until every pool
+        (those retired on the way included) has closed its queues."""
         self._threads.close()
         for slot in self._slots:
-            for proc in list(getattr(slot.pool, "_processes", {}).values()):
-                if proc.is_alive():
-                    proc.kill()
-        for process_pool in [*(slot.pool for slot in self._slots), *self._retired]:
-            # Its workers are dead, so this returns at once; waiting lets the pool close its
-            # queues, whose semaphores would otherwise be reported leaked at exit.
-            process_pool.shutdown(wait=True, cancel_futures=True)
+            self._retire(slot.pool)
         self._slots.clear()
-        self._retired.clear()
+        self._free_slots = None
+        deadline = time.monotonic() + POOL_CLOSE_TIMEOUT_S
+        for ref in self._closing:
+            manager = ref()
+            if manager is not None:
+                manager.join(max(0.0, deadline - time.monotonic()))
+        still_closing = sum(_alive(ref) for ref in self._closing)
+        self._closing.clear()
+        if still_closing:
+            log.warning("%d process pools still closing at exit (semaphores leak)", still_closing)
 
 
-def _still_closing(pool: ProcessPoolExecutor) -> bool:
-    """Whether a retired pool's manager thread still runs (it closes the queues)."""
-    thread = getattr(pool, "_executor_manager_thread", None)
+def _alive(ref: weakref.ref[threading.Thread]) -> bool:
+    thread = ref()
     return thread is not None and thread.is_alive()
 
 

@@ -42,6 +42,13 @@ class ThreadJob:
         self.ok = False
         self.value: Any = None
 
+    def finish(self) -> bool:
+        """Mark the call finished; whether it was abandoned meanwhile (by the loop, while
+        it ran: read under the lock, so exactly one side replaces the thread)."""
+        with self.lock:
+            self.state = FINISHED
+            return self.abandoned
+
 
 class HandlerThreads:
     """`size` daemon threads serving one event loop (the first that submits)."""
@@ -125,10 +132,7 @@ class HandlerThreads:
                 job.value = exc
             except BaseException as exc:  # SystemExit, KeyboardInterrupt: still just a failure
                 job.value = HandlerExit(exc)
-            with job.lock:
-                job.state = FINISHED
-                abandoned = job.abandoned
-            if abandoned:
+            if job.finish():
                 # A fresh thread took this one's place when the call was abandoned.
                 self._tell_loop(self._thread_returned)
                 return

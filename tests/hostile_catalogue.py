@@ -37,8 +37,74 @@ def post(path: str, body: bytes, ctype: str = "application/json", auth: str = AD
     return head.encode() + b"Connection: close\r\n\r\n" + body
 
 
-def get(path: str, auth: str = ADMIN, extra: str = "") -> bytes:
-    return f"GET {path} HTTP/1.1\r\nHost: t\r\n{auth}{extra}Connection: close\r\n\r\n".encode()
+def get(path: str, auth: str = ADMIN, extra: str = "", host: str = "t") -> bytes:
+    return f"GET {path} HTTP/1.1\r\nHost: {host}\r\n{auth}{extra}Connection: close\r\n\r\n".encode()
+
+
+# Hosts werkzeug's IDNA step cannot bind a URL map to (an empty label, a label over 63).
+BAD_HOSTS = ["a..b", ".", "x" * 64, "ok." + "y" * 64 + ":8000", "..:80"]
+PROBLEM = "application/problem+json"
+
+
+def utf8_cases() -> Iterator[Case]:
+    """Invalid UTF-8 inside each string an envelope, a batch or a redrive carries."""
+    bad = b"\xff\xfe"
+    for where, doc in [
+        ("idempotency key", b'{"body":1,"idempotency_key":"k' + bad + b'"}'),
+        ("header name", b'{"body":1,"headers":{"' + bad + b'":"v"}}'),
+        ("header value", b'{"body":1,"headers":{"h":"\xc3"}}'),
+        ("unknown key", b'{"body":1,"' + bad + b'":1}'),
+    ]:
+        yield case(f"invalid utf-8 in the {where}", post(PUBLISH, doc), 400, Content_Type=PROBLEM)
+        batch = b'{"messages":[{"body":1},' + doc + b"]}"
+        yield case(f"invalid utf-8 in a batch's {where}", post(PUBLISH + "/batch", batch), 400)
+    redrive = post("/v1/queues/work/dead/redrive", b'{"ids":["\xed\xa0\x80"]}')
+    yield case("invalid utf-8 in a redrive id", redrive, 400, Content_Type=PROBLEM)
+
+
+def odd_target_and_host_cases() -> Iterator[Case]:
+    for host in BAD_HOSTS:
+        yield case(
+            f"host {host[:12]!r}", get("/v1/queues/work", host=host), 400, Content_Type=PROBLEM
+        )
+        yield case(
+            f"host {host[:12]!r} on publish",
+            post(PUBLISH, b'{"body": 1}').replace(b"Host: t", b"Host: " + host.encode("latin-1")),
+            400,
+            Content_Type=PROBLEM,
+        )
+    for target in [
+        "?x",
+        "healthz",
+        "*",
+        "http://t",
+        "http://[x/healthz",
+        "v1/queues/work/messages",
+    ]:
+        yield case(f"target {target!r}", get(target), 400, Content_Type=PROBLEM)
+    # RFC 9112 3.2.2: a server must accept the absolute form (Quart routes its path).
+    yield case("absolute-form target", get("http://t/v1/queues/work"), 200)
+    yield case(
+        "target without a slash on publish",
+        post(PUBLISH, b'{"body": 1}').replace(b"POST /", b"POST "),
+        400,
+        Content_Type=PROBLEM,
+    )
+    # Unicode digits pass str.isdigit() and int()/float() but are not numbers in a URL.
+    # Digits beyond int()'s 4300 make it raise ValueError, not return a number.
+    digits = "9" * 5000
+    for query in [
+        "limit=%C2%B2",
+        "limit=%D9%A3",
+        "limit=%EF%BC%91",
+        "limit=1_0",
+        f"limit={digits}",
+    ]:
+        yield case(
+            f"dead {query[:20]}", get(f"/v1/queues/work/dead?{query}"), 400, Content_Type=PROBLEM
+        )
+    for query in ["wait=%EF%BC%91", "wait=%D9%A3", "wait=1_0", "wait=%C2%B2"]:
+        yield case(f"message {query}", get(f"/v1/messages/x?{query}"), 400, Content_Type=PROBLEM)
 
 
 def catalogue() -> Iterator[Case]:
@@ -227,3 +293,5 @@ def catalogue() -> Iterator[Case]:
         + b"Connection: close\r\n\r\n",
         405,
     )
+    yield from utf8_cases()
+    yield from odd_target_and_host_cases()

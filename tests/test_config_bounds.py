@@ -53,7 +53,7 @@ def numeric_fields(kind: type[Any], prefix: str) -> dict[str, msgspec.inspect.Ty
     return found
 
 
-def toml_number(value: float) -> str:
+def toml_number(value: int | float) -> str:  # huge ints included: isnan() would overflow
     if isinstance(value, float) and math.isnan(value):
         return "nan"
     if isinstance(value, float) and math.isinf(value):

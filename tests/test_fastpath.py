@@ -1,8 +1,8 @@
 """The publish fast path (service/api/fastpath.py) answers exactly as the Quart route does.
 
-Every case runs twice over ASGI: against the Quart app alone, and against FastPublish in
-front of it (as `python -m service` serves it). A side-by-side test then compares the two
-answers field by field, ids and times aside.
+Every case runs twice over ASGI: against the app create_app builds without the fast path,
+and with it (as `python -m service` serves it and client_for tests it). A side-by-side test
+then compares the two answers field by field, ids and times aside.
 """
 
 from __future__ import annotations
@@ -50,10 +50,11 @@ def settings(tmp_settings: Callable[..., Settings]) -> Settings:
 
 async def _serve(settings: Settings, fast: bool, *paused: str) -> AsyncIterator[Served]:
     async with running(settings) as runtime:
-        app = create_app(settings, runtime)
+        app = create_app(settings, runtime, fast_publish=fast)
         async with app.test_app():
-            front = FastPublish(app, settings, runtime) if fast else None  # type: ignore[arg-type]
-            transport = httpx.ASGITransport(app=front or app)  # type: ignore[arg-type]
+            front = app.extensions["spool.fastpath"]
+            assert (front is not None) == fast
+            transport = httpx.ASGITransport(app=app)  # type: ignore[arg-type]
             async with httpx.AsyncClient(transport=transport, base_url="http://spool") as client:
                 for queue in ("held", *paused):
                     await runtime.broker.pause(queue)
@@ -210,6 +211,7 @@ async def test_metrics_and_access_log_name_the_route_template(
 
 
 # --------------------------------------------------------------------------- side by side
+JSON_TYPE = {"Content-Type": "application/json"}
 CASES: list[tuple[str, dict[str, Any]]] = [
     (Q, {"json": {"body": {"a": [1, 2]}, "headers": {"h": "v"}, "priority": 9}}),
     (Q, {"json": {"body": None, "delay_s": 30}}),
@@ -221,6 +223,17 @@ CASES: list[tuple[str, dict[str, Any]]] = [
     (Q, {"json": {"nobody": 1}}),
     (Q + "?x=1", {"json": {"body": 1}}),
     ("/v1/queues/work/messages/", {"json": {"body": 1}}),
+    # Refusals the fast path answers itself, through the app's own problem mapping.
+    (Q, {"content": b'{"body":1,"idempotency_key":"\xff"}', "headers": JSON_TYPE}),
+    (
+        Q + "/batch",
+        {"content": b'{"messages":[{"body":1,"headers":{"\xc3":"v"}}]}', "headers": JSON_TYPE},
+    ),
+    (Q, {"json": {"body": 1, "priority": 10}}),
+    (Q + "/batch", {"json": {"messages": [{"body": i} for i in range(6)]}}),
+    (Q, {"json": {"body": 1}, "headers": {"Authorization": "Bearer nope"}}),
+    (Q, {"json": {"body": 1}, "headers": {"Authorization": "Bearer read-token"}}),
+    *[("/v1/queues/held/messages", {"json": {"body": i}}) for i in range(4)],  # 202s, then 429
 ]
 ID = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
 TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")

@@ -16,7 +16,17 @@ from pathlib import Path
 import pytest
 
 from .conftest import Server, free_port, toml_config
-from .hostile_catalogue import CLOSED, CUT_OFF_WITHIN_S, PUBLISH, Case, case, catalogue, get, post
+from .hostile_catalogue import (
+    BAD_HOSTS,
+    CLOSED,
+    CUT_OFF_WITHIN_S,
+    PUBLISH,
+    Case,
+    case,
+    catalogue,
+    get,
+    post,
+)
 
 pytestmark = pytest.mark.slow
 
@@ -105,6 +115,8 @@ def check(server: Server, c: Case) -> None:
             body = raw.split(b"\r\n\r\n", 1)[1]
             if b"application/problem+json" in raw.lower() or status >= 402:
                 assert b"Traceback" not in body
+            if b"application/problem+json" in raw.lower():  # every answer of the app's own
+                assert "x-request-id: " in head, f"{c.name}: no X-Request-ID\n{head}"
         for name, value in c.headers.items():
             assert f"{name.lower()}: {value.lower()}" in head, f"{c.name}: no {name}\n{head}"
     assert_serves_normally(server.port)
@@ -149,3 +161,13 @@ def test_access_log_cannot_be_forged_through_the_path(server: Server) -> None:
     assert b"\x00" not in log
     assert not any(line.startswith(b"2026-01-01") for line in log.splitlines())
     assert b"/v1/messages/x%0A2026" in log
+
+
+@pytest.mark.parametrize("probe", ["/healthz", "/readyz"])
+@pytest.mark.parametrize("host", BAD_HOSTS, ids=lambda h: repr(h[:12]))
+def test_probes_answer_whatever_the_host_says(server: Server, probe: str, host: str) -> None:
+    status, raw, _ = exchange(server.port, case("probe", get(probe, auth="", host=host)))
+    assert status == 200, raw
+    head, _, body = raw.partition(b"\r\n\r\n")
+    assert b"content-type: application/json" in head.lower() and b"x-request-id: " in head.lower()
+    assert body.startswith(b'{"status":'), raw

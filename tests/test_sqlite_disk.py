@@ -15,7 +15,7 @@ from service import Settings
 from service.broker.local import LocalBroker
 from service.broker.sqlite import SqliteJournal
 from service.broker.sqlite_store import unavailable
-from service.errors import StartupError, Unavailable
+from service.errors import StartupError
 
 from .conftest import Server, client_for, running, toml_config
 
@@ -110,7 +110,7 @@ def test_a_read_only_file_maps_to_503_with_retry_after(tmp_path: Path) -> None:
         conn.execute("CREATE TABLE t (x)")
     conn.close()
     error = unavailable(info.value, path)
-    assert isinstance(error, Unavailable) and error.status == 503
+    assert error.status == 503
     assert error.retry_after == 1 and "SQLITE_READONLY" in error.detail
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import re
 from typing import Any, TypeVar
 
@@ -16,6 +17,8 @@ T = TypeVar("T")
 
 JSON = "application/json"
 _encoder = msgspec.json.Encoder()
+# One Decoder per request type, made on first use. Module-level: a Decoder holds no request's
+# data, and the types are the code's, so it stays a handful of entries.
 _decoders: dict[Any, msgspec.json.Decoder[Any]] = {}
 
 
@@ -76,7 +79,47 @@ def decode_body(kind: type[T], data: bytes) -> T:
         raise BadRequest(f"the body is not valid JSON: {exc}") from None
     except RecursionError:
         raise BadRequest(f"the body nests JSON deeper than {MAX_DEPTH} levels") from None
+    except UnicodeDecodeError:
+        # msgspec checks every string it decodes (a key, a header, an idempotency key) and
+        # raises this for one that is not UTF-8; its offset is within that string.
+        raise BadRequest(f"the body is not valid UTF-8 (byte {_bad_utf8_at(data)})") from None
     check_document(data)
+    return value
+
+
+def _bad_utf8_at(data: bytes) -> int:
+    try:
+        data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        return exc.start
+    return 0  # not reached: msgspec found a string that is not UTF-8
+
+
+# Numbers in a query string: ASCII digits only (str.isdigit, int() and float() also take
+# '²', Arabic-Indic and fullwidth digits, and '1_0'), and few enough that int() never
+# refuses the length (over 4300 digits it raises).
+_INTEGER = re.compile(r"[0-9]{1,18}")
+_DECIMAL = re.compile(r"(?:[0-9]{1,18}(?:\.[0-9]{0,18})?|\.[0-9]{1,18})(?:[eE][+-]?[0-9]{1,3})?")
+
+
+def query_integer(name: str, default: int, low: int, high: int) -> int:
+    """The integer query parameter `name` (`default` when absent), within [low, high]."""
+    text = request.args.get(name)
+    if text is None:
+        return default
+    if _INTEGER.fullmatch(text) is None or not low <= int(text) <= high:
+        raise BadRequest(f"{name}: expected an integer from {low} to {high}")
+    return int(text)
+
+
+def query_seconds(name: str, high: float) -> float | None:
+    """The number of seconds in query parameter `name` (None when absent), 0 < it <= high."""
+    text = request.args.get(name)
+    if text is None:
+        return None
+    value = float(text) if _DECIMAL.fullmatch(text) else math.nan
+    if not 0 < value <= high:  # also false for NaN
+        raise BadRequest(f"{name}: expected a number of seconds, 0 < {name} <= {high:g}")
     return value
 
 

@@ -2,47 +2,51 @@
 `POST /v1/queues/{queue}/messages` and `…/messages/batch`.
 
 Quart's request machinery (request and response objects, contexts, hooks, routing) costs
-more per publish than the publish itself. This layer answers the plain success on its own,
-with what the Quart route would send (status, body, Location, X-Request-ID, the HTTP metrics
+more per publish than the publish itself. This layer answers a publish on its own, with
+what the Quart route would send (status, body, Location, X-Request-ID, the HTTP metrics
 with the route template, the access-log line), through the same functions the route uses:
-`decode_body`, `publish_one`, `publish_many`.
+`Authenticator.authorize`, `refuse_when_draining`, `decode_body`, `publish_one`,
+`publish_many`, and the helpers of exchange.py (request id, problem+json, record).
 
-Everything else goes to the Quart app, with whatever body was read replayed to it: another
-method or path, a query string, an odd head, a missing or wrong token, a draining node, an
-unknown queue, another content type, a body that is too large, slow, malformed or invalid,
-a full queue, a batch over `server.max_batch`. So every error (401/403/404/413/415/400/422/
-429/503) is the route's own answer, byte for byte; the fast path only ever adds successes.
-A refusal from the broker holds nothing (publish is all or nothing), so the route repeats it.
+Its refusals (401/403, 503 draining, 400/422 from the body, 429 queue full, 422 batch over
+`server.max_batch`) are the route's errors, answered here through the same problem mapping:
+replaying them into the route would do the work twice, a full queue's publish included,
+exactly when the node is overloaded. An unexpected exception is a logged, counted 500
+problem+json. What only the route can tell goes to the Quart app, with whatever body was
+read replayed to it: another method or path, a query string, an odd head, an unknown queue
+(404), another content type (415), a body too large (413), slow (408) or cut short.
 """
 
 from __future__ import annotations
 
 import asyncio
-import logging
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import MutableMapping
 from typing import Any
 
-from ..app import REQUEST_ID, log_path, new_request_id
 from ..config import Settings
 from ..errors import SpoolError
 from ..model import Batch, Envelope
 from ..runtime import Runtime
 from .auth import Authenticator
-from .common import JSON, decode_body, encoded
-from .messages import publish_many, publish_one
-
-Scope = MutableMapping[str, Any]
-Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
-Send = Callable[[MutableMapping[str, Any]], Awaitable[None]]
-ASGIApp = Callable[[Scope, Receive, Send], Awaitable[None]]
-
-log = logging.getLogger(__name__)
-access_log = logging.getLogger("service.access")
+from .common import JSON, decode_body, encoded, refuse_when_draining
+from .exchange import (
+    ASGIApp,
+    Receive,
+    Recorder,
+    Scope,
+    Send,
+    request_id_for,
+    send_problem,
+    unexpected,
+)
+from .messages import Answer, publish_many, publish_one
 
 ROUTE_ONE = "/v1/queues/<queue>/messages"
 ROUTE_BATCH = "/v1/queues/<queue>/messages/batch"
 PREFIX = "/v1/queues/"
+# The scope both publish routes require (@requires("publish"); admin always passes).
+PUBLISH_SCOPE = frozenset({"publish"})
 # A body not complete within this goes to the app, which then applies its own BODY_TIMEOUT_S
 # (408): a slow client waits at most this much longer than the route alone would let it.
 FAST_BODY_S = 1.0
@@ -54,17 +58,24 @@ MAX_PATH_BYTES = 1024
 
 
 class FastPublish:
-    """ASGI middleware: the publish routes' successes here, everything else to `app`."""
+    """ASGI middleware: the publish routes answered here, what only the route can tell to `app`."""
 
-    def __init__(self, app: ASGIApp, settings: Settings, runtime: Runtime) -> None:
+    def __init__(
+        self,
+        app: ASGIApp,
+        settings: Settings,
+        runtime: Runtime,
+        auth: Authenticator,
+        recorder: Recorder,
+    ) -> None:
         self.app = app
         self.runtime = runtime
-        self.auth = Authenticator(settings.auth)
+        self.auth = auth
+        self.recorder = recorder
         self.queues = frozenset(settings.queues)
         self.max_body = settings.server.max_body_bytes
-        self._requests: dict[tuple[str, int], Any] = {}  # bound metric children
-        self._durations: dict[str, Any] = {}
-        self.answered = 0  # successes answered here (the rest went to the app)
+        self.answered = 0  # successes answered here
+        self.refused = 0  # refusals (and unexpected errors) answered here
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["method"] != "POST":
@@ -83,28 +94,30 @@ class FastPublish:
                 rid = value
             elif name == b"content-length" and length is None:
                 length = value
-        request_id = _request_id(rid)
-        rt = self.runtime
+        # What the route tells before or while it reads the body (404, 415, 413, 408) is its own.
         if (
-            request_id is None
-            or not self._allowed(auth)
-            or rt.draining
-            or queue not in self.queues
+            queue not in self.queues
             or _mimetype(ctype) != JSON
-            or (length is not None and (not length.isdigit() or int(length) > self.max_body))
+            or (length is not None and not _within(length, self.max_body))
         ):
             return await self.app(scope, receive, send)
+        request_id = request_id_for(rid.decode("latin-1") if rid else None)
+        rt = self.runtime
         events: list[MutableMapping[str, Any]] = []
-        data = await self._read_body(receive, events)
-        if data is None or rt.draining:
-            return await self.app(scope, _replay(events, receive), send)
         try:
-            if route == ROUTE_BATCH:
-                answer = await publish_many(rt, queue, decode_body(Batch, data))
-            else:
-                answer = await publish_one(rt, queue, decode_body(Envelope, data))
-        except SpoolError:
-            # Refused before anything was held: the route refuses it again, in its own words.
+            # The route's checks, in the route's order (messages.publish).
+            self.auth.authorize(auth.decode("latin-1") if auth else None, PUBLISH_SCOPE)
+            refuse_when_draining(rt)
+            data = await self._read_body(receive, events)
+            answer = None if data is None else await self._publish(route, queue, data)
+        except SpoolError as exc:
+            # Answered here: the route would refuse it in the same words, but only after
+            # doing the work again (a full queue's publish, exactly when overloaded).
+            return await self._refuse(scope, send, route, exc, request_id, started)
+        except Exception as exc:
+            error = unexpected(exc, request_id)
+            return await self._refuse(scope, send, route, error, request_id, started)
+        if answer is None:  # the body is the route's to judge (413, 408)
             return await self.app(scope, _replay(events, receive), send)
         doc, status, extra = answer
         body = encoded(doc)
@@ -118,22 +131,39 @@ class FastPublish:
         await send({"type": "http.response.start", "status": status, "headers": headers})
         await send({"type": "http.response.body", "body": body})
         self.answered += 1
-        self._record(route, status, log_path(scope), request_id, time.perf_counter() - started)
+        self.recorder.record(
+            "POST", route, status, scope, request_id, time.perf_counter() - started
+        )
+
+    async def _publish(self, route: str, queue: str, data: bytes) -> Answer:
+        rt = self.runtime
+        if route == ROUTE_BATCH:
+            batch = decode_body(Batch, data)
+            refuse_when_draining(rt)  # again, as the route: the upload may end after a stop
+            return await publish_many(rt, queue, batch)
+        envelope = decode_body(Envelope, data)
+        refuse_when_draining(rt)
+        return await publish_one(rt, queue, envelope)
+
+    async def _refuse(
+        self,
+        scope: Scope,
+        send: Send,
+        route: str,
+        error: SpoolError,
+        request_id: str,
+        started: float,
+    ) -> None:
+        await send_problem(send, error, request_id)
+        self.refused += 1
+        elapsed = time.perf_counter() - started
+        self.recorder.record("POST", route, error.status, scope, request_id, elapsed)
 
     def _plain_head(self, scope: Scope) -> bool:
         headers = scope["headers"]
         if len(headers) > MAX_HEADERS or len(scope.get("raw_path") or b"") > MAX_PATH_BYTES:
             return False
         return sum(len(k) + len(v) for k, v in headers) <= MAX_HEAD_BYTES
-
-    def _allowed(self, header: bytes | None) -> bool:
-        if not self.auth.enabled:
-            return True
-        try:
-            scopes = self.auth.scopes_for(header.decode("latin-1") if header else None)
-        except SpoolError:
-            return False
-        return "admin" in scopes or "publish" in scopes
 
     async def _read_body(
         self, receive: Receive, events: list[MutableMapping[str, Any]]
@@ -158,33 +188,6 @@ class FastPublish:
         except TimeoutError:
             return None
 
-    def _record(self, route: str, status: int, path: str, request_id: str, elapsed: float) -> None:
-        """What the app's after_request hook records for every answer."""
-        metrics = self.runtime.metrics
-        counter = self._requests.get((route, status))
-        if counter is None:
-            counter = metrics.http_requests.labels("POST", route, str(status))
-            self._requests[(route, status)] = counter
-        duration = self._durations.get(route)
-        if duration is None:
-            duration = self._durations[route] = metrics.http_duration.labels("POST", route)
-        counter.inc()
-        duration.observe(elapsed)
-        if access_log.isEnabledFor(logging.INFO):
-            access_log.info(
-                "%s %s %d",
-                "POST",
-                path,
-                status,
-                extra={
-                    "request_id": request_id,
-                    "method": "POST",
-                    "route": route,
-                    "status": status,
-                    "duration_ms": round(elapsed * 1000, 3),
-                },
-            )
-
 
 def _match(path: str) -> tuple[str | None, str]:
     """(route template, queue) for the two publish paths, else (None, "")."""
@@ -198,19 +201,16 @@ def _match(path: str) -> tuple[str | None, str]:
     return None, ""
 
 
+def _within(length: bytes, limit: int) -> bool:
+    """Whether a Content-Length is a plain number no larger than `limit` (int() refuses
+    over 4300 digits: anything longer than 18 is far too large anyway)."""
+    return length.isdigit() and len(length) <= 18 and int(length) <= limit
+
+
 def _mimetype(header: bytes | None) -> str:
     if header is None:
         return ""
     return header.split(b";", 1)[0].strip().lower().decode("latin-1")
-
-
-def _request_id(header: bytes | None) -> str | None:
-    """The id to answer with: a fresh one, the client's plain one (app.REQUEST_ID), or None:
-    the app decides what to do with any other."""
-    if not header:
-        return new_request_id()
-    text = header.decode("latin-1")
-    return text if REQUEST_ID.fullmatch(text) else None
 
 
 def _replay(events: list[MutableMapping[str, Any]], receive: Receive) -> Receive:

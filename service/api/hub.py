@@ -20,13 +20,14 @@ from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from itertools import repeat
 from operator import attrgetter, is_not
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 
-from .. import __version__
+from .._version import __version__
 from ..model import Message, Status
 from ..runtime import Runtime
+from .bodies import ExecutorFigures, Latency, LiveQueueFigures, NodeState, Percentiles, QueuesEvent
 from .queues import figures as queue_figures
 
 FLUSH_S = 0.1  # message events are gathered and sent this often (one tick)
@@ -43,11 +44,11 @@ _encoder = msgspec.json.Encoder()
 
 
 class MessageEvent(msgspec.Struct):
-    """The data of `event: message` (SPEC), in its order."""
+    """The data of each `event: message` of GET /v1/events: a message's latest status."""
 
     id: str
     queue: str
-    status: str
+    status: Annotated[str, msgspec.Meta(description="a Status")]
     attempts: int
 
 
@@ -66,12 +67,12 @@ class LatencyWindow:
     def add(self, when: float, value: float) -> None:
         self._samples.append((when, max(0.0, value)))
 
-    def percentiles(self, current: float) -> dict[str, float | None]:
+    def percentiles(self, current: float) -> Percentiles:
         cutoff = current - LATENCY_WINDOW_S
         values = sorted(v for t, v in self._samples if t >= cutoff)
         if not values:
-            return {"p50": None, "p95": None}
-        return {"p50": _rank(values, 0.50), "p95": _rank(values, 0.95)}
+            return Percentiles(None, None)
+        return Percentiles(_rank(values, 0.50), _rank(values, 0.95))
 
 
 def _rank(values: list[float], q: float) -> float:
@@ -135,7 +136,7 @@ class EventHub:
         self._pending: dict[str, tuple[str, str, int]] = {}
         self._tick: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._snapshot: tuple[float, dict[str, Any], bytes] | None = None
+        self._snapshot: tuple[float, QueuesEvent, bytes] | None = None
         self._snapshot_lock = asyncio.Lock()
         self.dropped_total = 0
 
@@ -226,9 +227,9 @@ class EventHub:
         doc, encoded = await self._snapshot_of_figures()
         if queues is None:
             return encoded
-        return sse("queues", {**doc, "queues": [q for q in doc["queues"] if q["name"] in queues]})
+        return sse("queues", QueuesEvent([q for q in doc.queues if q.name in queues], doc.node))
 
-    async def _snapshot_of_figures(self) -> tuple[dict[str, Any], bytes]:
+    async def _snapshot_of_figures(self) -> tuple[QueuesEvent, bytes]:
         """Every queue's figures with latency, and the node's: computed at most every 0.5 s."""
         async with self._snapshot_lock:
             current = time.monotonic()
@@ -239,27 +240,27 @@ class EventHub:
             queues = []
             for name in self._rt.settings.queues:
                 figures = queue_figures(await rt.broker.stats(name), rt.live_consumers(name))
-                figures["latency"] = {
-                    "wait_s": self._wait[name].percentiles(now_s),
-                    "processing_s": self._processing[name].percentiles(now_s),
-                }
-                queues.append(figures)
-            doc = {"queues": queues, "node": node_figures(self._rt)}
+                latency = Latency(
+                    self._wait[name].percentiles(now_s), self._processing[name].percentiles(now_s)
+                )
+                queues.append(LiveQueueFigures(**msgspec.structs.asdict(figures), latency=latency))
+            doc = QueuesEvent(queues, node_figures(self._rt))
             self._snapshot = (current, doc, sse("queues", doc))
             return doc, self._snapshot[2]
 
 
-def node_figures(rt: Runtime) -> dict[str, Any]:
+def node_figures(rt: Runtime) -> NodeState:
     executor = rt.settings.executor
-    return {
-        "version": __version__,
-        "backend": rt.settings.broker.backend,
-        "draining": rt.draining,
-        "running": rt.running,
-        "loop_lag_ms": round(rt.loop_lag_s * 1000, 3),
-        "max_loop_lag_ms": rt.settings.health.max_loop_lag_ms,
-        "executors": {
-            "thread": {"busy": rt.executors.busy.get("thread", 0), "size": executor.threads},
-            "process": {"busy": rt.executors.busy.get("process", 0), "size": executor.processes},
+    busy = rt.executors.busy
+    return NodeState(
+        version=__version__,
+        backend=rt.settings.broker.backend,
+        draining=rt.draining,
+        running=rt.running,
+        loop_lag_ms=round(rt.loop_lag_s * 1000, 3),
+        max_loop_lag_ms=rt.settings.health.max_loop_lag_ms,
+        executors={
+            "thread": ExecutorFigures(busy.get("thread", 0), executor.threads),
+            "process": ExecutorFigures(busy.get("process", 0), executor.processes),
         },
-    }
+    )

@@ -2,18 +2,17 @@
 
 from __future__ import annotations
 
-import math
 from operator import attrgetter
 from typing import Any
 
-from quart import Blueprint, Response, request
+from quart import Blueprint, Response
 
-from ..errors import BadRequest, Invalid, NotFound
+from ..errors import Invalid, NotFound
 from ..model import Batch, Envelope, Message
 from ..runtime import Runtime
 from .answers import accepted_view, batch_answer
 from .auth import requires
-from .common import json_response, read_json, refuse_when_draining, runtime
+from .common import json_response, query_seconds, read_json, refuse_when_draining, runtime
 
 bp = Blueprint("messages", __name__)
 
@@ -78,11 +77,11 @@ async def publish_many(rt: Runtime, queue: str, batch: Batch) -> Answer:
 @requires("publish", "read")
 async def get_message(message_id: str) -> Response:
     rt = runtime()
-    wait = request.args.get("wait")
+    wait = query_seconds("wait", MAX_WAIT_S)
     if wait is None:
         message = await rt.broker.get(message_id)
     else:
-        message = await rt.broker.wait(message_id, _parse_wait(wait))
+        message = await rt.broker.wait(message_id, wait)
     return json_response(_known(message, message_id).view())
 
 
@@ -93,16 +92,6 @@ async def cancel_message(message_id: str) -> Response:
     message = await rt.broker.cancel(message_id)
     rt.metrics.queues[message.queue].processed["cancelled"].inc()
     return json_response(message.view())
-
-
-def _parse_wait(text: str) -> float:
-    try:
-        value = float(text)
-    except ValueError:
-        value = math.nan
-    if not (0 < value <= MAX_WAIT_S):  # also false for NaN
-        raise BadRequest(f"wait: expected a number of seconds, 0 < wait <= {MAX_WAIT_S:g}")
-    return value
 
 
 def _known(message: Message | None, message_id: str) -> Message:

@@ -34,9 +34,20 @@ _FIELDS = Message.__struct_fields__
 ApplyOne = Callable[[LocalQueue, Message, Status], None]
 
 
-def for_storage(storage: Storage, messages: IdIndex, put_back: Callable[[str], None]) -> Commits:
+# The oldest results and dead letters that the drafts, once applied, push past
+# results.max_entries, none of them claimed (LocalState.evictions).
+Evictions = Callable[[Sequence[Message], Claims], list[str]]
+
+
+def for_storage(
+    storage: Storage,
+    messages: IdIndex,
+    put_back: Callable[[str], None],
+    evictions: Evictions,
+    drop_all: Callable[[list[str]], None],
+) -> Commits:
     if storage.writes_each_change:
-        return CommitThenApply(storage, messages, put_back)
+        return CommitThenApply(storage, messages, put_back, evictions, drop_all)
     return ApplyAtOnce()
 
 
@@ -89,12 +100,19 @@ class CommitThenApply:
     """
 
     def __init__(
-        self, storage: Storage, messages: IdIndex, put_back: Callable[[str], None]
+        self,
+        storage: Storage,
+        messages: IdIndex,
+        put_back: Callable[[str], None],
+        evictions: Evictions,
+        drop_all: Callable[[list[str]], None],
     ) -> None:
         self.storage = storage
         self.claims = Claims()
         self._messages = messages  # what a committed draft becomes: the message of its id
         self._put_back = put_back
+        self._evictions = evictions
+        self._drop_all = drop_all
         self._pausing = asyncio.Lock()  # one paused set committed at a time
 
     def draft(self, msg: Message) -> Message:
@@ -117,10 +135,16 @@ class CommitThenApply:
         if not (drafts or forget):
             apply(*args)  # nothing to commit
             return None
-        ids = [*(d.id for d in drafts), *forget] if claim else []
+        # What these drafts push past results.max_entries is deleted in the same commit and
+        # dropped as it lands: the bound holds the moment the outcome is visible (left to
+        # the upkeep, a reader could still get a result the bound had already evicted).
+        evicted = self._evictions(drafts, self.claims)
+        if evicted:
+            forget = [*forget, *evicted]
+        ids = [*((d.id for d in drafts) if claim else ()), *forget]
         self.claims.hold(ids, displaced=displaced)
         writing = self.storage.write(drafts, forget)
-        return to_the_end(self._commit_then_apply(writing, ids, apply, args, undo, drafts))
+        return to_the_end(self._commit_then_apply(writing, ids, apply, args, undo, drafts, evicted))
 
     def change_one(
         self,
@@ -159,6 +183,7 @@ class CommitThenApply:
         args: tuple[Any, ...],
         undo: Callable[[], None] | None = None,
         drafts: Sequence[Message] = (),
+        evicted: Sequence[str] = (),
     ) -> None:
         """The rule. A failed commit makes nothing visible: the claims go, a message whose
         entry was popped meanwhile (or by the caller: `displaced`) goes back where it
@@ -180,6 +205,7 @@ class CommitThenApply:
                 if msg is not None and msg is not draft:
                     for name in _FIELDS:
                         setattr(msg, name, getattr(draft, name))
+            self._drop_all(list(evicted))
             apply(*args)
         finally:
             for mid in ids:

@@ -12,6 +12,8 @@ keys, room, paging) are policy.py's, shared with the amqp backend.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import random
 from collections.abc import Callable, Sequence
 from functools import partial
@@ -27,6 +29,12 @@ from .queues import LocalQueue
 from .state import QUEUED, RETRYING, RUNNING, LocalState
 from .storage import NoStorage, Storage
 from .upkeep import Upkeep
+
+log = logging.getLogger(__name__)
+
+# How long a stop waits for commits already under way (a journal write is bounded by
+# SQLite's busy timeout; past this the stop goes on and the next start recovers).
+CLOSE_COMMITS_S = 2.0
 
 _id, _status, _priority = attrgetter("id"), attrgetter("status"), attrgetter("priority")
 _key, _delay = attrgetter("idempotency_key"), attrgetter("delay_s")
@@ -63,6 +71,12 @@ class LocalBroker:
 
     async def close(self) -> None:
         self._state.waiters.wake_all()
+        # Changes still committing (a take whose consumer the stop cancelled) land first:
+        # the last write reads memory, which must show what the storage holds.
+        try:
+            await asyncio.wait_for(self._commits.claims.all_released(), CLOSE_COMMITS_S)
+        except TimeoutError:
+            log.warning("closing with changes still committing after %g s", CLOSE_COMMITS_S)
         paused = [q.name for q in self._state.queues.values() if q.paused]
         await self.storage.close(self._messages.values(), paused)
 
@@ -99,7 +113,7 @@ class LocalBroker:
             else:  # nothing delayed (the usual batch): new_message's queued case, inlined
                 all_queued = True
                 fresh = [
-                    Message(
+                    Message(  # positional: tests/test_field_order.py pins Message's order
                         new_id(),
                         queue,
                         QUEUED,

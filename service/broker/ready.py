@@ -82,7 +82,7 @@ class ReadyLine:
                     self._getters.remove(getter)
                 except ValueError:
                     pass  # already woken: pass the wake-up on, or an id waits with a getter idle
-                if self._size and not getter.cancelled():
+                if len(self) and not getter.cancelled():
                     self._wake_one()
                 raise
         return self.pop()

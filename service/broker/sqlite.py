@@ -18,6 +18,7 @@ import sqlite3
 import threading
 from collections.abc import Callable, Iterable, Sequence
 from functools import partial
+from operator import attrgetter
 from pathlib import Path
 from typing import Any
 
@@ -26,11 +27,30 @@ import msgspec
 from ..errors import StartupError, Unavailable
 from ..model import Message, Status
 from .policy import give_back
-from .sqlite_jobs import Call, Job, Write, next_batch, raiser, resolve, rows
+from .records import encode_message
+from .sqlite_jobs import Call, Job, Write, next_batch, raiser, resolve
 from .sqlite_store import Lock, Row, Store, unavailable
 from .storage import Recovered
 
 log = logging.getLogger(__name__)
+
+_id, _queue, _status = attrgetter("id"), attrgetter("queue"), attrgetter("status")
+# A plain str per status for the status column: `.value` is a descriptor call per row.
+_STATUS_TEXT = {status: status.value for status in Status}
+
+
+def rows(msgs: Sequence[Message]) -> list[Row]:
+    """(id, queue, status, record) per message, the columns taken in C loops."""
+    return list(
+        zip(
+            map(_id, msgs),
+            map(_queue, msgs),
+            map(_STATUS_TEXT.__getitem__, map(_status, msgs)),
+            map(encode_message, msgs),
+            strict=True,
+        )
+    )
+
 
 # While the journal cannot write, the writer probes this often whether it can again.
 PROBE_INTERVAL_S = 1.0

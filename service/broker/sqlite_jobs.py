@@ -7,11 +7,8 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 from collections.abc import Callable, Sequence
-from operator import attrgetter
 from typing import Any
 
-from ..model import Message, Status
-from .records import encode_message
 from .sqlite_store import Row
 
 # One transaction takes whole write requests up to about this many record bytes, or this
@@ -35,23 +32,6 @@ class Call:
 
 
 Job = Write | Call
-
-_id, _queue, _status = attrgetter("id"), attrgetter("queue"), attrgetter("status")
-# A plain str per status for the status column: `.value` is a descriptor call per row.
-_STATUS_TEXT = {status: status.value for status in Status}
-
-
-def rows(msgs: Sequence[Message]) -> list[Row]:
-    """(id, queue, status, record) per message, the columns taken in C loops."""
-    return list(
-        zip(
-            map(_id, msgs),
-            map(_queue, msgs),
-            map(_STATUS_TEXT.__getitem__, map(_status, msgs)),
-            map(encode_message, msgs),
-            strict=True,
-        )
-    )
 
 
 def next_batch(jobs: list[Job]) -> tuple[list[Job], list[Job]]:

@@ -9,12 +9,13 @@ import asyncio
 import heapq
 import itertools
 import logging
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Sequence
 
 from ..config import QueueSettings, ResultsSettings
 from ..model import FINAL, Message, Status
 from .base import Listener
+from .claims import Claims
 from .commits import for_storage
 from .index import IdIndex
 from .policy import Queues, give_back, over_limit, record_process_death, recovery_order
@@ -43,7 +44,9 @@ class LocalState:
         self.results = results
         self.clock = clock
         self.messages = IdIndex()
-        self.commits = for_storage(storage, self.messages, self.put_back)
+        self.commits = for_storage(
+            storage, self.messages, self.put_back, self.evictions, self.drop_all
+        )
         self.finals: OrderedDict[str, None] = OrderedDict()  # retention order
         self.due: list[tuple[float, int, str]] = []  # scheduled + retrying, by due time
         self._seq = itertools.count()
@@ -112,6 +115,17 @@ class LocalState:
             victims = over_limit(ids_oldest_first, self.results.max_entries)
             self.commits.retire(victims, self.drop_all, self.wake.set)
 
+    def evictions(self, drafts: Sequence[Message], claims: Claims) -> list[str]:
+        """The oldest results and dead letters (none of them claimed) that the drafts, once
+        applied, push past results.max_entries."""
+        limit = self.results.max_entries
+        finals = sum(d.status in FINAL and d.status is not FAILED for d in drafts)
+        out = _unclaimed(self.finals, len(self.finals) + finals - limit, claims)
+        for name, dead in Counter(d.queue for d in drafts if d.status is FAILED).items():
+            pool = self.queues[name].dead
+            out += _unclaimed(pool, len(pool) + dead - limit, claims)
+        return out
+
     def drop_all(self, ids: list[str]) -> None:
         for mid in ids:
             self.drop(mid)
@@ -174,3 +188,9 @@ class LocalState:
         else:
             self.schedule(msg)
         return was_running
+
+
+def _unclaimed(pool: dict[str, None], count: int, claims: Claims) -> list[str]:
+    if count <= 0:
+        return []  # the usual case: no walk at all
+    return list(itertools.islice((m for m in pool if m not in claims), count))

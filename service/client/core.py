@@ -38,7 +38,9 @@ def _settings(
 
 
 def _unreachable(base: httpx.URL, call: Call, exc: Exception) -> str:
-    return f"{call.method} {base}{call.path.lstrip('/')}: {exc or type(exc).__name__}"
+    # An exception's str() may be empty (httpx's ConnectError often is): name its type then.
+    url = f"{str(base).rstrip('/')}/{call.path.lstrip('/')}"
+    return f"{call.method} {url}: {str(exc) or type(exc).__name__}"
 
 
 def _request_args(call: Call) -> dict[str, Any]:
