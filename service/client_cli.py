@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Sequence
+from datetime import datetime
 from typing import Any, TextIO, TypeVar
 
 import msgspec
@@ -36,6 +37,7 @@ from .client import (
     Redriven,
     Unauthorized,
 )
+from .model import rfc3339
 
 T = TypeVar("T")
 
@@ -63,7 +65,10 @@ def parser() -> argparse.ArgumentParser:
     sub = root.add_subparsers(dest="command", required=True)
     publish = sub.add_parser("publish", parents=[common], help="publish one message")
     publish.add_argument("queue")
-    publish.add_argument("body", help="the body as JSON ('-' reads it from stdin)")
+    publish.add_argument(
+        "body",
+        help="the body: JSON, or a bare word sent as a string (hello); '-' reads JSON from stdin",
+    )
     publish.add_argument("--wait", type=float, metavar="S", help="wait up to S s for the end")
     publish.add_argument("--delay", type=float, metavar="S", help="run it no sooner than in S s")
     publish.add_argument("--priority", type=int, help="0-9, higher first")
@@ -88,11 +93,14 @@ def main(argv: Sequence[str], out: TextIO = sys.stdout, err: TextIO = sys.stderr
     args = parser().parse_args(argv)
     body: Any = None
     if args.command == "publish":
-        text = sys.stdin.read() if args.body == "-" else args.body
         try:
-            body = msgspec.json.decode(text)
+            body = read_body(args.body)
         except msgspec.DecodeError as exc:
-            print(f"spool: the body is not valid JSON: {exc}", file=err)
+            print(
+                f"spool: the body is not valid JSON ({exc}); a body that starts with "
+                f'{{, [ or " must be JSON, a bare word is sent as a string',
+                file=err,
+            )
             return USAGE
     try:
         with Client(
@@ -102,6 +110,20 @@ def main(argv: Sequence[str], out: TextIO = sys.stdout, err: TextIO = sys.stderr
     except ClientError as exc:
         print(f"spool: {exc.detail}", file=err)
         return exit_code(exc)
+
+
+def read_body(argument: str) -> Any:
+    """The body to publish: the argument as JSON (`-`: stdin's JSON), or a bare word as the
+    string it is, so `publish default hello` needs no quotes within quotes. What starts as
+    JSON must be JSON: a typo in an object is an error, not a string sent by surprise."""
+    if argument == "-":
+        return msgspec.json.decode(sys.stdin.read())
+    try:
+        return msgspec.json.decode(argument)
+    except msgspec.DecodeError:
+        if argument.lstrip()[:1] in ("{", "[", '"'):
+            raise
+        return argument
 
 
 def exit_code(exc: ClientError) -> int:
@@ -119,7 +141,7 @@ def exit_code(exc: ClientError) -> int:
 def run(client: Client, args: argparse.Namespace, body: Any, out: TextIO) -> int:
     def show(value: T, as_table: Callable[[T], str]) -> None:
         if args.json:
-            print(msgspec.json.format(msgspec.json.encode(value)).decode(), file=out)
+            print(msgspec.json.format(msgspec.json.encode(as_api_writes(value))).decode(), file=out)
         else:
             print(as_table(value), file=out)
 
@@ -181,19 +203,16 @@ def queues_table(queues: Sequence[QueueInfo]) -> str:
 
 
 def message_table(m: Message) -> str:
-    def when(value: object) -> str:
-        return "-" if value is None else str(value)
-
     rows: list[tuple[str, object]] = [
         ("id", m.id),
         ("queue", m.queue),
         ("status", m.status),
         ("attempts", m.attempts),
         ("priority", m.priority),
-        ("created_at", when(m.created_at)),
-        ("scheduled_for", when(m.scheduled_for)),
-        ("started_at", when(m.started_at)),
-        ("finished_at", when(m.finished_at)),
+        ("created_at", when_text(m.created_at)),
+        ("scheduled_for", when_text(m.scheduled_for)),
+        ("started_at", when_text(m.started_at)),
+        ("finished_at", when_text(m.finished_at)),
         ("body", msgspec.json.encode(m.body).decode()),
     ]
     if m.result is not None:
@@ -213,5 +232,22 @@ def dead_table(page: DeadPage) -> str:
     return text + (f"\nmore: --cursor {page.next_cursor}" if page.next_cursor else "")
 
 
-def when_text(value: object) -> str:
-    return "-" if value is None else str(value)
+def when_text(value: datetime | None) -> str:
+    """A timestamp as the API writes it (model.rfc3339: milliseconds, Z), or '-'."""
+    return rfc3339(None if value is None else value.timestamp()) or "-"
+
+
+def as_api_writes(value: object) -> Any:
+    """`value` as JSON-ready builtins, its timestamps written as the API writes them: the
+    client reads them as datetimes, which msgspec would write with microseconds."""
+    return _api_times(msgspec.to_builtins(value, builtin_types=(datetime,)))
+
+
+def _api_times(value: Any) -> Any:
+    if isinstance(value, datetime):
+        return when_text(value)
+    if isinstance(value, dict):
+        return {key: _api_times(item) for key, item in value.items()}
+    if isinstance(value, list):
+        return [_api_times(item) for item in value]
+    return value
