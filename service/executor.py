@@ -28,13 +28,13 @@ from .config import ExecutorSettings
 from .failures import HandlerFailure as HandlerFailure
 from .failures import HandlerTimeout as HandlerTimeout
 from .failures import encode_result, failure_of
+from .grace import ASYNC_CANCEL_GRACE_S
 from .handlers.registry import ResolvedHandler
 from .model import HandlerContext
 from .threads import HandlerThreads
 
 log = logging.getLogger(__name__)
 
-ASYNC_CANCEL_GRACE_S = 1.0
 # /readyz fails once this many times `executor.threads` handler threads are stuck.
 LEAKING_THREADS_FACTOR = 4
 

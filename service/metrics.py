@@ -11,9 +11,9 @@ from __future__ import annotations
 
 import math
 from bisect import bisect_left
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from functools import partial
-from typing import TYPE_CHECKING, Generic, TypeVar
+from typing import Generic, Protocol, TypeVar
 
 from prometheus_client import (
     CollectorRegistry,
@@ -32,9 +32,6 @@ from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
 from .broker.queues import DEPTH_STATUSES
-
-if TYPE_CHECKING:
-    from .runtime import Runtime
 
 # *_created series double the exposition for nothing a dashboard uses.
 disable_created_metrics()  # type: ignore[no-untyped-call]
@@ -199,21 +196,46 @@ class Metrics:
         )
         self.queues = {name: QueueMetrics(self, name) for name in queues}
 
-    def attach(self, runtime: Runtime) -> None:
-        self.registry.register(StateCollector(runtime))
+    def attach(self, state: LiveState, executors: ExecutorGauges) -> None:
+        """Read `state` and `executors` at every scrape, for the gauges."""
+        self.registry.register(StateCollector(list(self.queues), state, executors))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
 
 
+class LiveState(Protocol):
+    """What the queue gauges read at scrape time, read-only (the Runtime provides it)."""
+
+    def queue_depth(self, queue: str) -> Mapping[str, int]:
+        """Messages of `queue` by status, without I/O."""
+
+    def live_consumers(self, queue: str) -> int: ...
+
+
+class ExecutorGauges(Protocol):
+    """What the executor gauges read at scrape time (executor.Executors provides it)."""
+
+    @property
+    def busy(self) -> Mapping[str, int]: ...
+
+    @property
+    def abandoned_threads(self) -> int: ...
+
+    @property
+    def process_restarts(self) -> int: ...
+
+
 class StateCollector(Collector):
     """Gauges read from live state at scrape time."""
 
-    def __init__(self, runtime: Runtime) -> None:
-        self._runtime = runtime
+    def __init__(self, queues: list[str], state: LiveState, executors: ExecutorGauges) -> None:
+        self._queues = queues
+        self._state = state
+        self._executors = executors
 
     def collect(self) -> Iterable[Metric]:
-        rt = self._runtime
+        state, executors = self._state, self._executors
         depth = GaugeMetricFamily(
             "spool_queue_depth",
             "Messages by queue and status (dead = dead letters).",
@@ -222,28 +244,28 @@ class StateCollector(Collector):
         consumers = GaugeMetricFamily(
             "spool_consumers", "Live consumer tasks per queue.", labels=["queue"]
         )
-        for name in rt.settings.queues:
-            stats = rt.broker.cached_stats(name)
+        for name in self._queues:
+            counts = state.queue_depth(name)
             for status in DEPTH_STATUSES:
-                depth.add_metric([name, status], stats.depth.get(status, 0))
-            consumers.add_metric([name], rt.live_consumers(name))
+                depth.add_metric([name, status], counts.get(status, 0))
+            consumers.add_metric([name], state.live_consumers(name))
         yield depth
         yield consumers
         busy = GaugeMetricFamily(
             "spool_executor_busy", "Handlers running in each executor.", labels=["executor"]
         )
-        for kind, count in rt.executors.busy.items():
+        for kind, count in executors.busy.items():
             busy.add_metric([kind], count)
         yield busy
         yield _gauge(
             "spool_executor_abandoned_threads",
             "Handler threads that overran their timeout and still run (they cannot be killed).",
-            lambda: rt.executors.abandoned_threads,
+            lambda: executors.abandoned_threads,
         )
         yield _gauge(
             "spool_executor_process_restarts",
             "Worker processes replaced after an overrun or a crash since start.",
-            lambda: rt.executors.process_restarts,
+            lambda: executors.process_restarts,
         )
 
 

@@ -18,11 +18,11 @@ from typing import Any
 import msgspec
 from quart import Blueprint, Response, current_app, request
 
-from ..errors import UnknownQueue
-from ..runtime import Runtime
 from .auth import authenticator, requires
-from .common import json_response, refuse_when_draining, runtime
-from .hub import CLIENT_BUFFER_BYTES, FLUSH_S, EventHub, Subscription, node_figures
+from .common import json_response, refuse_when_draining
+from .hub import CLIENT_BUFFER_BYTES, FLUSH_S, EventHub, Subscription
+from .services import NodeState, queue_directory
+from .services import node as node_state
 
 bp = Blueprint("events", __name__)
 
@@ -39,16 +39,16 @@ def hub() -> EventHub:
 @bp.get("/v1/events")
 @requires("read")
 async def events() -> Response:
-    rt = runtime()
     wanted = request.args.getlist("queue")
+    queues = queue_directory()
     for name in wanted:
-        if name not in rt.settings.queues:
-            raise UnknownQueue(f"queue {name!r} is not configured")
-    refuse_when_draining(rt)
+        queues.exists(name)
+    state = node_state()
+    refuse_when_draining(state)
     events_hub = hub()
     sub = events_hub.subscribe(wanted or None)
     response = Response(
-        _stream(rt, events_hub, sub),
+        _stream(state, events_hub, sub),
         content_type="text/event-stream; charset=utf-8",
         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
     )
@@ -56,12 +56,14 @@ async def events() -> Response:
     return response
 
 
-async def _stream(rt: Runtime, events_hub: EventHub, sub: Subscription) -> AsyncIterator[bytes]:
+async def _stream(
+    state: NodeState, events_hub: EventHub, sub: Subscription
+) -> AsyncIterator[bytes]:
     loop = asyncio.get_running_loop()
     try:
         yield f"retry: {RECONNECT_MS}\n\n".encode()
         next_tick = 0.0
-        while not rt.draining and not sub.dropped:
+        while not state.draining and not sub.dropped:
             if loop.time() >= next_tick:
                 yield await events_hub.queues_event(sub.queues)
                 next_tick = loop.time() + TICK_S
@@ -77,14 +79,19 @@ async def _stream(rt: Runtime, events_hub: EventHub, sub: Subscription) -> Async
 @requires("publish", "read")
 async def node() -> Response:
     """This node's figures, and the scopes of the caller's token (what a dashboard may offer)."""
-    rt = runtime()
+    events_hub = hub()
     auth = authenticator(current_app.extensions)
     if auth.enabled:
         scopes = sorted(auth.scopes_for(request.headers.get("Authorization")))
     else:
         scopes = ["admin", "publish", "read"]
     return json_response(
-        {**node_figures(rt), "auth": auth.enabled, "scopes": scopes, "streams": hub().subscribers}
+        {
+            **events_hub.node.figures(),
+            "auth": auth.enabled,
+            "scopes": scopes,
+            "streams": events_hub.subscribers,
+        }
     )
 
 
