@@ -48,10 +48,10 @@ class Runtime:
         self.settings = settings
         # Handlers resolve here, so a bad reference fails the start with one clear line.
         self.handlers: dict[str, ResolvedHandler] = resolve_queue_handlers(settings.queues)
-        self.broker: Broker = broker or create_broker(settings)
-        self.executors = executors or Executors(settings.executor)
         # Owns the tasks nobody awaits to their end; closed before the broker is.
         self.tasks = tasks if tasks is not None else TaskOwner()  # (empty is falsy)
+        self.broker: Broker = broker or create_broker(settings)
+        self.executors = executors or Executors(settings.executor)
         self.attempts = Attempts()
         self.ready = asyncio.Event()  # consumers are running
         self.stopped = asyncio.Event()  # everything is persisted and closed
@@ -59,7 +59,7 @@ class Runtime:
         self.loop_lag_s = 0.0
         self._stop_requested = asyncio.Event()
         self._force = asyncio.Event()  # skip (or end) the drain
-        self._stopping: asyncio.Task[None] | None = None
+        self._broker_closed = False
         self._consumers: dict[str, list[asyncio.Task[None]]] = {}
         self._background: list[asyncio.Task[None]] = []
         self._listener: Listener | None = None
@@ -113,6 +113,11 @@ class Runtime:
         self.draining = True
         self._force.set()
         self._stop_requested.set()
+        # Phase 4 at once, before any other callback runs: an attempt this end cuts short is
+        # failed even if its handler (perhaps the cause) has just returned.
+        for tasks in self._consumers.values():
+            for task in tasks:
+                task.cancel()
 
     def close_listener_last(self, listener: Listener) -> None:
         """The HTTP listener: the stop closes it once everything else is (cli.serve)."""
@@ -149,9 +154,9 @@ class Runtime:
                 await self._stop_requested.wait()
                 await self._stop()
         finally:
-            # A failure ended the TaskGroup (a task raised, or run() was cancelled): the same
-            # stop, without the drain; one already under way is awaited, not begun again.
-            if self._stopping is None or not self._stopping.done():
+            # A failure ended the TaskGroup (a task raised, or run() was cancelled) before or
+            # during the stop: the same stop, without the drain, does what is left of it.
+            if not self.stopped.is_set():
                 self._force.set()
                 await self._stop()
 
@@ -168,17 +173,12 @@ class Runtime:
         )
 
     async def _stop(self) -> None:
-        """Runs the stop once, whoever asks and however often; shielded, so a cancellation
-        of run() cannot leave it half done (it is bounded: grace.stop_bound_s)."""
-        if self._stopping is None:
-            self._stopping = asyncio.get_running_loop().create_task(
-                self._stop_phases(), name="stop"
-            )
-        await asyncio.shield(self._stopping)
-
-    async def _stop_phases(self) -> None:
         """The whole stop, top to bottom (SAQ Worker.stop, aiojobs, Hypercorn worker_serve).
-        Every wait is in grace.py; together they stay within graceful_timeout_s + 5 s."""
+        Every wait is in grace.py; together they stay within graceful_timeout_s + 5 s.
+
+        Run again after a failure cut it short, it does what is left: the phases already
+        done find nothing to do, and the broker is closed once (a close that a cancellation
+        cut short is not begun again)."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self.settings.server.graceful_timeout_s
         # 1. Not ready (/readyz 503) and 2. refusing publishes (503): request_stop() set
@@ -201,7 +201,9 @@ class Runtime:
         try:
             # 6. The broker persists the rest (memory: the snapshot; sqlite: its last
             #    transaction gives back what still runs; amqp: unacked deliveries go back).
-            await self.broker.close()
+            if not self._broker_closed:
+                self._broker_closed = True
+                await self.broker.close()
         finally:
             # 7. The pools: worker processes are killed, abandoned threads left behind.
             self.executors.shutdown()
