@@ -81,7 +81,7 @@ def create_app(settings: Settings, runtime: Runtime, *, fast_publish: bool = Tru
         app.extensions,
         broker=runtime.broker,
         queues=directory,
-        node=runtime,  # read through api.services.NodeState only
+        node=runtime,  # read through api.services.LiveNode only
         metrics=runtime.metrics,
         executors=runtime.executors,
     )

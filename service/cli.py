@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import gc
 import logging
 import os
 import signal
@@ -30,10 +29,11 @@ from .config_values import check_data_paths
 from .errors import SpoolError
 from .executor import stop_helper_processes
 from .failures import describe
-from .fdlimit import guard_accept, raise_open_files_limit
+from .fdlimit import guard_accept
 from .grace import CONNECTION_GRACE_S, HEAD_TIMEOUT_S, STRAY_TASK_GRACE_S
 from .handlers.registry import resolve_queue_handlers
 from .logs import setup_logging
+from .process import configure_process, freeze_startup_objects
 from .runtime import Runtime
 from .serving import HttpServer
 
@@ -106,9 +106,7 @@ def healthcheck(settings: Settings) -> int:
 
 def run_server(settings: Settings) -> int:
     setup_logging(settings.log)
-    # Each connection holds an fd; the usual soft limit of 1024 is a few seconds of busy
-    # clients, under a hard limit that is ours for the asking.
-    raise_open_files_limit()
+    configure_process(settings)
     runtime = Runtime(settings)
     stray = False
     try:
@@ -233,12 +231,7 @@ async def serve(settings: Settings, runtime: Runtime) -> int:
     async with asyncio.TaskGroup() as tg:
         tg.create_task(runtime.run(), name="runtime")
         await runtime.ready.wait()
-        # What exists now lives as long as the process, the broker's tables above all, which
-        # hold every message. Frozen, the cyclic collector no longer walks them at each full
-        # collection: a walk that grew with the messages held and, at a million held, cost
-        # batch publishing half its speed. (Messages themselves are never tracked: model.py.)
-        gc.collect()
-        gc.freeze()
+        freeze_startup_objects()  # the second phase of process.py, once the broker is loaded
         log.info("serving on http://%s (backend %s)", settings.server.bind, settings.broker.backend)
         # Not hypercorn.asyncio.serve: its writes and its stop wait on clients without bound.
         # `app` runs the whole ASGI stack (api/front.py): front door, publish fast path, Quart.

@@ -8,14 +8,24 @@ import os
 import re
 import stat
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
 import msgspec
 
 from .errors import ConfigError
 
-if TYPE_CHECKING:
-    from .config import BrokerSettings
+
+class DataPaths(Protocol):
+    """What check_data_paths reads of config.BrokerSettings (a Protocol, so this module of
+    value parsers needs nothing from config.py, which imports it)."""
+
+    @property
+    def backend(self) -> str: ...
+    @property
+    def snapshot_path(self) -> str: ...
+    @property
+    def sqlite_path(self) -> str: ...
+
 
 PORT = re.compile(r"[0-9]{1,5}")
 # RFC 1123 host names: dot-separated labels of letters, digits and inner hyphens.
@@ -61,7 +71,7 @@ def check_host(host: str) -> None:
         raise ValueError(f"{host!r} is neither an IP address nor a host name")
 
 
-def check_data_paths(broker: BrokerSettings) -> None:
+def check_data_paths(broker: DataPaths) -> None:
     """The file the chosen backend writes: not a directory, and creatable or writable.
 
     What the start would find out only when it writes (the memory backend's snapshot is

@@ -158,19 +158,25 @@ async def run_attempt(work: QueueWork, message: Message) -> None:
 
 def _log_failure(failure: HandlerFailure, message: Message) -> None:
     # Both parts are bounded and plain text (failures.py), so a hostile str() cannot make
-    # this line huge or unprintable.
-    if failure.tb:
+    # this line huge or unprintable. One line per failed attempt: a handler that fails on
+    # every message (a webhook whose receiver is down) would otherwise write some thirty lines
+    # of traceback per attempt, and a message's own line breaks (shown as \n, \r) could
+    # pass for log lines of their own. The error type and message say what happened; the
+    # traceback, which says where, rides along only when `log.level = "debug"` asks for it.
+    type_name, text = (
+        part.replace("\r", "\\r").replace("\n", "\\n")
+        for part in (failure.type_name, failure.message)
+    )
+    if failure.tb and log.isEnabledFor(logging.DEBUG):
         log.warning(
             "handler failed: %s: %s\n%s",
-            failure.type_name,
-            failure.message,
+            type_name,
+            text,
             failure.tb.rstrip(),
             extra=_extra(message),
         )
     else:
-        log.warning(
-            "handler failed: %s: %s", failure.type_name, failure.message, extra=_extra(message)
-        )
+        log.warning("handler failed: %s: %s", type_name, text, extra=_extra(message))
 
 
 async def record(broker: Broker, tasks: TaskOwner, message: Message, outcome: Outcome) -> Finished:

@@ -18,6 +18,13 @@ Work that is not a wait is not cut short, because cutting it loses what it holds
 broker's last write (6: the memory snapshot, the sqlite journal's last transaction, the
 RabbitMQ connection's close) and the pools' shutdown (7: workers are killed, not waited).
 
+Waits inside the broker's close, not yet in this table (service/broker/ is another
+helper's): the memory/sqlite broker waits up to CLOSE_COMMITS_S (memory.py, 2 s) for
+commits still under way, and the amqp broker up to twice CLOSE_TASKS_S (amqp/broker.py,
+2 s each) for consumer starts and stops. They are the broker's own task owners: spawned
+through the runtime's TaskOwner instead, phase 5 awaits that work within CANCEL_GRACE_S,
+and those waits can go.
+
 Not part of a stop (they never add to it):
 - ASYNC_CANCEL_GRACE_S: at a handler's *timeout*, how long a cancelled async handler gets
   before its attempt fails anyway. A stop cancels the consumer, which does not wait for

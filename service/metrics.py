@@ -1,10 +1,15 @@
 """Every metric SPEC names, on a registry owned by one runtime (no global state).
 
 Counters and histograms are updated where things happen, through label children bound
-once per queue; the ones updated for every message or request are plain numbers
-(LightHistogram, LightCounter) rather than prometheus_client's locked values. Gauges that
-mirror state (depth, consumers, executor busy) are read at scrape time by a collector, so
-the hot path pays nothing for them.
+once per queue, as plain numbers (LightHistogram, LightCounter) rather than
+prometheus_client's locked values: they are only ever updated on the loop's thread. Gauges
+that mirror state (depth, consumers, executor busy) are read at scrape time by a collector,
+so the hot path pays nothing for them.
+
+No prometheus_client Counter or Histogram is used: those write a `*_created` series beside
+each one (doubling the exposition for nothing a dashboard uses), and the only way to stop
+them, disable_created_metrics(), is process-wide. The families here never write one, so
+every app's /metrics is the same whatever else the process has set.
 """
 
 from __future__ import annotations
@@ -15,13 +20,7 @@ from collections.abc import Callable, Iterable, Mapping
 from functools import partial
 from typing import Generic, Protocol, TypeVar
 
-from prometheus_client import (
-    CollectorRegistry,
-    Counter,
-    Histogram,
-    disable_created_metrics,
-    generate_latest,
-)
+from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import (
     CounterMetricFamily,
     GaugeMetricFamily,
@@ -32,9 +31,6 @@ from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
 from .broker.queues import DEPTH_STATUSES
-
-# *_created series double the exposition for nothing a dashboard uses.
-disable_created_metrics()  # type: ignore[no-untyped-call]
 
 OUTCOMES = ("succeeded", "retried", "failed", "cancelled")
 LATENCY_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
@@ -146,8 +142,7 @@ class Metrics:
         self.registry = CollectorRegistry(auto_describe=True)
         r = self.registry
         self.queues: dict[str, QueueMetrics] = {}
-        # The families updated for every message or request are light (LightHistogram):
-        # they are only ever updated on the loop's thread.
+        # Registered in this order, which is the exposition's.
         self.published = LightCounters(
             "spool_messages_published", "Messages accepted for a queue.", ["queue"]
         )
@@ -156,11 +151,8 @@ class Metrics:
             "Attempt ends and cancels, by outcome (succeeded, retried, failed, cancelled).",
             ["queue", "outcome"],
         )
-        self.timeouts = Counter(
-            "spool_attempt_timeouts",
-            "Attempts that hit the queue's timeout_s.",
-            ["queue"],
-            registry=r,
+        self.timeouts = LightCounters(
+            "spool_attempt_timeouts", "Attempts that hit the queue's timeout_s.", ["queue"]
         )
         self.wait = LightHistograms(
             "spool_queue_wait_seconds", "Time from queued to running.", ["queue"], LATENCY_BUCKETS
@@ -179,21 +171,24 @@ class Metrics:
             ["method", "route"],
             HTTP_BUCKETS,
         )
+        lag = LightHistograms(
+            "spool_event_loop_lag_seconds",
+            "How late the event loop wakes a sleeping task.",
+            [],
+            LAG_BUCKETS,
+        )
         for family in (
+            self.timeouts,
             self.published,
             self.processed,
             self.wait,
             self.processing,
             self.http_requests,
             self.http_duration,
+            lag,
         ):
             r.register(family)
-        self.loop_lag = Histogram(
-            "spool_event_loop_lag_seconds",
-            "How late the event loop wakes a sleeping task.",
-            buckets=LAG_BUCKETS,
-            registry=r,
-        )
+        self.loop_lag = lag.labels()  # no labels: one child, exposed from the start
         self.queues = {name: QueueMetrics(self, name) for name in queues}
 
     def attach(self, state: LiveState, executors: ExecutorGauges) -> None:

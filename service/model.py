@@ -9,7 +9,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
-from typing import Annotated, Any
+from typing import Annotated, Any, Final, NoReturn, overload
 
 import msgspec
 import uuid_utils
@@ -37,8 +37,26 @@ class Status(enum.StrEnum):
         return self in (Status.SCHEDULED, Status.QUEUED, Status.RETRYING)
 
 
-# The headers of every message published without any: shared, so never mutate it.
-NO_HEADERS: dict[str, str] = {}
+class _NoHeaders(dict[str, str]):
+    """The type of NO_HEADERS: an empty dict that refuses every change. A dict, not a
+    MappingProxyType, because msgspec encodes dicts (and so their subclasses) natively, and
+    writes it `{}` like any empty dict; a proxy would need an enc_hook call per message."""
+
+    __slots__ = ()
+
+    def _refuse(self, *args: object, **kwargs: object) -> NoReturn:
+        raise TypeError(
+            "NO_HEADERS is shared by every message published without headers: "
+            "give the message its own dict instead of changing this one"
+        )
+
+    __setitem__ = __delitem__ = __ior__ = _refuse
+    clear = pop = popitem = setdefault = update = _refuse
+
+
+# The headers of every message published without any, shared by them all (64 bytes less per
+# message): a change to it would reach every one, so it refuses changes.
+NO_HEADERS: Final[dict[str, str]] = _NoHeaders()
 
 FINAL = frozenset({Status.SUCCEEDED, Status.FAILED, Status.CANCELLED})
 LIVE_DEPTH_STATUSES = (Status.SCHEDULED, Status.QUEUED, Status.RUNNING, Status.RETRYING)
@@ -46,28 +64,44 @@ LIVE_DEPTH_STATUSES = (Status.SCHEDULED, Status.QUEUED, Status.RUNNING, Status.R
 WAITING = frozenset({Status.SCHEDULED, Status.QUEUED, Status.RETRYING})
 
 
+# gc=False (here and on the views and Message): decoded JSON holds no cycles, and a batch of
+# 1,000 tracked objects would set off the cyclic collector several times per request.
 class Envelope(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, gc=False):
-    """One message as a publisher sends it. The body stays raw JSON: it is never re-encoded.
-
-    gc=False (here and on the views and Message): decoded JSON holds no cycles, and a batch
-    of 1,000 tracked objects would set off the cyclic collector several times per request."""
+    """One message as a publisher sends it. The body is kept as it was sent: it is never
+    re-encoded."""
 
     body: msgspec.Raw
-    delay_s: Annotated[float, msgspec.Meta(ge=0, le=366 * 86400)] = 0.0
-    priority: Annotated[int, msgspec.Meta(ge=0, le=9)] = 0
-    idempotency_key: Annotated[str, msgspec.Meta(min_length=1, max_length=200)] | None = None
-    headers: dict[str, str] = msgspec.field(default_factory=dict)
+    delay_s: Annotated[
+        float, msgspec.Meta(ge=0, le=366 * 86400, description="seconds before it may run")
+    ] = 0.0
+    priority: Annotated[
+        int, msgspec.Meta(ge=0, le=9, description="higher first; first in, first out within one")
+    ] = 0
+    idempotency_key: Annotated[
+        Annotated[str, msgspec.Meta(min_length=1, max_length=200)] | None,
+        msgspec.Meta(description="per queue: a repeat answers 200 with the earlier message"),
+    ] = None
+    headers: Annotated[
+        dict[str, str], msgspec.Meta(description="handed to the handler in its context")
+    ] = msgspec.field(default_factory=dict)
 
 
 class Batch(msgspec.Struct, forbid_unknown_fields=True):
+    """At most server.max_batch messages: every one is taken, or none is (429 when the queue
+    cannot take them all)."""
+
     messages: list[Envelope]
 
 
 class RedriveRequest(msgspec.Struct, forbid_unknown_fields=True):
+    """The dead letters to put back on the queue, attempts from 0: `ids`, or all of them."""
+
     ids: list[str] | None = None
 
 
 class ErrorInfo(msgspec.Struct, frozen=True):
+    """A failed attempt: the exception's type name (Timeout, ProcessDied, ...) and message."""
+
     type: str
     message: str
 
@@ -102,7 +136,8 @@ class Message(msgspec.Struct, eq=False, gc=False):
     enqueued_at: float | None = None
 
     def view(self) -> MessageView:
-        # Positional: fields in MessageView's order.
+        # Positional (twice as fast as keywords), in MessageView's order, which
+        # tests/test_field_order.py pins.
         return MessageView(
             self.id,
             self.queue,
@@ -121,22 +156,25 @@ class Message(msgspec.Struct, eq=False, gc=False):
 
 
 class MessageView(msgspec.Struct, gc=False):
-    """The message as clients see it (SPEC: Message). Fields in SPEC order; Message.view
-    builds it positionally."""
+    """A message as the API shows it. Times are RFC 3339 in UTC, to the millisecond."""
 
-    id: str
+    # Message.view and api/answers.py build it positionally: tests/test_field_order.py pins
+    # this order.
+    id: Annotated[str, msgspec.Meta(description="unique and time-ordered (UUIDv7)")]
     queue: str
-    status: str
+    status: Status
     body: msgspec.Raw
     headers: dict[str, str]
     priority: int
-    attempts: int
-    result: msgspec.Raw | None
-    error: ErrorInfo | None
-    created_at: str | None
-    scheduled_for: str | None
-    started_at: str | None
-    finished_at: str | None
+    attempts: Annotated[int, msgspec.Meta(description="every start, the successful one too")]
+    result: Annotated[
+        msgspec.Raw | None, msgspec.Meta(description="what the handler returned, once succeeded")
+    ]
+    error: Annotated[ErrorInfo | None, msgspec.Meta(description="the last failure")]
+    created_at: str
+    scheduled_for: Annotated[str | None, msgspec.Meta(description="when a delay is due")]
+    started_at: Annotated[str | None, msgspec.Meta(description="the last attempt's start")]
+    finished_at: Annotated[str | None, msgspec.Meta(description="when it became final")]
 
 
 def new_message(queue: str, env: Envelope, created_at: float) -> Message:
@@ -168,6 +206,14 @@ def now() -> float:
     return time.time()
 
 
+@overload
+def rfc3339(ts: float) -> str: ...
+
+
+@overload
+def rfc3339(ts: float | None) -> str | None: ...
+
+
 def rfc3339(ts: float | None) -> str | None:
     if ts is None:
         return None
@@ -195,6 +241,9 @@ def _rfc3339(ts: float) -> str:
     return text
 
 
+# Module-level, like _to_the_second's cache: memos of pure functions of the time alone, so
+# apps side by side share them without leaking anything between them (the census in
+# tests/test_field_order.py lists each; test_hot_path.py checks them against datetime).
 _last_written: tuple[float, str] = (math.nan, "")  # NaN equals nothing
 
 

@@ -1,4 +1,5 @@
-"""The OpenAPI 3.1 document, built from the same msgspec types that validate requests."""
+"""The OpenAPI 3.1 document, built from the msgspec types the routes decode requests into and
+encode answers from (model.py, api/bodies.py), so it cannot say what the API does not do."""
 
 from __future__ import annotations
 
@@ -7,66 +8,25 @@ from typing import Any
 import msgspec
 
 from ._version import __version__
-from .api.events import NodeFigures, openapi_paths
+from .api.bodies import (
+    DeadPage,
+    Liveness,
+    MessageList,
+    NodeFigures,
+    Problem,
+    QueueFigures,
+    QueueList,
+    QueuesEvent,
+    Readiness,
+    Redriven,
+    ref,
+)
+from .api.events import openapi_paths
+from .api.hub import MessageEvent
 from .model import Batch, Envelope, ErrorInfo, MessageView, RedriveRequest
 
-
-class Problem(msgspec.Struct):
-    type: str
-    title: str
-    status: int
-    detail: str
-    field: str | None = None
-
-
-class MessageList(msgspec.Struct):
-    messages: list[MessageView]
-
-
-class DeadPage(msgspec.Struct):
-    messages: list[MessageView]
-    next_cursor: str | None
-
-
-class Depth(msgspec.Struct):
-    scheduled: int
-    queued: int
-    running: int
-    retrying: int
-    dead: int
-
-
-class Counts(msgspec.Struct):
-    published: int
-    succeeded: int
-    retried: int
-    failed: int
-    cancelled: int
-
-
-class QueueFigures(msgspec.Struct):
-    name: str
-    paused: bool
-    consumers: int
-    max_size: int
-    depth: Depth
-    counts: Counts
-
-
-class QueueList(msgspec.Struct):
-    queues: list[QueueFigures]
-
-
-class Redriven(msgspec.Struct):
-    redriven: int
-    skipped: list[str]
-
-
-class Readiness(msgspec.Struct):
-    status: str
-    checks: dict[str, dict[str, Any]]
-
-
+# The component schemas, generated from the types the routes decode and encode (with every
+# type they hold). tests/test_openapi.py checks that every $ref of the document is here.
 _TYPES = (
     Envelope,
     Batch,
@@ -79,30 +39,29 @@ _TYPES = (
     QueueFigures,
     QueueList,
     Redriven,
+    Liveness,
     Readiness,
     NodeFigures,
+    QueuesEvent,
+    MessageEvent,
 )
 
 
-def _ref(name: str) -> dict[str, str]:
-    return {"$ref": f"#/components/schemas/{name}"}
-
-
-def _json(name: str) -> dict[str, Any]:
-    return {"content": {"application/json": {"schema": _ref(name)}}}
+def _json(kind: type) -> dict[str, Any]:
+    return {"content": {"application/json": {"schema": ref(kind)}}}
 
 
 def _problems(*codes: int) -> dict[str, Any]:
     return {
         str(code): {
             "description": "problem",
-            "content": {"application/problem+json": {"schema": _ref("Problem")}},
+            "content": {"application/problem+json": {"schema": ref(Problem)}},
         }
         for code in codes
     }
 
 
-def _op(summary: str, ok: str, ok_schema: str | None, *codes: int, **more: Any) -> dict[str, Any]:
+def _op(summary: str, ok: str, ok_schema: type | None, *codes: int, **more: Any) -> dict[str, Any]:
     responses: dict[str, Any] = {
         ok: {"description": summary, **(_json(ok_schema) if ok_schema else {})}
     }
@@ -111,7 +70,7 @@ def _op(summary: str, ok: str, ok_schema: str | None, *codes: int, **more: Any) 
 
 
 def _with_repeat(op: dict[str, Any]) -> dict[str, Any]:
-    op["responses"]["200"] = {"description": "idempotency key repeated", **_json("MessageView")}
+    op["responses"]["200"] = {"description": "idempotency key repeated", **_json(MessageView)}
     return op
 
 
@@ -140,10 +99,10 @@ def openapi_document() -> dict[str, Any]:
                 _op(
                     "Publish one message",
                     "202",
-                    "MessageView",
+                    MessageView,
                     *PUBLISH_ERRORS,
                     parameters=[QUEUE],
-                    requestBody={"required": True, **_json("Envelope")},
+                    requestBody={"required": True, **_json(Envelope)},
                 )
             )
         },
@@ -151,17 +110,17 @@ def openapi_document() -> dict[str, Any]:
             "post": _op(
                 "Publish a batch, all or nothing",
                 "202",
-                "MessageList",
+                MessageList,
                 *PUBLISH_ERRORS,
                 parameters=[QUEUE],
-                requestBody={"required": True, **_json("Batch")},
+                requestBody={"required": True, **_json(Batch)},
             )
         },
         "/v1/messages/{id}": {
             "get": _op(
                 "A message; ?wait=S long-polls until final",
                 "200",
-                "MessageView",
+                MessageView,
                 400,
                 404,
                 *AUTH,
@@ -178,32 +137,32 @@ def openapi_document() -> dict[str, Any]:
             "delete": _op(
                 "Cancel a waiting message",
                 "200",
-                "MessageView",
+                MessageView,
                 404,
                 409,
                 *AUTH,
                 parameters=[MESSAGE_ID],
             ),
         },
-        "/v1/queues": {"get": _op("Every queue's figures", "200", "QueueList", *AUTH)},
+        "/v1/queues": {"get": _op("Every queue's figures", "200", QueueList, *AUTH)},
         "/v1/queues/{queue}": {
-            "get": _op("One queue's figures", "200", "QueueFigures", 404, *AUTH, parameters=[QUEUE])
+            "get": _op("One queue's figures", "200", QueueFigures, 404, *AUTH, parameters=[QUEUE])
         },
         "/v1/queues/{queue}/pause": {
             "post": _op(
-                "Stop handing out messages", "200", "QueueFigures", 404, *AUTH, parameters=[QUEUE]
+                "Stop handing out messages", "200", QueueFigures, 404, *AUTH, parameters=[QUEUE]
             )
         },
         "/v1/queues/{queue}/resume": {
             "post": _op(
-                "Hand out messages again", "200", "QueueFigures", 404, *AUTH, parameters=[QUEUE]
+                "Hand out messages again", "200", QueueFigures, 404, *AUTH, parameters=[QUEUE]
             )
         },
         "/v1/queues/{queue}/dead": {
             "get": _op(
                 "Dead letters, newest first",
                 "200",
-                "DeadPage",
+                DeadPage,
                 400,
                 404,
                 *AUTH,
@@ -222,7 +181,7 @@ def openapi_document() -> dict[str, Any]:
             "post": _op(
                 "Put dead letters back on the queue",
                 "200",
-                "Redriven",
+                Redriven,
                 400,
                 404,
                 408,
@@ -232,18 +191,21 @@ def openapi_document() -> dict[str, Any]:
                 429,
                 *AUTH,
                 parameters=[QUEUE],
-                requestBody={"required": False, **_json("RedriveRequest")},
+                requestBody={"required": False, **_json(RedriveRequest)},
             )
         },
         "/healthz": {
-            "get": {"summary": "Liveness", "responses": {"200": {"description": "alive"}}}
+            "get": {
+                "summary": "Liveness",
+                "responses": {"200": {"description": "alive", **_json(Liveness)}},
+            }
         },
         "/readyz": {
             "get": {
                 "summary": "Readiness",
                 "responses": {
-                    "200": {"description": "ready", **_json("Readiness")},
-                    "503": {"description": "not ready", **_json("Readiness")},
+                    "200": {"description": "ready", **_json(Readiness)},
+                    "503": {"description": "not ready", **_json(Readiness)},
                 },
             }
         },

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import sys
 from collections.abc import Mapping
 from typing import Protocol
 
@@ -125,15 +124,6 @@ class Runtime:
 
     # ------------------------------------------------------------------ the life
     async def run(self) -> None:
-        # Thread handlers hand the GIL back to the loop this often (executor.switch_interval_ms).
-        switch_interval = sys.getswitchinterval()
-        sys.setswitchinterval(self.settings.executor.switch_interval_ms / 1000)
-        try:
-            await self._run()
-        finally:
-            sys.setswitchinterval(switch_interval)
-
-    async def _run(self) -> None:
         await self.broker.start()
         try:
             if any(q.mode == "process" for q in self.settings.queues.values()):

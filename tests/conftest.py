@@ -23,6 +23,7 @@ from quart.typing import TestClientProtocol as Client
 from service import Runtime, Settings, create_app
 from service.broker import Broker
 from service.config import settings_from_dict
+from service.process import configure_process
 
 from .rabbit import Rabbit, unavailable_reason
 
@@ -38,7 +39,10 @@ def make_settings(queues: dict[str, dict[str, Any]], **sections: dict[str, Any])
 
 @asynccontextmanager
 async def running(settings: Settings, broker: Broker | None = None) -> AsyncIterator[Runtime]:
-    """A Runtime whose run() is a task of this test; stopped (drained) on exit."""
+    """A Runtime whose run() is a task of this test; stopped (drained) on exit. The process
+    is configured as `python -m service` configures it (process.py), so thread handlers
+    share the GIL as they do when served."""
+    configure_process(settings)
     runtime = Runtime(settings, broker=broker)
     task = asyncio.create_task(runtime.run())
     ready = asyncio.create_task(runtime.ready.wait())

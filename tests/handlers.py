@@ -302,3 +302,8 @@ def spin_until(body: dict[str, Any], ctx: HandlerContext) -> int:
             return count
         if time.monotonic() > deadline:
             raise _gate_failed()
+
+
+def fail_with_text(body: Any) -> Any:
+    """Raises an error whose message is the body, as it is: line breaks and all."""
+    raise ValueError(str(body))

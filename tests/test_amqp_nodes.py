@@ -1,11 +1,12 @@
 """Several `python -m service` processes on one private RabbitMQ: the scale-out guarantees.
 
 Nothing acknowledged is lost when a node is killed with -9, nor when RabbitMQ itself
-restarts; every node answers for every message; two nodes work faster than one.
+restarts; every node answers for every message; a second node runs work beside the first.
 """
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import threading
 import time
@@ -48,8 +49,6 @@ options = {{ path = "{tmp_path / "done.txt"}", sleep_s = {sleep_s} }}
 @pytest.fixture
 def clean(rabbit: Rabbit) -> Iterator[None]:
     yield
-    import asyncio
-
     asyncio.run(delete_spool_queues(rabbit.url, ["load"]))
 
 
@@ -270,44 +269,57 @@ def test_rabbitmq_restart_under_load_keeps_every_202(
     assert {d["status"] for d in docs.values()} == {"succeeded"}
 
 
-def throughput(servers: list[Server], count: int) -> float:
-    clients = [httpx.Client(base_url=s.url, timeout=60) for s in servers]
-    try:
-        # Publish while paused, so the clock measures processing only.
-        clients[0].post("/v1/queues/load/pause")
-        ids: list[str] = []
-        for i in range(count // 250):
-            ids += publish_batch(clients[i % len(clients)], 250, "bench")
-        started = time.monotonic()
-        clients[0].post("/v1/queues/load/resume")
-        deadline = started + 120
-        while time.monotonic() < deadline:
-            figures: dict[str, Any] = clients[0].get("/v1/queues/load").json()
-            depth = figures["depth"]
-            if depth["queued"] == 0 and depth["running"] == 0 and depth["retrying"] == 0:
-                break
-            time.sleep(0.05)
-        elapsed = time.monotonic() - started
-        wait_all_final(clients[-1], ids[-10:])
-        return count / elapsed
-    finally:
-        for client in clients:
-            client.close()
+def gated_config(rabbit: Rabbit, concurrency: int) -> str:
+    return f"""
+[server]
+graceful_timeout_s = 3
+
+[broker]
+backend = "amqp"
+amqp_url = "{rabbit.url}"
+
+[queues.gated]
+handler = "tests.handlers:gate_async"
+mode = "async"
+concurrency = {concurrency}
+"""
+
+
+def started_count(path: Path) -> int:
+    return len(path.read_text().split()) if path.exists() else 0
 
 
 @pytest.mark.slow
-def test_two_nodes_process_faster_than_one(
-    rabbit: Rabbit, clean: None, server_factory: Callable[..., Server], tmp_path: Path
+def test_a_second_node_runs_work_beside_the_first(
+    rabbit: Rabbit, server_factory: Callable[..., Server], tmp_path: Path
 ) -> None:
-    count = 1000
-    a = server_factory(config(rabbit, tmp_path, sleep_s=0.05, concurrency=8))
+    """Scale-out, without timing: handlers held open by a gate fill node a's `concurrency`
+    slots; the backlog waits until node b starts, which then runs as many again at the same
+    time. (How much faster two nodes are is for the benchmarks, not an assertion here: on a
+    loaded machine a throughput ratio is noise.)"""
+    concurrency = 4
+    started, release = tmp_path / "started.txt", tmp_path / "release"
+    body = {"started": str(started), "release": str(release)}
+    a = server_factory(gated_config(rabbit, concurrency))
     a.start()
-    one = throughput([a], count)
-    b = server_factory(config(rabbit, tmp_path, sleep_s=0.05, concurrency=8))
-    b.start()
-    two = throughput([a, b], count)
-    print(
-        f"\namqp throughput, handler of 50 ms I/O, concurrency 8: one node {one:.0f} msg/s, "
-        f"two nodes {two:.0f} msg/s ({two / one:.2f}x)"
-    )
-    assert two > one * 1.3
+    try:
+        with httpx.Client(base_url=a.url, timeout=30) as ca:
+            batch = [{"body": body} for _ in range(3 * concurrency)]
+            r = ca.post("/v1/queues/gated/messages/batch", json={"messages": batch})
+            assert r.status_code == 202, r.text
+            ids = [m["id"] for m in r.json()["messages"]]
+            wait_until(lambda: started_count(started) == concurrency, "node a's slots filled")
+            # Node a holds all it may (prefetch = concurrency): the rest waits for another node.
+            b = server_factory(gated_config(rabbit, concurrency))
+            b.start()
+            wait_until(
+                lambda: started_count(started) == 2 * concurrency, "node b ran beside node a"
+            )
+            release.touch()
+            with httpx.Client(base_url=b.url, timeout=30) as cb:
+                docs = wait_all_final(cb, ids)
+            assert {d["status"] for d in docs.values()} == {"succeeded"}
+            assert started_count(started) == len(ids)  # each ran once
+    finally:
+        release.touch()
+        asyncio.run(delete_spool_queues(rabbit.url, ["gated"]))

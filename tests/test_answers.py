@@ -114,3 +114,20 @@ async def test_a_publish_gives_its_messages_one_created_at(
         envelopes = [envelope(i, delay_s=i % 2, priority=i % 3) for i in range(50)]
         published = await rt.broker.publish("q", envelopes)
         assert len({p.message.created_at for p in published}) == 1
+
+
+def test_a_batch_whose_messages_differ_in_created_at_shows_each_ones_own() -> None:
+    """The spliced answer writes one created_at for all: it is taken only when every message
+    has it, not just the first and the last (a broker that stamped each message would
+    otherwise be answered with the first one's time for the ones between)."""
+    at = 1_790_000_000.5
+    envelopes = [envelope(i) for i in range(3)]
+    new = [new_message("q", env, at) for env in envelopes]
+    new[1].created_at = at + 1
+    assert not _alike(envelopes, new)
+    times = [m["created_at"] for m in json.loads(batch_answer(envelopes, new))["messages"]]
+    assert times == [
+        "2026-09-21T14:13:20.500Z",
+        "2026-09-21T14:13:21.500Z",
+        "2026-09-21T14:13:20.500Z",
+    ]

@@ -18,7 +18,7 @@ from quart.typing import TestClientProtocol as Client
 from quart.typing import TestHTTPConnectionProtocol as Stream
 
 from service import Runtime, Settings, create_app
-from service.api.events import NodeFigures
+from service.api.bodies import NodeFigures
 from service.api.hub import CLIENT_BUFFER_BYTES, EventHub, NodeView
 from service.model import Envelope
 

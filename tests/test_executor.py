@@ -29,7 +29,7 @@ async def test_async_handler_timeout_is_cancelled(tmp_settings: Callable[..., Se
         done = await wait_final(client, msg["id"])
         assert done["status"] == "failed"
         assert done["error"]["type"] == "Timeout"
-        assert runtime.metrics.timeouts.labels("q")._value.get() == 1
+        assert runtime.metrics.timeouts.labels("q").value == 1
 
 
 async def test_stubborn_async_handler_does_not_hold_its_consumer(

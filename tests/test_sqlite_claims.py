@@ -19,7 +19,6 @@ from service.errors import Conflict, Unavailable
 from service.model import ErrorInfo, Status
 
 from .journal_tools import (
-    Gate,
     disk_status,
     eventually,
     publish,
@@ -126,6 +125,9 @@ async def test_a_due_retry_is_queued_only_once_it_is_committed(
 async def test_retention_drops_a_result_only_once_its_delete_is_committed(
     tmp_settings: Callable[..., Settings],
 ) -> None:
+    """The result that max_entries evicts is deleted in the commit of the outcome that
+    evicts it: while that commit waits, the old result is still readable, in memory and on
+    disk; once it lands, the new result shows and the old one is gone, in one step."""
     settings = tmp_settings(
         {"work": {"handler": "tests.handlers:echo"}},
         broker={"backend": "sqlite"},
@@ -139,21 +141,17 @@ async def test_retention_drops_a_result_only_once_its_delete_is_committed(
             for _ in (older, newer):
                 await broker.take("work")
             await broker.finish(older, Succeeded(b"1"))
-            first = Gate(journal)
-            await eventually(first.entered.is_set)
-            finishing = asyncio.ensure_future(broker.finish(newer, Succeeded(b"2")))
-            await eventually(lambda: writes_waiting(journal) == 1)
-            second = Gate(journal)  # behind the outcome's write
-            await first.open()
-            await finishing  # one result too many now: retention's delete queues up
-            await eventually(second.entered.is_set)
-            await eventually(lambda: writes_waiting(journal) == 1)
-            assert await broker.get(older.id) is older
-            assert disk_status(path, older.id) == "succeeded"
-            await second.open()
-            await eventually(lambda: broker._messages.get(older.id) is None)
+            async with writer_held(journal):
+                finishing = asyncio.ensure_future(broker.finish(newer, Succeeded(b"2")))
+                await eventually(lambda: writes_waiting(journal) == 1)
+                assert await broker.get(older.id) is older
+                assert disk_status(path, older.id) == "succeeded"
+                assert newer.status is Status.RUNNING
+            await finishing
+            assert broker._messages.get(older.id) is None
             assert disk_status(path, older.id) is None
-            assert await broker.get(newer.id) is newer
+            shown = await broker.get(newer.id)
+            assert shown is newer and shown.status is Status.SUCCEEDED
         finally:
             scheduler.cancel()
 

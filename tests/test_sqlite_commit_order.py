@@ -210,3 +210,54 @@ async def test_a_stop_that_cannot_write_the_give_back_still_stops(
         msg = await (await client.get(f"/v1/messages/{mid}")).get_json()
         assert msg["status"] == "queued" and msg["attempts"] == 1
         assert msg["error"]["type"] == "ProcessDied"
+
+
+async def test_a_final_outcome_evicts_past_max_entries_in_the_same_commit(
+    tmp_settings: Callable[..., Settings],
+) -> None:
+    """results.max_entries holds the moment an outcome is visible: the oldest result goes
+    in the outcome's own commit, not later in the scheduler's (a reader saw it meanwhile)."""
+    settings = tmp_settings(
+        {"work": {"handler": "tests.handlers:echo", "max_retries": 0}},
+        broker={"backend": "sqlite"},
+        results={"max_entries": 2},
+    )
+    async with sqlite_broker(settings) as (broker, _):
+        msgs = await publish(broker, 4)
+        for _ in range(2):
+            await broker.finish(await broker.take("work"), Succeeded(b"1"))
+        failed = await broker.take("work")
+        await broker.finish(failed, Failed(ErrorInfo("ValueError", "no")))
+        # No await between the outcome landing and the look: the scheduler cannot run.
+        await broker.finish(await broker.take("work"), Succeeded(b"1"))
+        assert await broker.get(msgs[0].id) is None
+        assert disk_status(Path(settings.broker.sqlite_path), msgs[0].id) is None
+        assert [(await broker.get(m.id)) is not None for m in msgs] == [False, True, True, True]
+
+
+async def test_close_waits_for_a_take_still_committing_and_gives_it_back(
+    tmp_settings: Callable[..., Settings],
+) -> None:
+    """A stop that comes while a take's "running" is committing (its consumer already
+    cancelled) must see the take land and write the message back as queued: written over
+    by nothing, the file said running and the next start counted a ProcessDied failure."""
+    settings = tmp_settings(
+        {"work": {"handler": "tests.handlers:echo", "max_retries": 0}},
+        broker={"backend": "sqlite"},
+    )
+    path = Path(settings.broker.sqlite_path)
+    journal = SqliteJournal(path)
+    broker = MemoryBroker(settings.queues, settings.results, journal=journal)
+    await broker.start()
+    (msg,) = await publish(broker)
+    async with writer_held(journal):
+        take = asyncio.ensure_future(broker.take("work"))
+        await eventually(lambda: writes_waiting(journal) == 1)
+        take.cancel()  # the consumer goes at the stop; its commit runs to the end
+        closing = asyncio.ensure_future(broker.close())
+        await asyncio.sleep(0)
+    await closing
+    assert disk_status(path, msg.id) == "queued"
+    async with sqlite_broker(settings) as (again, _):
+        back = await again.get(msg.id)
+        assert back is not None and back.status is Status.QUEUED and back.error is None

@@ -10,13 +10,15 @@ import msgspec
 from quart import Response, request
 
 from ..errors import BadRequest, Invalid, Unavailable, UnsupportedMediaType
-from .services import NodeState
+from .services import LiveNode
 from .strict import MAX_DEPTH, check_document
 
 T = TypeVar("T")
 
 JSON = "application/json"
 _encoder = msgspec.json.Encoder()
+# One Decoder per request type, made on first use. Module-level: a Decoder holds no request's
+# data, and the types are the code's, so it stays a handful of entries.
 _decoders: dict[Any, msgspec.json.Decoder[Any]] = {}
 
 
@@ -30,7 +32,7 @@ def encoded(doc: Any) -> bytes:
     return doc if type(doc) is bytes else _encoder.encode(doc)
 
 
-def refuse_when_draining(node: NodeState) -> None:
+def refuse_when_draining(node: LiveNode) -> None:
     if node.draining:
         raise Unavailable(
             "the service is shutting down; publish to another node or retry", retry_after=5

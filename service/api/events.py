@@ -19,10 +19,11 @@ import msgspec
 from quart import Blueprint, Response, current_app, request
 
 from .auth import authenticator, requires
+from .bodies import NodeFigures, Problem, ref
 from .common import json_response, refuse_when_draining
 from .hub import CLIENT_BUFFER_BYTES, FLUSH_S, EventHub, Subscription
-from .services import NodeState, queue_directory
-from .services import node as node_state
+from .services import LiveNode, queue_directory
+from .services import node as live_node
 
 bp = Blueprint("events", __name__)
 
@@ -43,12 +44,12 @@ async def events() -> Response:
     queues = queue_directory()
     for name in wanted:
         queues.exists(name)
-    state = node_state()
-    refuse_when_draining(state)
+    live = live_node()
+    refuse_when_draining(live)
     events_hub = hub()
     sub = events_hub.subscribe(wanted or None)
     response = Response(
-        _stream(state, events_hub, sub),
+        _stream(live, events_hub, sub),
         content_type="text/event-stream; charset=utf-8",
         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
     )
@@ -56,14 +57,12 @@ async def events() -> Response:
     return response
 
 
-async def _stream(
-    state: NodeState, events_hub: EventHub, sub: Subscription
-) -> AsyncIterator[bytes]:
+async def _stream(live: LiveNode, events_hub: EventHub, sub: Subscription) -> AsyncIterator[bytes]:
     loop = asyncio.get_running_loop()
     try:
         yield f"retry: {RECONNECT_MS}\n\n".encode()
         next_tick = 0.0
-        while not state.draining and not sub.dropped:
+        while not live.draining and not sub.dropped:
             if loop.time() >= next_tick:
                 yield await events_hub.queues_event(sub.queues)
                 next_tick = loop.time() + TICK_S
@@ -85,44 +84,18 @@ async def node() -> Response:
         scopes = sorted(auth.scopes_for(request.headers.get("Authorization")))
     else:
         scopes = ["admin", "publish", "read"]
+    state = msgspec.structs.asdict(events_hub.node.state())
     return json_response(
-        {
-            **events_hub.node.figures(),
-            "auth": auth.enabled,
-            "scopes": scopes,
-            "streams": events_hub.subscribers,
-        }
+        NodeFigures(**state, auth=auth.enabled, scopes=scopes, streams=events_hub.subscribers)
     )
-
-
-class ExecutorFigures(msgspec.Struct):
-    busy: int
-    size: int
-
-
-class NodeFigures(msgspec.Struct):
-    """GET /v1/node. The `node` of each `event: queues` is the same without auth/scopes/streams."""
-
-    version: str
-    backend: str
-    draining: bool
-    running: int
-    loop_lag_ms: float
-    max_loop_lag_ms: float
-    executors: dict[str, ExecutorFigures]
-    auth: bool
-    scopes: list[str]
-    streams: int
-
-
-_PROBLEM = {"application/problem+json": {"schema": {"$ref": "#/components/schemas/Problem"}}}
 
 
 def openapi_paths() -> dict[str, Any]:
     """This module's routes and the dashboard's, for /openapi.json."""
 
     def problems(*codes: int) -> dict[str, Any]:
-        return {str(c): {"description": "problem", "content": _PROBLEM} for c in codes}
+        content = {"application/problem+json": {"schema": ref(Problem)}}
+        return {str(c): {"description": "problem", "content": content} for c in codes}
 
     def text(kind: str, description: str) -> dict[str, Any]:
         return {"description": description, "content": {kind: {"schema": {"type": "string"}}}}
@@ -133,12 +106,11 @@ def openapi_paths() -> dict[str, Any]:
             "get": {
                 "summary": "Live queue figures and message transitions (Server-Sent Events)",
                 "description": (
-                    'Once a second `event: queues` with `{"queues":[figures + "latency":'
-                    '{"wait_s":{"p50","p95"},"processing_s":{"p50","p95"}}],"node":{…}}` '
-                    "(seconds over the last 5 minutes; null without samples). Every "
-                    f"{FLUSH_S:g} s, for each message that changed, `event: message` with "
-                    '`{"id","queue","status","attempts"}` of its latest status (intermediate '
-                    "statuses within that time may be skipped; the latest never is). A stream "
+                    "Once a second `event: queues` with a QueuesEvent (each queue's figures "
+                    "with latency: seconds over the last 5 minutes, null without samples). "
+                    f"Every {FLUSH_S:g} s, for each message that changed, `event: message` "
+                    "with a MessageEvent of its latest status (intermediate statuses within "
+                    "that time may be skipped; the latest never is). A stream "
                     f"{CLIENT_BUFFER_BYTES >> 20} MiB of events behind is dropped, a client that "
                     "takes no bytes for server.send_timeout_s is disconnected, and streams end "
                     "at a graceful stop."
@@ -164,11 +136,7 @@ def openapi_paths() -> dict[str, Any]:
                 "responses": {
                     "200": {
                         "description": "node figures",
-                        "content": {
-                            "application/json": {
-                                "schema": {"$ref": "#/components/schemas/NodeFigures"}
-                            }
-                        },
+                        "content": {"application/json": {"schema": ref(NodeFigures)}},
                     },
                     **problems(401, 403),
                 },

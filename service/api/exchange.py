@@ -17,6 +17,7 @@ import uuid_utils
 
 from ..errors import SpoolError
 from ..metrics import Metrics
+from .bodies import Problem
 
 Scope = MutableMapping[str, Any]
 Receive = Callable[[], Awaitable[MutableMapping[str, Any]]]
@@ -68,15 +69,9 @@ def log_path(scope: Scope) -> str:
 def problem_body(
     status: int, title: str, detail: str, slug: str, extra: dict[str, Any] | None = None
 ) -> bytes:
-    doc: dict[str, Any] = {
-        "type": f"https://spool.dev/problems/{slug}",
-        "title": title,
-        "status": status,
-        "detail": detail,
-    }
-    if extra:
-        doc.update(extra)
-    return msgspec.json.encode(doc)
+    """The problem+json document (bodies.Problem: `extra` may only hold its `field`)."""
+    kind = f"https://spool.dev/problems/{slug}"
+    return msgspec.json.encode(Problem(kind, title, status, detail, **(extra or {})))
 
 
 def problem_of(exc: SpoolError) -> tuple[bytes, dict[str, str]]:

@@ -40,7 +40,7 @@ from .exchange import (
     unexpected,
 )
 from .messages import Answer, Publisher
-from .services import NodeState, QueueDirectory
+from .services import LiveNode, QueueDirectory
 
 ROUTE_ONE = "/v1/queues/<queue>/messages"
 ROUTE_BATCH = "/v1/queues/<queue>/messages/batch"
@@ -65,7 +65,7 @@ class FastPublish:
         app: ASGIApp,
         settings: Settings,
         queues: QueueDirectory,
-        node: NodeState,
+        node: LiveNode,
         publisher: Publisher,
         auth: Authenticator,
         recorder: Recorder,

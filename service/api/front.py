@@ -36,7 +36,7 @@ from .exchange import (
 )
 from .fastpath import FastPublish
 from .messages import Publisher
-from .services import NodeState, QueueDirectory
+from .services import LiveNode, QueueDirectory
 
 PROBES = frozenset({"/healthz", "/readyz"})
 NOT_A_PATH = "the request target must be a path that starts with /"
@@ -52,7 +52,7 @@ def asgi_stack(
     recorder: Recorder,
     *,
     queues: QueueDirectory,
-    node: NodeState,
+    node: LiveNode,
     publisher: Publisher,
     fast_publish: bool,
 ) -> tuple[ASGIApp, FastPublish | None]:

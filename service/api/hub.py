@@ -20,7 +20,7 @@ from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from itertools import repeat
 from operator import attrgetter, is_not
-from typing import Any
+from typing import Annotated, Any
 
 import msgspec
 
@@ -29,8 +29,9 @@ from ..broker.base import Broker
 from ..config import Settings
 from ..metrics import ExecutorGauges
 from ..model import Message, Status
+from .bodies import ExecutorFigures, Latency, LiveQueueFigures, NodeState, Percentiles, QueuesEvent
 from .queues import figures as queue_figures
-from .services import NodeState, QueueDirectory
+from .services import LiveNode, QueueDirectory
 
 FLUSH_S = 0.1  # message events are gathered and sent this often (one tick)
 CLIENT_BUFFER_BYTES = 1 << 20  # encoded events a stream may leave untaken (~10,000 events)
@@ -46,11 +47,11 @@ _encoder = msgspec.json.Encoder()
 
 
 class MessageEvent(msgspec.Struct):
-    """The data of `event: message` (SPEC), in its order."""
+    """The data of each `event: message` of GET /v1/events: a message's latest status."""
 
     id: str
     queue: str
-    status: str
+    status: Annotated[str, msgspec.Meta(description="a Status")]
     attempts: int
 
 
@@ -69,12 +70,12 @@ class LatencyWindow:
     def add(self, when: float, value: float) -> None:
         self._samples.append((when, max(0.0, value)))
 
-    def percentiles(self, current: float) -> dict[str, float | None]:
+    def percentiles(self, current: float) -> Percentiles:
         cutoff = current - LATENCY_WINDOW_S
         values = sorted(v for t, v in self._samples if t >= cutoff)
         if not values:
-            return {"p50": None, "p95": None}
-        return {"p50": _rank(values, 0.50), "p95": _rank(values, 0.95)}
+            return Percentiles(None, None)
+        return Percentiles(_rank(values, 0.50), _rank(values, 0.95))
 
 
 def _rank(values: list[float], q: float) -> float:
@@ -125,31 +126,32 @@ class Subscription:
 
 
 class NodeView:
-    """This node as the live view shows it: its queues and its figures (GET /v1/node, and
-    the `node` of every `event: queues`)."""
+    """This node as the live view shows it: its queues and its state (the `node` of every
+    `event: queues`, and GET /v1/node)."""
 
-    __slots__ = ("_executors", "_settings", "queues", "state")
+    __slots__ = ("_executors", "_settings", "live", "queues")
 
-    def __init__(self, settings: Settings, state: NodeState, executors: ExecutorGauges) -> None:
+    def __init__(self, settings: Settings, live: LiveNode, executors: ExecutorGauges) -> None:
         self._settings = settings
         self._executors = executors
-        self.state = state
+        self.live = live
         self.queues = QueueDirectory(settings.queues)
 
-    def figures(self) -> dict[str, Any]:
-        settings, state, busy = self._settings, self.state, self._executors.busy
-        return {
-            "version": __version__,
-            "backend": settings.broker.backend,
-            "draining": state.draining,
-            "running": state.running,
-            "loop_lag_ms": round(state.loop_lag_s * 1000, 3),
-            "max_loop_lag_ms": settings.health.max_loop_lag_ms,
-            "executors": {
-                "thread": {"busy": busy.get("thread", 0), "size": settings.executor.threads},
-                "process": {"busy": busy.get("process", 0), "size": settings.executor.processes},
+    def state(self) -> NodeState:
+        settings, live, busy = self._settings, self.live, self._executors.busy
+        executor = settings.executor
+        return NodeState(
+            version=__version__,
+            backend=settings.broker.backend,
+            draining=live.draining,
+            running=live.running,
+            loop_lag_ms=round(live.loop_lag_s * 1000, 3),
+            max_loop_lag_ms=settings.health.max_loop_lag_ms,
+            executors={
+                "thread": ExecutorFigures(busy.get("thread", 0), executor.threads),
+                "process": ExecutorFigures(busy.get("process", 0), executor.processes),
             },
-        }
+        )
 
 
 class EventHub:
@@ -167,7 +169,7 @@ class EventHub:
         self._pending: dict[str, tuple[str, str, int]] = {}
         self._tick: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
-        self._snapshot: tuple[float, dict[str, Any], bytes] | None = None
+        self._snapshot: tuple[float, QueuesEvent, bytes] | None = None
         self._snapshot_lock = asyncio.Lock()
         self.dropped_total = 0
 
@@ -258,9 +260,9 @@ class EventHub:
         doc, encoded = await self._snapshot_of_figures()
         if queues is None:
             return encoded
-        return sse("queues", {**doc, "queues": [q for q in doc["queues"] if q["name"] in queues]})
+        return sse("queues", QueuesEvent([q for q in doc.queues if q.name in queues], doc.node))
 
-    async def _snapshot_of_figures(self) -> tuple[dict[str, Any], bytes]:
+    async def _snapshot_of_figures(self) -> tuple[QueuesEvent, bytes]:
         """Every queue's figures with latency, and the node's: computed at most every 0.5 s."""
         async with self._snapshot_lock:
             current = time.monotonic()
@@ -270,12 +272,11 @@ class EventHub:
             node, queues = self.node, []
             for name in node.queues:
                 stats = await self._broker.stats(name)
-                figures = queue_figures(stats, node.state.live_consumers(name))
-                figures["latency"] = {
-                    "wait_s": self._wait[name].percentiles(now_s),
-                    "processing_s": self._processing[name].percentiles(now_s),
-                }
-                queues.append(figures)
-            doc = {"queues": queues, "node": node.figures()}
+                figures = queue_figures(stats, node.live.live_consumers(name))
+                latency = Latency(
+                    self._wait[name].percentiles(now_s), self._processing[name].percentiles(now_s)
+                )
+                queues.append(LiveQueueFigures(**msgspec.structs.asdict(figures), latency=latency))
+            doc = QueuesEvent(queues, node.state())
             self._snapshot = (current, doc, sse("queues", doc))
             return doc, self._snapshot[2]

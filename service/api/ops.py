@@ -6,6 +6,7 @@ from quart import Blueprint, Response, current_app
 
 from ..openapi import openapi_document
 from .auth import authenticator
+from .bodies import Liveness, Readiness
 from .common import json_response
 from .services import metrics as registry
 from .services import node
@@ -17,7 +18,7 @@ PROMETHEUS_TEXT = "text/plain; version=0.0.4; charset=utf-8"
 
 @bp.get("/healthz")
 async def healthz() -> Response:
-    return json_response({"status": "ok"})
+    return json_response(Liveness("ok"))
 
 
 @bp.get("/readyz")
@@ -25,7 +26,7 @@ async def readyz() -> Response:
     checks = node().health()
     ready = all(bool(check.get("ok")) for check in checks.values())
     return json_response(
-        {"status": "ready" if ready else "not_ready", "checks": checks}, 200 if ready else 503
+        Readiness("ready" if ready else "not_ready", checks), 200 if ready else 503
     )
 
 

@@ -44,7 +44,7 @@ class QueueDirectory:
             raise UnknownQueue(f"queue {name!r} is not configured")
 
 
-class NodeState(Protocol):
+class LiveNode(Protocol):
     """The node's live state, read-only, as the routes and the hub read it (the Runtime
     provides it)."""
 
@@ -69,7 +69,7 @@ def provide(
     *,
     broker: Broker,
     queues: QueueDirectory,
-    node: NodeState,
+    node: LiveNode,
     metrics: Metrics,
     executors: ExecutorGauges,
 ) -> None:
@@ -89,8 +89,8 @@ def queue_directory() -> QueueDirectory:
     return found
 
 
-def node() -> NodeState:
-    found: NodeState = current_app.extensions[NODE]
+def node() -> LiveNode:
+    found: LiveNode = current_app.extensions[NODE]
     return found
 
 

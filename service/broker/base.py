@@ -96,7 +96,8 @@ class Broker(Protocol):
 
     async def publish(self, queue: str, envelopes: Sequence[Envelope]) -> list[Published]:
         """All or nothing: every envelope is held (committed) or none is (QueueFull...).
-        The new messages of one call share one created_at (api/answers.py relies on it)."""
+        The new messages of one call share one created_at (api/answers.py then writes the
+        answer in one step)."""
 
     async def get(self, message_id: str) -> Message | None: ...
 

@@ -10,8 +10,9 @@ import heapq
 import itertools
 import logging
 import random
-from collections import OrderedDict
+from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable, Sequence
+from functools import partial
 from pathlib import Path
 from typing import TypeVar
 
@@ -166,9 +167,35 @@ class LocalState:
         the caller: `displaced`) goes back where it waits, `undo` runs, and the caller gets
         the error. Runs to the end even if the caller goes away.
         """
+        evicted = self._evictions(drafts)
+        if evicted:
+            forget, apply = [*forget, *evicted], partial(self._evict_then, evicted, apply)
         ids = [*(d.id for d in drafts), *forget]
         self._claims.hold(ids, displaced=displaced)
         return await to_the_end(self._commit_then_apply(ids, drafts, forget, apply, undo))
+
+    def _evictions(self, drafts: Sequence[Message]) -> list[str]:
+        """The oldest results and dead letters that the drafts, once final, push past
+        results.max_entries. They are deleted in the same commit and dropped as it lands,
+        so the bound holds the moment the outcome is visible (left to the scheduler, a
+        reader could still get a result the bound had already evicted)."""
+        limit = self._results.max_entries
+        finals = sum(d.status in FINAL and d.status is not FAILED for d in drafts)
+        out = self._unclaimed(self._finals, len(self._finals) + finals - limit)
+        for name, dead in Counter(d.queue for d in drafts if d.status is FAILED).items():
+            pool = self._queues[name].dead
+            out += self._unclaimed(pool, len(pool) + dead - limit)
+        return out
+
+    def _unclaimed(self, pool: Iterable[str], count: int) -> list[str]:
+        if count <= 0:
+            return []  # the usual case: no walk at all
+        return list(itertools.islice((m for m in pool if m not in self._claims), count))
+
+    def _evict_then(self, evicted: list[str], apply: Callable[[], _T]) -> _T:
+        for mid in evicted:
+            self._drop(mid)
+        return apply()
 
     async def _commit_then_apply(
         self,

@@ -34,6 +34,10 @@ log = logging.getLogger(__name__)
 _id, _status, _priority = attrgetter("id"), attrgetter("status"), attrgetter("priority")
 _key, _delay = attrgetter("idempotency_key"), attrgetter("delay_s")
 
+# How long a stop waits for commits already under way (a journal write is bounded by
+# SQLite's busy timeout; past this the stop goes on and the next start recovers).
+CLOSE_COMMITS_S = 2.0
+
 __all__ = ["Journal", "MemoryBroker"]
 
 
@@ -57,6 +61,12 @@ class MemoryBroker(Consuming, OperatorActions, Upkeep):
         self._waiters.wake_all()
         paused = [q.name for q in self._queues.values() if q.paused]
         if self._journal is not None:
+            # Changes still committing (a take whose consumer the stop cancelled) land
+            # first: the last write reads memory, which must show what the file holds.
+            try:
+                await asyncio.wait_for(self._claims.all_released(), CLOSE_COMMITS_S)
+            except TimeoutError:
+                log.warning("closing with changes still committing after %g s", CLOSE_COMMITS_S)
             await self._journal.close(self._messages.values(), paused)
         elif self._snapshot_path is not None:
             messages = list(self._messages.values())
@@ -89,7 +99,7 @@ class MemoryBroker(Consuming, OperatorActions, Upkeep):
             else:  # nothing delayed (the usual batch): new_message's queued case, inlined
                 all_queued = True
                 fresh = [
-                    Message(
+                    Message(  # positional: tests/test_field_order.py pins Message's order
                         new_id(),
                         queue,
                         QUEUED,

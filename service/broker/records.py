@@ -33,7 +33,8 @@ _decoder = msgspec.json.Decoder(MessageRecord)
 
 
 def encode_message(msg: Message) -> bytes:
-    # Positional, in MessageRecord's field order: a journal encodes every row it writes.
+    # Positional (a journal encodes every row it writes), in MessageRecord's field order,
+    # which tests/test_field_order.py pins.
     return _encoder.encode(
         MessageRecord(
             msg.id,

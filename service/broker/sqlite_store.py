@@ -42,7 +42,7 @@ ROWS_PER_STATEMENT = 500
 _T = TypeVar("_T")
 
 
-@functools.lru_cache(maxsize=64)
+@functools.lru_cache(maxsize=64)  # module-level: the text depends on n alone
 def _upsert_sql(n: int) -> str:
     """A multi-row upsert; a repeated id in one statement is fine: the later row wins."""
     return (

@@ -57,6 +57,7 @@ def _takes_two_arguments(fn: Callable[..., Any]) -> bool:
     return len(positional) >= 2 or any(p.kind is inspect.Parameter.VAR_POSITIONAL for p in params)
 
 
+# Module-level: a worker process has no app to own it, and the answer depends on `ref` alone.
 @lru_cache(maxsize=256)
 def resolve_cached(ref: str) -> ResolvedHandler:
     """For worker processes: each resolves a reference once, on its first message."""

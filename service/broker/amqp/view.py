@@ -10,7 +10,6 @@ on every node. Final messages are kept by results.ttl_s / max_entries, as on one
 from __future__ import annotations
 
 import asyncio
-import itertools
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable
 from typing import Literal
@@ -19,6 +18,7 @@ import msgspec
 
 from ...config import ResultsSettings
 from ...model import WAITING, Message, Status
+from .. import policy
 from ..base import DeadPage, Listener, QueueCounts
 from ..records import decode_message, encode_message
 from ..waiters import Waiters
@@ -121,15 +121,13 @@ class View:
         if msg.status is Status.FAILED:
             dead = self.dead[msg.queue]
             dead[msg.id] = None
-            over = len(dead) - self._results.max_entries
-            for mid in list(itertools.islice(dead, max(0, over))):
+            for mid in policy.over_limit(dead, self._results.max_entries):
                 self.drop(mid)
             return
         self.status_counts[msg.queue][msg.status] += 1
         if msg.status.final:
             self.finals[msg.id] = None
-            over = len(self.finals) - self._results.max_entries
-            for mid in list(itertools.islice(self.finals, max(0, over))):
+            for mid in policy.over_limit(self.finals, self._results.max_entries):
                 self.drop(mid)
 
     def _unindex(self, msg: Message) -> None:
@@ -153,13 +151,8 @@ class View:
 
     def sweep(self) -> None:
         """Forget final messages older than results.ttl_s (dead letters stay, as on one node)."""
-        cutoff = self._clock() - self._results.ttl_s
-        expired = []
-        for mid in self.finals:
-            if (self.messages[mid].finished_at or 0.0) > cutoff:
-                break
-            expired.append(mid)
-        for mid in expired:
+        ended = ((mid, self.messages[mid].finished_at) for mid in self.finals)
+        for mid in policy.expired(ended, self._clock() - self._results.ttl_s):
             self.drop(mid)
 
     # ------------------------------------------------------------------ reading
@@ -198,13 +191,8 @@ class View:
         self._waiters.wake_all()
 
     def dead_page(self, queue: str, limit: int, cursor: str | None) -> DeadPage:
-        ids = list(reversed(self.dead[queue]))
-        start = 0
-        if cursor is not None:
-            start = ids.index(cursor) + 1 if cursor in ids else len(ids)
-        page = [self.messages[i] for i in ids[start : start + limit]]
-        more = start + limit < len(ids)
-        return DeadPage(page, page[-1].id if more and page else None)
+        ids, next_cursor = policy.dead_page(list(reversed(self.dead[queue])), limit, cursor)
+        return DeadPage([self.messages[i] for i in ids], next_cursor)
 
     def listen(self, listener: Listener) -> Callable[[], None]:
         self._listeners.append(listener)
