@@ -113,10 +113,11 @@ class Runtime:
         self._force.set()
         self._stop_requested.set()
         # Phase 4 at once, before any other callback runs: an attempt this end cuts short is
-        # failed even if its handler (perhaps the cause) has just returned.
-        for tasks in self._consumers.values():
-            for task in tasks:
-                task.cancel()
+        # failed even if its handler (perhaps the cause) has just returned, and the broker's
+        # scheduler moves nothing more (a retry that comes due stays `retrying`): what is
+        # persisted is what was held when the end came.
+        for task in [*self._background, *(t for ts in self._consumers.values() for t in ts)]:
+            task.cancel()
 
     def close_listener_last(self, listener: Listener) -> None:
         """The HTTP listener: the stop closes it once everything else is (cli.serve)."""
