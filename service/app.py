@@ -1,6 +1,9 @@
 """create_app(settings, runtime) → Quart: blueprints, request hooks, the one map from
 errors to application/problem+json, and the ASGI stack in front (api/front.py) that the
-server and the tests both run."""
+server and the tests both run.
+
+The runtime is unpacked here, once, into the services the routes use (api/services.py):
+no route, hub or middleware reaches the runtime itself."""
 
 from __future__ import annotations
 
@@ -25,7 +28,9 @@ from .api.exchange import (
     unexpected,
 )
 from .api.front import asgi_stack
-from .api.hub import EventHub
+from .api.hub import EventHub, NodeView
+from .api.messages import PUBLISHER, Publisher
+from .api.services import QueueDirectory, provide
 from .config import Settings
 from .errors import HeadersTooLarge, SpoolError, UriTooLong
 from .runtime import Runtime
@@ -70,10 +75,21 @@ def create_app(settings: Settings, runtime: Runtime, *, fast_publish: bool = Tru
     )
     auth = Authenticator(settings.auth)
     recorder = Recorder(runtime.metrics)
-    app.extensions["spool.runtime"] = runtime
+    directory = QueueDirectory(settings.queues)
+    publisher = Publisher(runtime.broker, runtime.metrics, settings.server.max_batch)
+    provide(
+        app.extensions,
+        broker=runtime.broker,
+        queues=directory,
+        node=runtime,  # read through api.services.LiveNode only
+        metrics=runtime.metrics,
+        executors=runtime.executors,
+    )
+    app.extensions[PUBLISHER] = publisher
     app.extensions["spool.settings"] = settings
     app.extensions["spool.auth"] = auth
-    event_hub = app.extensions["spool.events"] = EventHub(runtime)
+    node_view = NodeView(settings, runtime, runtime.executors)
+    event_hub = app.extensions["spool.events"] = EventHub(runtime.broker, node_view)
     for blueprint in (messages.bp, queues.bp, ops.bp, events.bp, dashboard.bp):
         app.register_blueprint(blueprint)
     app.before_serving(event_hub.attach)
@@ -130,7 +146,14 @@ def create_app(settings: Settings, runtime: Runtime, *, fast_publish: bool = Tru
     # Quart's documented way to add middleware: the app stays the object servers are given.
     quart_asgi = cast(ASGIApp, app.asgi_app)
     stack, fast = asgi_stack(
-        quart_asgi, settings, runtime, auth, recorder, fast_publish=fast_publish
+        quart_asgi,
+        settings,
+        auth,
+        recorder,
+        queues=directory,
+        node=runtime,
+        publisher=publisher,
+        fast_publish=fast_publish,
     )
     app.asgi_app = stack  # type: ignore[assignment, method-assign]
     app.extensions["spool.fastpath"] = fast

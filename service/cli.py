@@ -30,23 +30,18 @@ from .errors import SpoolError
 from .executor import stop_helper_processes
 from .failures import describe
 from .fdlimit import guard_accept
+from .grace import CONNECTION_GRACE_S, HEAD_TIMEOUT_S, STRAY_TASK_GRACE_S
 from .handlers.registry import resolve_queue_handlers
 from .logs import setup_logging
 from .process import configure_process, freeze_startup_objects
 from .runtime import Runtime
-from .serving import serve as serve_http
+from .serving import HttpServer
 
 log = logging.getLogger("service")
 
 DEFAULT_CONFIG = "config.toml"
-# The grace for open connections once the runtime has drained and persisted; those still
-# open then are cut off (serving.py), so no client holds up the exit.
-CONNECTION_GRACE_S = 2.0
 HEALTHCHECK_TIMEOUT_S = 3.0
-HEAD_TIMEOUT_S = 5
 MAX_HEAD_BYTES = 32 * 1024  # above app.py's MAX_TARGET_BYTES + MAX_HEADER_BYTES
-# At exit, tasks still running after the drain get this long to honour their cancellation.
-STRAY_TASK_GRACE_S = 1.0
 
 
 def config_path(explicit: str | None) -> str | None:
@@ -231,6 +226,8 @@ async def serve(settings: Settings, runtime: Runtime) -> int:
     config.accesslog = None  # the app logs each request itself, with its request id
     config.errorlog = logging.getLogger("hypercorn.error")
     config.workers = 1  # memory and sqlite hold their queues in this process
+    # Hypercorn's own shape (asyncio/run.py): the runtime beside the server. The stop, the
+    # listener's close included, is the runtime's one coroutine (Runtime._stop).
     async with asyncio.TaskGroup() as tg:
         tg.create_task(runtime.run(), name="runtime")
         await runtime.ready.wait()
@@ -239,12 +236,14 @@ async def serve(settings: Settings, runtime: Runtime) -> int:
         # Not hypercorn.asyncio.serve: its writes and its stop wait on clients without bound.
         # `app` runs the whole ASGI stack (api/front.py): front door, publish fast path, Quart.
         with guard_accept(loop):
-            await serve_http(
-                app,
-                config,
-                shutdown_trigger=runtime.stopped.wait,
-                send_timeout_s=settings.server.send_timeout_s,
-                grace_s=CONNECTION_GRACE_S,
+            server = await HttpServer.start(
+                app, config, send_timeout_s=settings.server.send_timeout_s
             )
+            try:
+                runtime.close_listener_last(server)
+                await runtime.stopped.wait()
+            finally:
+                # Already closed by the stop, unless this task was cancelled first.
+                await server.close(CONNECTION_GRACE_S)
     log.info("stopped")
     return 0

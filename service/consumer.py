@@ -9,20 +9,20 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Coroutine, Generator
-from typing import TYPE_CHECKING, Any, TypeVar
+from dataclasses import dataclass
+from typing import Any
 
 from .broker.base import Broker, Failed, Finished, Outcome, Succeeded
+from .config import QueueSettings
 from .errors import NotCommitted
+from .executor import Executors
 from .failures import HandlerFailure, HandlerTimeout, failure_of
+from .handlers.registry import ResolvedHandler
+from .metrics import QueueMetrics
 from .model import ErrorInfo, HandlerContext, Message
-
-if TYPE_CHECKING:
-    from .runtime import Runtime
+from .tasks import TaskOwner
 
 log = logging.getLogger(__name__)
-
-T = TypeVar("T")
 
 STOPPED_UNEXPECTEDLY = ErrorInfo(
     "ProcessDied", "the service stopped unexpectedly while the attempt ran"
@@ -32,9 +32,35 @@ STOPPED_UNEXPECTEDLY = ErrorInfo(
 ERROR_PAUSE_S = 0.5
 
 
-async def consume(runtime: Runtime, queue: str) -> None:
-    broker = runtime.broker
-    bound = Bound(runtime, queue)
+class Attempts:
+    """The attempts in progress on this node, which every consumer counts, and how a stop
+    ends the ones it cuts short."""
+
+    __slots__ = ("ending_unexpectedly", "running")
+
+    def __init__(self) -> None:
+        self.running = 0
+        # An unexpected end (Runtime.stop_now): an attempt cut short counts as failed.
+        self.ending_unexpectedly = False
+
+
+@dataclass(frozen=True, slots=True)
+class QueueWork:
+    """Everything one queue's consumers use, and nothing else: looked up once, not per
+    message, and no way back up to the runtime."""
+
+    queue: str
+    settings: QueueSettings
+    handler: ResolvedHandler
+    metrics: QueueMetrics
+    broker: Broker
+    executors: Executors
+    attempts: Attempts
+    tasks: TaskOwner  # owns what must outlive a cancelled consumer (give-backs, outcomes)
+
+
+async def consume(work: QueueWork) -> None:
+    broker, queue, attempts = work.broker, work.queue, work.attempts
     while True:
         try:
             message = await broker.take(queue)
@@ -44,9 +70,9 @@ async def consume(runtime: Runtime, queue: str) -> None:
             log.exception("taking from queue %r failed", queue, extra={"queue": queue})
             await asyncio.sleep(ERROR_PAUSE_S)
             continue
-        runtime.running += 1
+        attempts.running += 1
         try:
-            await run_attempt(runtime, message, bound)
+            await run_attempt(work, message)
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -57,22 +83,11 @@ async def consume(runtime: Runtime, queue: str) -> None:
             )
             await asyncio.sleep(ERROR_PAUSE_S)
         finally:
-            runtime.running -= 1
+            attempts.running -= 1
 
 
-class Bound:
-    """What every attempt on one queue looks up, looked up once per consumer."""
-
-    __slots__ = ("handler", "metrics", "settings")
-
-    def __init__(self, runtime: Runtime, queue: str) -> None:
-        self.settings = runtime.settings.queues[queue]
-        self.metrics = runtime.metrics.queues[queue]
-        self.handler = runtime.handlers[queue]
-
-
-async def run_attempt(runtime: Runtime, message: Message, bound: Bound) -> None:
-    queue, qmetrics = bound.settings, bound.metrics
+async def run_attempt(work: QueueWork, message: Message) -> None:
+    queue, qmetrics, broker = work.settings, work.metrics, work.broker
     if message.enqueued_at is not None and message.started_at is not None:
         qmetrics.wait.observe(max(0.0, message.started_at - message.enqueued_at))
     ctx = HandlerContext(
@@ -87,20 +102,21 @@ async def run_attempt(runtime: Runtime, message: Message, bound: Bound) -> None:
     started = time.perf_counter()
     outcome: Outcome
     try:
-        result = await runtime.executors.run(
-            queue.mode, bound.handler, message.body, ctx, queue.timeout_s
+        result = await work.executors.run(
+            queue.mode, work.handler, message.body, ctx, queue.timeout_s
         )
         outcome = Succeeded(result)
     except asyncio.CancelledError:
-        if runtime.ending_unexpectedly:
+        if work.attempts.ending_unexpectedly:
             # Like a crash, and perhaps this handler's doing: a failed attempt, so a message
             # that stops the service cannot do it at every start for ever.
-            await asyncio.shield(runtime.broker.finish(message, Failed(STOPPED_UNEXPECTEDLY)))
+            await work.tasks.shield(broker.finish(message, Failed(STOPPED_UNEXPECTEDLY)))
             log.warning("message failed: the service stopped while it ran", extra=_extra(message))
             raise
-        # A graceful stop's deadline: not a failure. Give it back, shielded from the cancel.
+        # A graceful stop's deadline: not a failure. Give it back, shielded from the cancel
+        # (the stop waits for the owned give-back before the broker closes).
         try:
-            await asyncio.shield(runtime.broker.interrupt(message))
+            await work.tasks.shield(broker.interrupt(message))
         except Exception:
             # Not committed, so still `running`: the broker's last write at stop gives it
             # back. The cancellation goes on either way.
@@ -119,7 +135,7 @@ async def run_attempt(runtime: Runtime, message: Message, bound: Bound) -> None:
         _log_failure(failure, message)
     duration = time.perf_counter() - started
     qmetrics.processing.observe(duration)
-    finished = await record(runtime.broker, message, outcome)
+    finished = await record(broker, work.tasks, message, outcome)
     qmetrics.processed[finished.outcome].inc()
     if isinstance(outcome, Failed) and outcome.timed_out:
         qmetrics.timeouts.inc()
@@ -163,7 +179,7 @@ def _log_failure(failure: HandlerFailure, message: Message) -> None:
         log.warning("handler failed: %s: %s", type_name, text, extra=_extra(message))
 
 
-async def record(broker: Broker, message: Message, outcome: Outcome) -> Finished:
+async def record(broker: Broker, tasks: TaskOwner, message: Message, outcome: Outcome) -> Finished:
     """The attempt's outcome, committed. A journal that cannot write (full disk, read-only
     file) refuses it with NotCommitted and nothing changes: the message stays `running`, as
     the journal holds it. The outcome is kept and offered again until it lands, so it is
@@ -172,7 +188,7 @@ async def record(broker: Broker, message: Message, outcome: Outcome) -> Finished
     refused = 0
     while True:
         try:
-            return await shielded(broker.finish(message, outcome))
+            return await tasks.shield(broker.finish(message, outcome))
         except NotCommitted as exc:
             if not refused:
                 log.warning("outcome not recorded yet, retrying: %s", exc, extra=_extra(message))
@@ -183,45 +199,3 @@ async def record(broker: Broker, message: Message, outcome: Outcome) -> Finished
 def _extra(message: Message) -> dict[str, Any]:
     """A message's log fields; built only for lines that are written (most are not)."""
     return {"message_id": message.id, "queue": message.queue, "attempt": message.attempts}
-
-
-async def shielded(coro: Coroutine[Any, Any, T]) -> T:
-    """asyncio.shield(coro), without the task when the coroutine finishes at once.
-
-    The memory broker records an outcome without awaiting anything, so running the
-    coroutine's first step inline finishes it: no task, no two extra trips through the loop
-    per message. A coroutine that does suspend (a journal write) goes on in a shielded task
-    from where it stopped, so a cancellation of the consumer still cannot cut it short.
-    """
-    try:
-        first = coro.send(None)
-    except StopIteration as done:
-        result: T = done.value
-        return result
-    return await asyncio.shield(_Resume(coro, first))
-
-
-class _Resume:
-    """The rest of a coroutine that has already yielded `first`, as an awaitable."""
-
-    __slots__ = ("_coro", "_first")
-
-    def __init__(self, coro: Coroutine[Any, Any, Any], first: Any) -> None:
-        self._coro = coro
-        self._first = first
-
-    def __await__(self) -> Generator[Any, Any, Any]:
-        pending = self._first
-        while True:
-            try:
-                sent = yield pending
-            except BaseException as exc:
-                try:
-                    pending = self._coro.throw(exc)
-                except StopIteration as done:
-                    return done.value
-            else:
-                try:
-                    pending = self._coro.send(sent)
-                except StopIteration as done:
-                    return done.value

@@ -31,16 +31,13 @@ from .config import ExecutorSettings
 from .failures import HandlerFailure as HandlerFailure
 from .failures import HandlerTimeout as HandlerTimeout
 from .failures import encode_result, failure_of
+from .grace import ASYNC_CANCEL_GRACE_S, POOL_CLOSE_TIMEOUT_S
 from .handlers.registry import ResolvedHandler
 from .model import HandlerContext
 from .threads import HandlerThreads
 
 log = logging.getLogger(__name__)
 
-ASYNC_CANCEL_GRACE_S = 1.0
-# How long shutdown() waits for the killed workers' pools to close their queues: a few ms
-# each on a quiet machine. Part of the stop's bound (SPEC: graceful_timeout_s + 5 s).
-POOL_CLOSE_TIMEOUT_S = 0.5
 # /readyz fails once this many times `executor.threads` handler threads are stuck.
 LEAKING_THREADS_FACTOR = 4
 

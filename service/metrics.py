@@ -16,9 +16,9 @@ from __future__ import annotations
 
 import math
 from bisect import bisect_left
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Mapping
 from functools import partial
-from typing import TYPE_CHECKING, Generic, TypeVar
+from typing import Generic, Protocol, TypeVar
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import (
@@ -31,9 +31,6 @@ from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
 from .broker.queues import DEPTH_STATUSES
-
-if TYPE_CHECKING:
-    from .runtime import Runtime
 
 OUTCOMES = ("succeeded", "retried", "failed", "cancelled")
 LATENCY_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
@@ -194,21 +191,46 @@ class Metrics:
         self.loop_lag = lag.labels()  # no labels: one child, exposed from the start
         self.queues = {name: QueueMetrics(self, name) for name in queues}
 
-    def attach(self, runtime: Runtime) -> None:
-        self.registry.register(StateCollector(runtime))
+    def attach(self, state: LiveState, executors: ExecutorGauges) -> None:
+        """Read `state` and `executors` at every scrape, for the gauges."""
+        self.registry.register(StateCollector(list(self.queues), state, executors))
 
     def render(self) -> bytes:
         return generate_latest(self.registry)
 
 
+class LiveState(Protocol):
+    """What the queue gauges read at scrape time, read-only (the Runtime provides it)."""
+
+    def queue_depth(self, queue: str) -> Mapping[str, int]:
+        """Messages of `queue` by status, without I/O."""
+
+    def live_consumers(self, queue: str) -> int: ...
+
+
+class ExecutorGauges(Protocol):
+    """What the executor gauges read at scrape time (executor.Executors provides it)."""
+
+    @property
+    def busy(self) -> Mapping[str, int]: ...
+
+    @property
+    def abandoned_threads(self) -> int: ...
+
+    @property
+    def process_restarts(self) -> int: ...
+
+
 class StateCollector(Collector):
     """Gauges read from live state at scrape time."""
 
-    def __init__(self, runtime: Runtime) -> None:
-        self._runtime = runtime
+    def __init__(self, queues: list[str], state: LiveState, executors: ExecutorGauges) -> None:
+        self._queues = queues
+        self._state = state
+        self._executors = executors
 
     def collect(self) -> Iterable[Metric]:
-        rt = self._runtime
+        state, executors = self._state, self._executors
         depth = GaugeMetricFamily(
             "spool_queue_depth",
             "Messages by queue and status (dead = dead letters).",
@@ -217,28 +239,28 @@ class StateCollector(Collector):
         consumers = GaugeMetricFamily(
             "spool_consumers", "Live consumer tasks per queue.", labels=["queue"]
         )
-        for name in rt.settings.queues:
-            stats = rt.broker.cached_stats(name)
+        for name in self._queues:
+            counts = state.queue_depth(name)
             for status in DEPTH_STATUSES:
-                depth.add_metric([name, status], stats.depth.get(status, 0))
-            consumers.add_metric([name], rt.live_consumers(name))
+                depth.add_metric([name, status], counts.get(status, 0))
+            consumers.add_metric([name], state.live_consumers(name))
         yield depth
         yield consumers
         busy = GaugeMetricFamily(
             "spool_executor_busy", "Handlers running in each executor.", labels=["executor"]
         )
-        for kind, count in rt.executors.busy.items():
+        for kind, count in executors.busy.items():
             busy.add_metric([kind], count)
         yield busy
         yield _gauge(
             "spool_executor_abandoned_threads",
             "Handler threads that overran their timeout and still run (they cannot be killed).",
-            lambda: rt.executors.abandoned_threads,
+            lambda: executors.abandoned_threads,
         )
         yield _gauge(
             "spool_executor_process_restarts",
             "Worker processes replaced after an overrun or a crash since start.",
-            lambda: rt.executors.process_restarts,
+            lambda: executors.process_restarts,
         )
 
 

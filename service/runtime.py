@@ -1,34 +1,38 @@
 """Runtime.run(): the one TaskGroup that owns consumers, the broker's background work and the
-monitors, and the phases of a graceful stop.
+monitors; Runtime._stop(): the whole stop, phase by phase, in one coroutine.
 
-Stop phases (SAQ Worker.stop, arq, aiojobs): not ready and refusing publishes at once →
-consumers finish what runs and keep taking due work until the deadline → what still runs is
-cancelled and given back as queued → the broker persists the rest → the listener closes.
+Each part gets only what it uses: a consumer its QueueWork (consumer.py), the metrics a
+read-only LiveState (this runtime), the routes the services create_app hands them (app.py).
+Nothing below reaches back up to the runtime.
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-import time
+from collections.abc import Mapping
+from typing import Protocol
 
+from . import grace
 from .broker import create_broker
 from .broker.base import Broker
 from .config import Settings
-from .consumer import consume
+from .consumer import Attempts, QueueWork, consume
 from .executor import Executors
 from .handlers.registry import ResolvedHandler, resolve_queue_handlers
 from .metrics import Metrics
+from .tasks import TaskOwner
 
 log = logging.getLogger(__name__)
 
 LAG_INTERVAL_S = 0.25
 DRAIN_POLL_S = 0.05
-# After the deadline, cancelled consumers get this long to give their messages back (one
-# that is slower leaves its message "running", which the next start runs again). With the
-# listener's grace (cli.CONNECTION_GRACE_S) and the stray-task grace, a stop stays within
-# graceful_timeout_s + 5 s, as SPEC promises.
-CANCEL_GRACE_S = 1.0
+
+
+class Listener(Protocol):
+    """The HTTP listener the stop closes last (serving.HttpServer)."""
+
+    async def close(self, grace_s: float) -> None: ...
 
 
 class Runtime:
@@ -38,41 +42,44 @@ class Runtime:
         *,
         broker: Broker | None = None,
         executors: Executors | None = None,
+        tasks: TaskOwner | None = None,
     ) -> None:
         self.settings = settings
         # Handlers resolve here, so a bad reference fails the start with one clear line.
         self.handlers: dict[str, ResolvedHandler] = resolve_queue_handlers(settings.queues)
+        # Owns the tasks nobody awaits to their end; closed before the broker is.
+        self.tasks = tasks if tasks is not None else TaskOwner()  # (empty is falsy)
         self.broker: Broker = broker or create_broker(settings)
         self.executors = executors or Executors(settings.executor)
+        self.attempts = Attempts()
         self.ready = asyncio.Event()  # consumers are running
         self.stopped = asyncio.Event()  # everything is persisted and closed
-        self.draining = False
-        self.ending_unexpectedly = False  # stop_now(): running attempts count as failed
-        self.running = 0  # attempts in progress
+        self.draining = False  # not ready, refusing publishes: read by /readyz and the routes
         self.loop_lag_s = 0.0
-        self._stop = asyncio.Event()
-        self._force = asyncio.Event()
+        self._stop_requested = asyncio.Event()
+        self._force = asyncio.Event()  # skip (or end) the drain
+        self._broker_closed = False
         self._consumers: dict[str, list[asyncio.Task[None]]] = {}
+        self._background: list[asyncio.Task[None]] = []
+        self._listener: Listener | None = None
         self.metrics = Metrics(settings.queues)
-        self.metrics.attach(self)
+        self.metrics.attach(self, self.executors)
 
-    def request_stop(self) -> None:
-        """First call: drain gracefully. Second call: skip the drain, persist at once."""
-        if self.draining:
-            log.warning("second stop signal: skipping the drain")
-            self._force.set()
-        self.draining = True
-        self._stop.set()
+    # ------------------------------------------------------------------ what others read
+    @property
+    def running(self) -> int:
+        """Attempts in progress."""
+        return self.attempts.running
 
-    def stop_now(self) -> None:
-        """An unexpected end (cli.run_loop): skip the drain, persist what is held, stop."""
-        self.ending_unexpectedly = True
-        self.draining = True
-        self._force.set()
-        self._stop.set()
+    @property
+    def ending_unexpectedly(self) -> bool:
+        return self.attempts.ending_unexpectedly
 
     def live_consumers(self, queue: str) -> int:
         return sum(not t.done() for t in self._consumers.get(queue, ()))
+
+    def queue_depth(self, queue: str) -> Mapping[str, int]:
+        return self.broker.cached_stats(queue).depth
 
     def health(self) -> dict[str, dict[str, object]]:
         lag_ok = self.loop_lag_s * 1000 < self.settings.health.max_loop_lag_ms
@@ -89,52 +96,128 @@ class Runtime:
             "executors": self.executors.health(),
         }
 
+    # ------------------------------------------------------------------ asking for a stop
+    def request_stop(self) -> None:
+        """First call: drain gracefully. Second call: skip the drain, persist at once."""
+        if self.draining:
+            log.warning("second stop signal: skipping the drain")
+            self._force.set()
+        # Not ready and refusing publishes at once (phases 1 and 2), not a loop turn later.
+        self.draining = True
+        self._stop_requested.set()
+
+    def stop_now(self) -> None:
+        """An unexpected end (cli.run_loop): skip the drain, persist what is held, stop."""
+        self.attempts.ending_unexpectedly = True
+        self.draining = True
+        self._force.set()
+        self._stop_requested.set()
+        # Phase 4 at once, before any other callback runs: an attempt this end cuts short is
+        # failed even if its handler (perhaps the cause) has just returned, and the broker's
+        # scheduler moves nothing more (a retry that comes due stays `retrying`): what is
+        # persisted is what was held when the end came.
+        for task in [*self._background, *(t for ts in self._consumers.values() for t in ts)]:
+            task.cancel()
+
+    def close_listener_last(self, listener: Listener) -> None:
+        """The HTTP listener: the stop closes it once everything else is (cli.serve)."""
+        self._listener = listener
+
+    # ------------------------------------------------------------------ the life
     async def run(self) -> None:
         await self.broker.start()
         try:
             if any(q.mode == "process" for q in self.settings.queues.values()):
                 await asyncio.gather(*map(asyncio.wrap_future, self.executors.warm_up()))
             async with asyncio.TaskGroup() as tg:
-                background = [
+                self._background = [
                     tg.create_task(self.broker.run(), name="broker"),
                     tg.create_task(self._monitor_loop_lag(), name="loop-lag"),
                 ]
                 for name, queue in self.settings.queues.items():
+                    work = self._work_of(name)
                     self._consumers[name] = [
-                        tg.create_task(consume(self, name), name=f"consumer:{name}:{i}")
+                        tg.create_task(consume(work), name=f"consumer:{name}:{i}")
                         for i in range(queue.concurrency)
                     ]
                 self.ready.set()
                 log.info("consumers started for %d queues", len(self._consumers))
-                await self._stop.wait()
-                await self._drain()
-                for task in background:
-                    task.cancel()
+                await self._stop_requested.wait()
+                await self._stop()
         finally:
-            try:
-                await self.broker.close()
-            finally:
-                self.executors.shutdown()
-                self.stopped.set()
-                log.info("runtime stopped")
+            # A failure ended the TaskGroup (a task raised, or run() was cancelled) before or
+            # during the stop: the same stop, without the drain, does what is left of it.
+            if not self.stopped.is_set():
+                self._force.set()
+                await self._stop()
 
-    async def _drain(self) -> None:
-        deadline = time.monotonic() + self.settings.server.graceful_timeout_s
+    def _work_of(self, queue: str) -> QueueWork:
+        return QueueWork(
+            queue=queue,
+            settings=self.settings.queues[queue],
+            handler=self.handlers[queue],
+            metrics=self.metrics.queues[queue],
+            broker=self.broker,
+            executors=self.executors,
+            attempts=self.attempts,
+            tasks=self.tasks,
+        )
+
+    async def _stop(self) -> None:
+        """The whole stop, top to bottom (SAQ Worker.stop, aiojobs, Hypercorn worker_serve).
+        Every wait is in grace.py; together they stay within graceful_timeout_s + 5 s.
+
+        Run again after a failure cut it short, it does what is left: the phases already
+        done find nothing to do, and the broker is closed once (a close that a cancellation
+        cut short is not begun again)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.settings.server.graceful_timeout_s
+        # 1. Not ready (/readyz 503) and 2. refusing publishes (503): request_stop() set
+        #    `draining` when the stop was asked for; a failure that stops us sets it here.
+        self.draining = True
+        # 3. Running handlers finish and due work is taken, until the deadline (a second
+        #    signal, stop_now() or a failure skips it).
+        await self._drain(deadline)
+        # 4. What still runs is cancelled: each consumer gives its message back, through
+        #    the task owner, and ends.
+        consumers = [t for ts in self._consumers.values() for t in ts]
+        given_back_by = loop.time() + grace.CANCEL_GRACE_S
+        await _cancel(consumers, grace.CANCEL_GRACE_S)
+        # 5. The owned tasks end: those give-backs, outcomes being recorded, commits in
+        #    flight. Within the same grace; what is left then is cancelled.
+        await self.tasks.close(max(0.0, given_back_by - loop.time()), grace.SETTLE_S)
+        #    Then the broker's background work (scheduler, connection), which the
+        #    give-backs may have needed, and any consumer cancelled twice above.
+        await _cancel([*self._background, *consumers], grace.SETTLE_S)
+        try:
+            # 6. The broker persists the rest (memory: the snapshot; sqlite: its last
+            #    transaction gives back what still runs; amqp: unacked deliveries go back).
+            if not self._broker_closed:
+                self._broker_closed = True
+                await self.broker.close()
+        finally:
+            # 7. The pools: worker processes are killed, abandoned threads left behind.
+            self.executors.shutdown()
+            # 8. The listener: open connections get their grace, then are cut off.
+            if self._listener is not None:
+                await self._listener.close(grace.CONNECTION_GRACE_S)
+            self.stopped.set()
+            log.info("runtime stopped")
+
+    async def _drain(self, deadline: float) -> None:
+        if self._force.is_set():
+            return
+        loop = asyncio.get_running_loop()
         log.info(
             "draining: up to %.1f s for running handlers", self.settings.server.graceful_timeout_s
         )
-        while time.monotonic() < deadline and not self._force.is_set():
-            if self.running == 0 and not self._due_work():
+        while loop.time() < deadline and not self._force.is_set():
+            if self.attempts.running == 0 and not self._due_work():
                 break
             try:
                 await asyncio.wait_for(self._force.wait(), DRAIN_POLL_S)
             except TimeoutError:
                 pass
-        tasks = [t for ts in self._consumers.values() for t in ts]
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            await asyncio.wait(tasks, timeout=CANCEL_GRACE_S)
 
     def _due_work(self) -> bool:
         for name in self.settings.queues:
@@ -152,3 +235,19 @@ class Runtime:
             lag = max(0.0, loop.time() - before - LAG_INTERVAL_S)
             self.loop_lag_s = lag
             histogram.observe(lag)
+
+
+async def _cancel(tasks: list[asyncio.Task[None]], grace_s: float) -> None:
+    """Cancels `tasks` and waits up to `grace_s` for them; those left are cancelled again.
+
+    A consumer still running then waits only on an owned remainder (TaskOwner.shield):
+    cancelled again it ends at once, and the remainder goes on as the owner's.
+    """
+    for task in tasks:
+        task.cancel()
+    pending = [t for t in tasks if not t.done()]
+    if not pending:
+        return
+    _, left = await asyncio.wait(pending, timeout=grace_s)
+    for task in left:
+        task.cancel()

@@ -1,20 +1,21 @@
-"""The HTTP server loop: Hypercorn's (hypercorn.asyncio.run.worker_serve) for the one case
+"""The HTTP server: Hypercorn's loop (hypercorn.asyncio.run.worker_serve) for the one case
 Spool serves (one worker, plain TCP), with connections.BoundedConnection for each client and
-a stop that no client can hold up.
+a close that no client can hold up.
 
 Why not hypercorn.asyncio.serve: it offers no hook for its connection class (only its module
 global), and at a stop it waits for the tasks serving connections without a bound once its
 grace is over. A client stuck in a write, or a handler that outlives the grace, kept the
 process alive after "runtime stopped" for as long as that client stayed. Here connections get
 `grace_s` to finish their answers; those still open are then aborted and their tasks
-cancelled, so the stop stays within graceful_timeout_s + 5 s whatever clients do.
+cancelled (grace.ABORTED_GRACE_S), so the stop stays within graceful_timeout_s + 5 s
+whatever clients do. worker_serve's start and stop are split in two (start, close) so the
+runtime's one stop coroutine can close the listener last (Runtime._stop).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from hypercorn.asyncio.lifespan import Lifespan
@@ -25,57 +26,77 @@ from hypercorn.typing import ASGIFramework, LifespanState
 from hypercorn.utils import wrap_app
 
 from .connections import BoundedConnection
+from .grace import ABORTED_GRACE_S
 
 log = logging.getLogger(__name__)
 
-# After the aborts at a stop, the tasks that served those connections get this long to end.
-ABORTED_GRACE_S = 0.5
 
+class HttpServer:
+    """`app` served on `config.bind`: start() listens, close() stops (once)."""
 
-async def serve(
-    app: ASGIFramework,
-    config: Config,
-    *,
-    shutdown_trigger: Callable[[], Awaitable[Any]],
-    send_timeout_s: float,
-    grace_s: float,
-) -> None:
-    """Serves `app` on `config.bind` until `shutdown_trigger()` returns, then stops accepting,
-    gives open connections `grace_s`, aborts the rest and runs the app's shutdown."""
-    loop = asyncio.get_running_loop()
-    wrapped = wrap_app(app, config.wsgi_max_body_size, "asgi")
-    config.set_statsd_logger_class(StatsdLogger)
-    state: LifespanState = {}
-    lifespan = Lifespan(wrapped, config, loop, state)
-    lifespan_task = loop.create_task(lifespan.handle_lifespan())
-    await lifespan.wait_for_startup()
-    if lifespan_task.done() and (failure := lifespan_task.exception()) is not None:
-        raise failure
-    context = WorkerContext(None)
-    connections = Connections()
+    def __init__(
+        self,
+        lifespan: Lifespan,
+        lifespan_task: asyncio.Task[None],
+        context: WorkerContext,
+        connections: Connections,
+        servers: list[asyncio.Server],
+    ) -> None:
+        self._lifespan = lifespan
+        self._lifespan_task = lifespan_task
+        self._context = context
+        self._connections = connections
+        self._servers = servers
+        self._closing: asyncio.Task[None] | None = None
 
-    async def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        connection = BoundedConnection(wrapped, loop, config, context, state, reader, writer)
-        connection.send_timeout_s = send_timeout_s
-        await connections.run(connection)
+    @classmethod
+    async def start(
+        cls, app: ASGIFramework, config: Config, *, send_timeout_s: float
+    ) -> HttpServer:
+        """Runs the app's startup, then listens on `config.bind`."""
+        loop = asyncio.get_running_loop()
+        wrapped = wrap_app(app, config.wsgi_max_body_size, "asgi")
+        config.set_statsd_logger_class(StatsdLogger)
+        state: LifespanState = {}
+        lifespan = Lifespan(wrapped, config, loop, state)
+        lifespan_task = loop.create_task(lifespan.handle_lifespan(), name="lifespan")
+        await lifespan.wait_for_startup()
+        if lifespan_task.done() and (failure := lifespan_task.exception()) is not None:
+            raise failure
+        context = WorkerContext(None)
+        connections = Connections()
 
-    sockets = config.create_sockets()
-    servers = [
-        await asyncio.start_server(accept, backlog=config.backlog, sock=sock)
-        for sock in sockets.insecure_sockets
-    ]
-    try:
-        await shutdown_trigger()
-    finally:
-        await context.terminated.set()  # idle keep-alive connections close now
-        for server in servers:
+        async def accept(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+            connection = BoundedConnection(wrapped, loop, config, context, state, reader, writer)
+            connection.send_timeout_s = send_timeout_s
+            await connections.run(connection)
+
+        sockets = config.create_sockets()
+        servers = [
+            await asyncio.start_server(accept, backlog=config.backlog, sock=sock)
+            for sock in sockets.insecure_sockets
+        ]
+        return cls(lifespan, lifespan_task, context, connections, servers)
+
+    async def close(self, grace_s: float) -> None:
+        """Stops accepting, gives open connections `grace_s`, aborts the rest and runs the
+        app's shutdown. A second call waits for the first."""
+        if self._closing is None:
+            self._closing = asyncio.get_running_loop().create_task(
+                self._close(grace_s), name="http-close"
+            )
+        await asyncio.shield(self._closing)
+
+    async def _close(self, grace_s: float) -> None:
+        await self._context.terminated.set()  # idle keep-alive connections close now
+        for server in self._servers:
             server.close()
             await server.wait_closed()
-        await connections.close(grace_s)
-        await lifespan.wait_for_shutdown()
-        if not lifespan_task.done():
-            lifespan_task.cancel()
-            await asyncio.wait([lifespan_task])
+        await self._connections.close(grace_s)
+        await self._lifespan.wait_for_shutdown()
+        if not self._lifespan_task.done():
+            self._lifespan_task.cancel()
+            await asyncio.wait([self._lifespan_task])
 
 
 class Connections:

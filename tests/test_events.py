@@ -19,7 +19,7 @@ from quart.typing import TestHTTPConnectionProtocol as Stream
 
 from service import Runtime, Settings, create_app
 from service.api.bodies import NodeFigures
-from service.api.hub import CLIENT_BUFFER_BYTES, EventHub
+from service.api.hub import CLIENT_BUFFER_BYTES, EventHub, NodeView
 from service.model import Envelope
 
 from .conftest import Server, client_for, running, toml_config
@@ -170,7 +170,9 @@ async def test_a_client_that_falls_behind_is_dropped(
     settings = tmp_settings({"held": {"handler": "tests.handlers:echo", "max_size": 50000}})
     async with running(settings) as rt:
         await rt.broker.pause("held")
-        hub = EventHub(rt, flush_s=3600)  # ticks only when the test calls flush()
+        hub = EventHub(
+            rt.broker, NodeView(rt.settings, rt, rt.executors), flush_s=3600
+        )  # ticks only when the test calls flush()
         await hub.attach()
         try:
             slow = hub.subscribe(None)  # never takes what it is given

@@ -12,7 +12,7 @@ import msgspec
 from quart.testing.connections import TestHTTPConnection as Connection
 
 from service import Runtime, Settings
-from service.api.hub import EventHub
+from service.api.hub import EventHub, NodeView
 from service.model import Envelope
 
 from .conftest import client_for, running
@@ -49,7 +49,9 @@ async def test_a_tick_encodes_each_event_once_and_coalesces_each_message(
     async with running(tmp_settings(QUEUES)) as rt:
         await rt.broker.pause("held")
         await rt.broker.pause("work")
-        hub = EventHub(rt, flush_s=3600)  # ticks only when the test calls flush()
+        hub = EventHub(
+            rt.broker, NodeView(rt.settings, rt, rt.executors), flush_s=3600
+        )  # ticks only when the test calls flush()
         await hub.attach()
         try:
             everything = [hub.subscribe(None) for _ in range(30)]

@@ -15,11 +15,11 @@ from hypothesis import strategies as st
 
 from service.broker.ready import ReadyLine
 from service.config import ExecutorSettings
-from service.consumer import shielded
 from service.executor import Executors, HandlerTimeout
 from service.handlers.registry import resolve
 from service.metrics import LightHistogram, Metrics
 from service.model import HandlerContext, _rfc3339, _slow_rfc3339
+from service.tasks import TaskOwner
 
 from .waits import gate_body, until
 
@@ -37,7 +37,7 @@ async def test_shielded_returns_at_once_without_a_task() -> None:
         return 7
 
     before = len(asyncio.all_tasks())
-    assert await shielded(immediate()) == 7
+    assert await TaskOwner().shield(immediate()) == 7
     assert len(asyncio.all_tasks()) == before
 
 
@@ -52,7 +52,7 @@ async def test_shielded_finishes_a_suspended_write_even_when_the_caller_is_cance
         committed.set()
         return "done"
 
-    caller = asyncio.create_task(shielded(write()))
+    caller = asyncio.create_task(TaskOwner().shield(write()))
     await until(lambda: bool(steps))  # the write has begun and is suspended
     caller.cancel()
     with pytest.raises(asyncio.CancelledError):
@@ -70,9 +70,10 @@ async def test_shielded_passes_results_and_errors_through_a_suspension() -> None
             raise ValueError("journal refused")
         return "ok"
 
-    assert await shielded(slow(False)) == "ok"
+    owner = TaskOwner()
+    assert await owner.shield(slow(False)) == "ok"
     with pytest.raises(ValueError, match="journal refused"):
-        await shielded(slow(True))
+        await owner.shield(slow(True))
 
 
 async def test_a_thread_call_that_times_out_before_it_starts_never_runs(tmp_path: Path) -> None:

@@ -1,4 +1,4 @@
-"""What every route shares: the runtime, strict JSON in, JSON out."""
+"""What every route shares: strict JSON in, JSON out, no publishes while draining."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ import re
 from typing import Any, TypeVar
 
 import msgspec
-from quart import Response, current_app, request
+from quart import Response, request
 
 from ..errors import BadRequest, Invalid, Unavailable, UnsupportedMediaType
-from ..runtime import Runtime
+from .services import LiveNode
 from .strict import MAX_DEPTH, check_document
 
 T = TypeVar("T")
@@ -20,11 +20,6 @@ _encoder = msgspec.json.Encoder()
 # One Decoder per request type, made on first use. Module-level: a Decoder holds no request's
 # data, and the types are the code's, so it stays a handful of entries.
 _decoders: dict[Any, msgspec.json.Decoder[Any]] = {}
-
-
-def runtime() -> Runtime:
-    rt: Runtime = current_app.extensions["spool.runtime"]
-    return rt
 
 
 def json_response(doc: Any, status: int = 200, headers: dict[str, str] | None = None) -> Response:
@@ -37,8 +32,8 @@ def encoded(doc: Any) -> bytes:
     return doc if type(doc) is bytes else _encoder.encode(doc)
 
 
-def refuse_when_draining(rt: Runtime) -> None:
-    if rt.draining:
+def refuse_when_draining(node: LiveNode) -> None:
+    if node.draining:
         raise Unavailable(
             "the service is shutting down; publish to another node or retry", retry_after=5
         )

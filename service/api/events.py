@@ -18,12 +18,12 @@ from typing import Any
 import msgspec
 from quart import Blueprint, Response, current_app, request
 
-from ..errors import UnknownQueue
-from ..runtime import Runtime
 from .auth import authenticator, requires
 from .bodies import NodeFigures, Problem, ref
-from .common import json_response, refuse_when_draining, runtime
-from .hub import CLIENT_BUFFER_BYTES, FLUSH_S, EventHub, Subscription, node_figures
+from .common import json_response, refuse_when_draining
+from .hub import CLIENT_BUFFER_BYTES, FLUSH_S, EventHub, Subscription
+from .services import LiveNode, queue_directory
+from .services import node as live_node
 
 bp = Blueprint("events", __name__)
 
@@ -40,16 +40,16 @@ def hub() -> EventHub:
 @bp.get("/v1/events")
 @requires("read")
 async def events() -> Response:
-    rt = runtime()
     wanted = request.args.getlist("queue")
+    queues = queue_directory()
     for name in wanted:
-        if name not in rt.settings.queues:
-            raise UnknownQueue(f"queue {name!r} is not configured")
-    refuse_when_draining(rt)
+        queues.exists(name)
+    live = live_node()
+    refuse_when_draining(live)
     events_hub = hub()
     sub = events_hub.subscribe(wanted or None)
     response = Response(
-        _stream(rt, events_hub, sub),
+        _stream(live, events_hub, sub),
         content_type="text/event-stream; charset=utf-8",
         headers={"Cache-Control": "no-store", "X-Accel-Buffering": "no"},
     )
@@ -57,12 +57,12 @@ async def events() -> Response:
     return response
 
 
-async def _stream(rt: Runtime, events_hub: EventHub, sub: Subscription) -> AsyncIterator[bytes]:
+async def _stream(live: LiveNode, events_hub: EventHub, sub: Subscription) -> AsyncIterator[bytes]:
     loop = asyncio.get_running_loop()
     try:
         yield f"retry: {RECONNECT_MS}\n\n".encode()
         next_tick = 0.0
-        while not rt.draining and not sub.dropped:
+        while not live.draining and not sub.dropped:
             if loop.time() >= next_tick:
                 yield await events_hub.queues_event(sub.queues)
                 next_tick = loop.time() + TICK_S
@@ -78,15 +78,15 @@ async def _stream(rt: Runtime, events_hub: EventHub, sub: Subscription) -> Async
 @requires("publish", "read")
 async def node() -> Response:
     """This node's figures, and the scopes of the caller's token (what a dashboard may offer)."""
-    rt = runtime()
+    events_hub = hub()
     auth = authenticator(current_app.extensions)
     if auth.enabled:
         scopes = sorted(auth.scopes_for(request.headers.get("Authorization")))
     else:
         scopes = ["admin", "publish", "read"]
-    state = msgspec.structs.asdict(node_figures(rt))
+    state = msgspec.structs.asdict(events_hub.node.state())
     return json_response(
-        NodeFigures(**state, auth=auth.enabled, scopes=scopes, streams=hub().subscribers)
+        NodeFigures(**state, auth=auth.enabled, scopes=scopes, streams=events_hub.subscribers)
     )
 
 

@@ -5,8 +5,8 @@ Quart's request machinery (request and response objects, contexts, hooks, routin
 more per publish than the publish itself. This layer answers a publish on its own, with
 what the Quart route would send (status, body, Location, X-Request-ID, the HTTP metrics
 with the route template, the access-log line), through the same functions the route uses:
-`Authenticator.authorize`, `refuse_when_draining`, `decode_body`, `publish_one`,
-`publish_many`, and the helpers of exchange.py (request id, problem+json, record).
+`Authenticator.authorize`, `refuse_when_draining`, `decode_body`, the route's `Publisher`,
+and the helpers of exchange.py (request id, problem+json, record).
 
 Its refusals (401/403, 503 draining, 400/422 from the body, 429 queue full, 422 batch over
 `server.max_batch`) are the route's errors, answered here through the same problem mapping:
@@ -27,7 +27,6 @@ from typing import Any
 from ..config import Settings
 from ..errors import SpoolError
 from ..model import Batch, Envelope
-from ..runtime import Runtime
 from .auth import Authenticator
 from .common import JSON, decode_body, encoded, refuse_when_draining
 from .exchange import (
@@ -40,7 +39,8 @@ from .exchange import (
     send_problem,
     unexpected,
 )
-from .messages import Answer, publish_many, publish_one
+from .messages import Answer, Publisher
+from .services import LiveNode, QueueDirectory
 
 ROUTE_ONE = "/v1/queues/<queue>/messages"
 ROUTE_BATCH = "/v1/queues/<queue>/messages/batch"
@@ -64,15 +64,18 @@ class FastPublish:
         self,
         app: ASGIApp,
         settings: Settings,
-        runtime: Runtime,
+        queues: QueueDirectory,
+        node: LiveNode,
+        publisher: Publisher,
         auth: Authenticator,
         recorder: Recorder,
     ) -> None:
         self.app = app
-        self.runtime = runtime
+        self.node = node
+        self.publisher = publisher
         self.auth = auth
         self.recorder = recorder
-        self.queues = frozenset(settings.queues)
+        self.queues = queues
         self.max_body = settings.server.max_body_bytes
         self.answered = 0  # successes answered here
         self.refused = 0  # refusals (and unexpected errors) answered here
@@ -102,12 +105,11 @@ class FastPublish:
         ):
             return await self.app(scope, receive, send)
         request_id = request_id_for(rid.decode("latin-1") if rid else None)
-        rt = self.runtime
         events: list[MutableMapping[str, Any]] = []
         try:
             # The route's checks, in the route's order (messages.publish).
             self.auth.authorize(auth.decode("latin-1") if auth else None, PUBLISH_SCOPE)
-            refuse_when_draining(rt)
+            refuse_when_draining(self.node)
             data = await self._read_body(receive, events)
             answer = None if data is None else await self._publish(route, queue, data)
         except SpoolError as exc:
@@ -136,14 +138,13 @@ class FastPublish:
         )
 
     async def _publish(self, route: str, queue: str, data: bytes) -> Answer:
-        rt = self.runtime
         if route == ROUTE_BATCH:
             batch = decode_body(Batch, data)
-            refuse_when_draining(rt)  # again, as the route: the upload may end after a stop
-            return await publish_many(rt, queue, batch)
+            refuse_when_draining(self.node)  # again, as the route: the upload may end after a stop
+            return await self.publisher.many(queue, batch)
         envelope = decode_body(Envelope, data)
-        refuse_when_draining(rt)
-        return await publish_one(rt, queue, envelope)
+        refuse_when_draining(self.node)
+        return await self.publisher.one(queue, envelope)
 
     async def _refuse(
         self,

@@ -22,7 +22,6 @@ from urllib.parse import urlsplit
 
 from ..config import Settings
 from ..errors import BadRequest, SpoolError
-from ..runtime import Runtime
 from .auth import Authenticator
 from .exchange import (
     UNMATCHED,
@@ -36,6 +35,8 @@ from .exchange import (
     unexpected,
 )
 from .fastpath import FastPublish
+from .messages import Publisher
+from .services import LiveNode, QueueDirectory
 
 PROBES = frozenset({"/healthz", "/readyz"})
 NOT_A_PATH = "the request target must be a path that starts with /"
@@ -47,14 +48,18 @@ _DNS_NAME = re.compile(rb"(?:[^.]{1,63}\.)*[^.]{0,63}")
 def asgi_stack(
     app: ASGIApp,
     settings: Settings,
-    runtime: Runtime,
     auth: Authenticator,
     recorder: Recorder,
     *,
+    queues: QueueDirectory,
+    node: LiveNode,
+    publisher: Publisher,
     fast_publish: bool,
 ) -> tuple[ASGIApp, FastPublish | None]:
     """`app` (Quart's asgi_app) behind the layers above; also the fast path, if any."""
-    fast = FastPublish(app, settings, runtime, auth, recorder) if fast_publish else None
+    fast = None
+    if fast_publish:
+        fast = FastPublish(app, settings, queues, node, publisher, auth, recorder)
     return FrontDoor(fast or app, recorder), fast
 
 

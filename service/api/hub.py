@@ -25,10 +25,13 @@ from typing import Annotated, Any
 import msgspec
 
 from .._version import __version__
+from ..broker.base import Broker
+from ..config import Settings
+from ..metrics import ExecutorGauges
 from ..model import Message, Status
-from ..runtime import Runtime
 from .bodies import ExecutorFigures, Latency, LiveQueueFigures, NodeState, Percentiles, QueuesEvent
 from .queues import figures as queue_figures
+from .services import LiveNode, QueueDirectory
 
 FLUSH_S = 0.1  # message events are gathered and sent this often (one tick)
 CLIENT_BUFFER_BYTES = 1 << 20  # encoded events a stream may leave untaken (~10,000 events)
@@ -122,15 +125,45 @@ class Subscription:
             pass
 
 
+class NodeView:
+    """This node as the live view shows it: its queues and its state (the `node` of every
+    `event: queues`, and GET /v1/node)."""
+
+    __slots__ = ("_executors", "_settings", "live", "queues")
+
+    def __init__(self, settings: Settings, live: LiveNode, executors: ExecutorGauges) -> None:
+        self._settings = settings
+        self._executors = executors
+        self.live = live
+        self.queues = QueueDirectory(settings.queues)
+
+    def state(self) -> NodeState:
+        settings, live, busy = self._settings, self.live, self._executors.busy
+        executor = settings.executor
+        return NodeState(
+            version=__version__,
+            backend=settings.broker.backend,
+            draining=live.draining,
+            running=live.running,
+            loop_lag_ms=round(live.loop_lag_s * 1000, 3),
+            max_loop_lag_ms=settings.health.max_loop_lag_ms,
+            executors={
+                "thread": ExecutorFigures(busy.get("thread", 0), executor.threads),
+                "process": ExecutorFigures(busy.get("process", 0), executor.processes),
+            },
+        )
+
+
 class EventHub:
     """Fans broker transitions out to the open streams; measures wait and processing time."""
 
-    def __init__(self, rt: Runtime, *, flush_s: float = FLUSH_S) -> None:
-        self._rt = rt
+    def __init__(self, broker: Broker, node: NodeView, *, flush_s: float = FLUSH_S) -> None:
+        self._broker = broker
+        self.node = node
         self._flush_s = flush_s
         self._subs: set[Subscription] = set()
-        self._wait = {name: LatencyWindow() for name in rt.settings.queues}
-        self._processing = {name: LatencyWindow() for name in rt.settings.queues}
+        self._wait = {name: LatencyWindow() for name in node.queues}
+        self._processing = {name: LatencyWindow() for name in node.queues}
         self._stop_listening: Callable[[], None] | None = None
         # message id → (queue, status, attempts), its latest state in this tick
         self._pending: dict[str, tuple[str, str, int]] = {}
@@ -143,7 +176,7 @@ class EventHub:
     async def attach(self) -> None:
         if self._stop_listening is None:
             self._loop = asyncio.get_running_loop()
-            self._stop_listening = self._rt.broker.listen(self._on_changes)
+            self._stop_listening = self._broker.listen(self._on_changes)
 
     async def detach(self) -> None:
         if self._stop_listening is not None:
@@ -236,31 +269,14 @@ class EventHub:
             if self._snapshot is not None and current - self._snapshot[0] < SNAPSHOT_TTL_S:
                 return self._snapshot[1], self._snapshot[2]
             now_s = time.time()
-            rt = self._rt
-            queues = []
-            for name in self._rt.settings.queues:
-                figures = queue_figures(await rt.broker.stats(name), rt.live_consumers(name))
+            node, queues = self.node, []
+            for name in node.queues:
+                stats = await self._broker.stats(name)
+                figures = queue_figures(stats, node.live.live_consumers(name))
                 latency = Latency(
                     self._wait[name].percentiles(now_s), self._processing[name].percentiles(now_s)
                 )
                 queues.append(LiveQueueFigures(**msgspec.structs.asdict(figures), latency=latency))
-            doc = QueuesEvent(queues, node_figures(self._rt))
+            doc = QueuesEvent(queues, node.state())
             self._snapshot = (current, doc, sse("queues", doc))
             return doc, self._snapshot[2]
-
-
-def node_figures(rt: Runtime) -> NodeState:
-    executor = rt.settings.executor
-    busy = rt.executors.busy
-    return NodeState(
-        version=__version__,
-        backend=rt.settings.broker.backend,
-        draining=rt.draining,
-        running=rt.running,
-        loop_lag_ms=round(rt.loop_lag_s * 1000, 3),
-        max_loop_lag_ms=rt.settings.health.max_loop_lag_ms,
-        executors={
-            "thread": ExecutorFigures(busy.get("thread", 0), executor.threads),
-            "process": ExecutorFigures(busy.get("process", 0), executor.processes),
-        },
-    )

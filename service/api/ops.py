@@ -7,7 +7,9 @@ from quart import Blueprint, Response, current_app
 from ..openapi import openapi_document
 from .auth import authenticator
 from .bodies import Liveness, Readiness
-from .common import json_response, runtime
+from .common import json_response
+from .services import metrics as registry
+from .services import node
 
 bp = Blueprint("ops", __name__)
 
@@ -21,7 +23,7 @@ async def healthz() -> Response:
 
 @bp.get("/readyz")
 async def readyz() -> Response:
-    checks = runtime().health()
+    checks = node().health()
     ready = all(bool(check.get("ok")) for check in checks.values())
     return json_response(
         Readiness("ready" if ready else "not_ready", checks), 200 if ready else 503
@@ -33,7 +35,7 @@ async def metrics() -> Response:
     auth = authenticator(current_app.extensions)
     if not auth.public_metrics:
         auth.check(frozenset({"read"}))
-    return Response(runtime().metrics.render(), content_type=PROMETHEUS_TEXT)
+    return Response(registry().render(), content_type=PROMETHEUS_TEXT)
 
 
 @bp.get("/openapi.json")

@@ -10,7 +10,8 @@ from ..broker.base import QueueStats
 from ..model import RedriveRequest
 from .auth import requires
 from .bodies import Counts, DeadPage, Depth, QueueFigures, QueueList, Redriven
-from .common import json_response, query_integer, read_json, runtime
+from .common import json_response, query_integer, read_json
+from .services import broker, node, queue_directory
 
 bp = Blueprint("queues", __name__)
 
@@ -33,15 +34,14 @@ def figures(stats: QueueStats, consumers: int) -> QueueFigures:
 
 
 async def queue_figures(name: str) -> QueueFigures:
-    rt = runtime()
-    return figures(await rt.broker.stats(name), rt.live_consumers(name))
+    return figures(await broker().stats(name), node().live_consumers(name))
 
 
 @bp.get("/v1/queues")
 @requires("read")
 async def list_queues() -> Response:
-    rt = runtime()
-    return json_response(QueueList([await queue_figures(name) for name in rt.settings.queues]))
+    names = queue_directory().names
+    return json_response(QueueList([await queue_figures(name) for name in names]))
 
 
 @bp.get("/v1/queues/<queue>")
@@ -53,31 +53,27 @@ async def get_queue(queue: str) -> Response:
 @bp.post("/v1/queues/<queue>/pause")
 @requires("admin")
 async def pause(queue: str) -> Response:
-    rt = runtime()
-    return json_response(figures(await rt.broker.pause(queue), rt.live_consumers(queue)))
+    return json_response(figures(await broker().pause(queue), node().live_consumers(queue)))
 
 
 @bp.post("/v1/queues/<queue>/resume")
 @requires("admin")
 async def resume(queue: str) -> Response:
-    rt = runtime()
-    return json_response(figures(await rt.broker.resume(queue), rt.live_consumers(queue)))
+    return json_response(figures(await broker().resume(queue), node().live_consumers(queue)))
 
 
 @bp.get("/v1/queues/<queue>/dead")
 @requires("read")
 async def dead_letters(queue: str) -> Response:
-    rt = runtime()
     limit = query_integer("limit", DEAD_PAGE_DEFAULT, 1, DEAD_PAGE_MAX)
-    page = await rt.broker.dead(queue, limit, request.args.get("cursor") or None)
+    page = await broker().dead(queue, limit, request.args.get("cursor") or None)
     return json_response(DeadPage([m.view() for m in page.messages], page.next_cursor))
 
 
 @bp.post("/v1/queues/<queue>/dead/redrive")
 @requires("admin")
 async def redrive(queue: str) -> Response:
-    rt = runtime()
-    rt.broker.cached_stats(queue)  # 404 before reading the body
+    queue_directory().exists(queue)  # 404 before reading the body
     body = await read_json(RedriveRequest, optional=True)
-    done = await rt.broker.redrive(queue, body.ids)
+    done = await broker().redrive(queue, body.ids)
     return json_response(Redriven(done.redriven, done.skipped))
