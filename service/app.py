@@ -38,7 +38,7 @@ from .runtime import Runtime
 # A client that sends its body this slowly is cut off with a 408.
 BODY_TIMEOUT_S = 10
 # Request heads: the target (path + query) and the header block. Hypercorn refuses a head
-# that trickles in past its own bound (cli.MAX_HEAD_BYTES); these catch one that arrives
+# that trickles in past its own bound (serving.MAX_HEAD_BYTES); these catch one that arrives
 # whole, with a problem+json answer.
 MAX_TARGET_BYTES = 8 * 1024
 MAX_HEADER_BYTES = 16 * 1024

@@ -12,7 +12,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -101,6 +101,8 @@ class Server:
     process: subprocess.Popen[bytes] | None = None
     # (soft, hard) RLIMIT_NOFILE for the server process, as `ulimit -n` would set them.
     open_files_limit: tuple[int, int] | None = None
+    # Run before the interpreter (e.g. setpriv, to start without a capability).
+    command_prefix: list[str] = field(default_factory=list)
 
     @property
     def url(self) -> str:
@@ -109,7 +111,14 @@ class Server:
     def start(self, wait_ready: bool = True, timeout: float = 30) -> None:
         log = open(self.log_path, "ab")  # noqa: SIM115 - the child owns it until it exits
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "service", "--config", str(self.config_path)],
+            [
+                *self.command_prefix,
+                sys.executable,
+                "-m",
+                "service",
+                "--config",
+                str(self.config_path),
+            ],
             cwd=ROOT,
             env=self.env,
             stdout=log,
