@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -307,3 +308,10 @@ def spin_until(body: dict[str, Any], ctx: HandlerContext) -> int:
 def fail_with_text(body: Any) -> Any:
     """Raises an error whose message is the body, as it is: line breaks and all."""
     raise ValueError(str(body))
+
+
+def spawn_lingering(body: Any) -> int:
+    """Starts a child that outlives the server, keeping every inheritable descriptor (as
+    os.system or a daemon a handler starts would); returns its pid."""
+    child = subprocess.Popen(["sleep", str(body)], close_fds=False)
+    return child.pid

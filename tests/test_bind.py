@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import os
 import shutil
+import signal
+import socket
 from collections.abc import Callable
 from pathlib import Path
 
@@ -140,3 +142,23 @@ def drop_bind_capability(server: Server) -> None:
     setpriv = shutil.which("setpriv")
     assert setpriv is not None, "setpriv (util-linux) is needed to drop a capability as root"
     server.command_prefix = [setpriv, "--bounding-set", "-net_bind_service"]
+
+
+def test_a_child_a_handler_starts_does_not_keep_the_port_after_the_server_ends(
+    server_factory: Callable[..., Server], tmp_path: Path
+) -> None:
+    """The listening socket is not inherited: a child that outlives Spool (a daemon, a shell
+    os.system left running) must not hold the address the next start needs."""
+    queues = '[queues.spawn]\nhandler = "tests.handlers:spawn_lingering"\nmode = "thread"\n'
+    server = server_factory(toml_config(tmp_path, queues))
+    server.start()
+    answer = httpx.post(f"{server.url}/v1/queues/spawn/messages", json={"body": 120})
+    done = httpx.get(f"{server.url}/v1/messages/{answer.json()['id']}?wait=10", timeout=20)
+    child = int(done.json()["result"])
+    try:
+        assert server.stop() == 0
+        with socket.socket() as sock:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as Hypercorn binds
+            sock.bind(("127.0.0.1", server.port))  # EADDRINUSE if the child holds it
+    finally:
+        os.kill(child, signal.SIGKILL)

@@ -137,6 +137,10 @@ def test_the_shipped_config_logs_one_line_per_event_and_stops_gracefully(
     (the stop step's status is the server's exit status, from `wait`)."""
     log = session.log
     assert "Traceback" not in log, log
+    # The server's stdout is the session's: a traceback printed there would sit between the
+    # lines a step shows.
+    printed = [line for ran in session.readme_steps + session.every_queue for line in ran.output]
+    assert not [line for line in printed if "Traceback" in line], printed
     strays = [line for line in log.splitlines() if not LOG_LINE.match(line)]
     assert not strays, f"lines that are not routine log lines: {strays}\n\nlog:\n{log}"
     assert "service: serving on" in log and log.rstrip().endswith("service: stopped"), log
