@@ -139,3 +139,23 @@ class QueuesEvent(msgspec.Struct):
 
     queues: list[LiveQueueFigures]
     node: NodeState
+
+
+class CountsSample(msgspec.Struct):
+    """A queue's counts at one moment (totals, as in QueueFigures.counts)."""
+
+    t: str  # RFC 3339 UTC, as every time of the API
+    published: int
+    succeeded: int
+    retried: int
+    failed: int
+    cancelled: int
+
+
+class QueueHistory(msgspec.Struct):
+    """GET /v1/queues/{queue}/history: the queue's counts once a second, oldest first."""
+
+    queue: str
+    interval_s: float
+    max_samples: int
+    samples: list[CountsSample]
