@@ -55,7 +55,8 @@ class Depth(msgspec.Struct):
 
 
 class Counts(msgspec.Struct):
-    """Totals since the queue was created."""
+    """Totals since the queue was created, kept across restarts with the messages (memory:
+    the snapshot; sqlite: the journal; amqp: what the events stream still holds)."""
 
     published: int
     succeeded: int
