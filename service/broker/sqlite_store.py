@@ -30,10 +30,19 @@ from .records import decode_message
 # 1: messages, paused, meta. 2: + counts and the triggers that keep them (a schema-1 file
 # is migrated at open, its counts seeded from the messages it still holds).
 SCHEMA_VERSION = 2
-_COUNTED = ("succeeded", "retried", "failed", "cancelled")
+# Each outcome count, by the status a message moves to.
+_OUTCOME_STATUS = {
+    "succeeded": "succeeded",
+    "retried": "retrying",
+    "failed": "failed",
+    "cancelled": "cancelled",
+}
+_COUNTED = tuple(_OUTCOME_STATUS)
 # What `LocalState.moved` counts, as SQL: a new row is a publish; a row whose status
 # changes to retrying / succeeded / failed / cancelled is one of those outcomes. An upsert
-# that updates fires the UPDATE trigger only, and a re-write of the same status none.
+# that updates fires the UPDATE triggers only, and a re-write of the same status none. One
+# plain UPDATE per outcome (its queue's row exists from the publish): measured, an UPSERT
+# here halved the journal's update rate, these cost it about a tenth.
 _COUNT_SCHEMA = (
     "CREATE TABLE IF NOT EXISTS counts (queue TEXT PRIMARY KEY, "
     + ", ".join(f"{c} INTEGER NOT NULL DEFAULT 0" for c in ("published", *_COUNTED))
@@ -41,14 +50,12 @@ _COUNT_SCHEMA = (
     "CREATE TRIGGER IF NOT EXISTS count_published AFTER INSERT ON messages BEGIN "
     "INSERT INTO counts (queue, published) VALUES (new.queue, 1) "
     "ON CONFLICT (queue) DO UPDATE SET published = published + 1; END",
-    "CREATE TRIGGER IF NOT EXISTS count_outcome AFTER UPDATE OF status ON messages "
-    "WHEN old.status IS NOT new.status "
-    "AND new.status IN ('succeeded', 'retrying', 'failed', 'cancelled') BEGIN "
-    "INSERT INTO counts (queue, succeeded, retried, failed, cancelled) VALUES (new.queue, "
-    "new.status = 'succeeded', new.status = 'retrying', new.status = 'failed', "
-    "new.status = 'cancelled') ON CONFLICT (queue) DO UPDATE SET "
-    + ", ".join(f"{c} = {c} + excluded.{c}" for c in _COUNTED)
-    + "; END",
+    *(
+        f"CREATE TRIGGER IF NOT EXISTS count_{column} AFTER UPDATE OF status ON messages "
+        f"WHEN new.status = '{status}' AND old.status IS NOT new.status BEGIN "
+        f"UPDATE counts SET {column} = {column} + 1 WHERE queue = new.queue; END"
+        for column, status in _OUTCOME_STATUS.items()
+    ),
 )
 # A schema-1 file knows no counts: every message it still holds was published, and each
 # final one ended so (a lower bound, never fewer failures than dead letters).
