@@ -30,14 +30,14 @@ from .records import decode_message
 # 1: messages, paused, meta. 2: + counts and the triggers that keep them (a schema-1 file
 # is migrated at open, its counts seeded from the messages it still holds).
 SCHEMA_VERSION = 2
-# Each outcome count, by the status a message moves to.
-_OUTCOME_STATUS = {
-    "succeeded": "succeeded",
-    "retried": "retrying",
-    "failed": "failed",
-    "cancelled": "cancelled",
-}
-_COUNTED = tuple(_OUTCOME_STATUS)
+# Each outcome count, with the status a message moves to (a tuple: module-level constant).
+_OUTCOME_STATUS = (
+    ("succeeded", "succeeded"),
+    ("retried", "retrying"),
+    ("failed", "failed"),
+    ("cancelled", "cancelled"),
+)
+_COUNTED = tuple(column for column, _ in _OUTCOME_STATUS)
 # What `LocalState.moved` counts, as SQL: a new row is a publish; a row whose status
 # changes to retrying / succeeded / failed / cancelled is one of those outcomes. An upsert
 # that updates fires the UPDATE triggers only, and a re-write of the same status none. One
@@ -54,7 +54,7 @@ _COUNT_SCHEMA = (
         f"CREATE TRIGGER IF NOT EXISTS count_{column} AFTER UPDATE OF status ON messages "
         f"WHEN new.status = '{status}' AND old.status IS NOT new.status BEGIN "
         f"UPDATE counts SET {column} = {column} + 1 WHERE queue = new.queue; END"
-        for column, status in _OUTCOME_STATUS.items()
+        for column, status in _OUTCOME_STATUS
     ),
 )
 # A schema-1 file knows no counts: every message it still holds was published, and each

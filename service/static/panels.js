@@ -171,6 +171,7 @@ async function loadDead() {
       el("td", { text: m.error ? m.error.message : "" }),
       el("td", {}, button)));
   }
+  $("#dead-empty").textContent = `No dead letters in ${name}.`;  // which queue, never ambiguous
   $("#dead-empty").hidden = page.messages.length > 0;
   $("#dead-table").hidden = page.messages.length === 0;
   applyScopes();
