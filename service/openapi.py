@@ -15,6 +15,7 @@ from .api.bodies import (
     NodeFigures,
     Problem,
     QueueFigures,
+    QueueHistory,
     QueueList,
     QueuesEvent,
     Readiness,
@@ -44,6 +45,7 @@ _TYPES = (
     NodeFigures,
     QueuesEvent,
     MessageEvent,
+    QueueHistory,
 )
 
 

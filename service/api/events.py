@@ -19,8 +19,9 @@ import msgspec
 from quart import Blueprint, Response, current_app, request
 
 from .auth import authenticator, requires
-from .bodies import NodeFigures, Problem, ref
+from .bodies import NodeFigures, Problem, QueueHistory, ref
 from .common import json_response, refuse_when_draining
+from .history import HISTORY_SAMPLES, SAMPLE_S
 from .hub import CLIENT_BUFFER_BYTES, FLUSH_S, EventHub, Subscription
 from .services import LiveNode, queue_directory
 from .services import node as live_node
@@ -72,6 +73,15 @@ async def _stream(live: LiveNode, events_hub: EventHub, sub: Subscription) -> As
             await sub.wait(min(next_tick - loop.time(), DRAIN_CHECK_S))
     finally:
         events_hub.unsubscribe(sub)
+
+
+@bp.get("/v1/queues/<queue>/history")
+@requires("read")
+async def history(queue: str) -> Response:
+    """The queue's counts once a second over the last five minutes: what a dashboard draws
+    its rate charts from when it opens, before the stream has said anything."""
+    queue_directory().exists(queue)
+    return json_response(hub().history.of(queue))
 
 
 @bp.get("/v1/node")
@@ -127,6 +137,28 @@ def openapi_paths() -> dict[str, Any]:
                 "responses": {
                     "200": text("text/event-stream", "the stream"),
                     **problems(401, 403, 404, 503),
+                },
+            }
+        },
+        "/v1/queues/{queue}/history": {
+            "get": {
+                "summary": "The queue's counts once a second over the last five minutes",
+                "description": (
+                    f"Up to {HISTORY_SAMPLES} samples, one every {SAMPLE_S:g} s, oldest first: "
+                    "each the queue's counts (totals, as in QueueFigures) at time `t`. A rate is "
+                    "the difference of two samples over their times. Kept in memory on this "
+                    "node from its start: empty just after a start, five minutes deep after "
+                    "five minutes."
+                ),
+                "parameters": [
+                    {"name": "queue", "in": "path", "required": True, "schema": queue_names}
+                ],
+                "responses": {
+                    "200": {
+                        "description": "the history",
+                        "content": {"application/json": {"schema": ref(QueueHistory)}},
+                    },
+                    **problems(401, 403, 404),
                 },
             }
         },

@@ -30,6 +30,7 @@ from ..config import Settings
 from ..metrics import ExecutorGauges
 from ..model import Message, Status
 from .bodies import ExecutorFigures, Latency, LiveQueueFigures, NodeState, Percentiles, QueuesEvent
+from .history import RateHistory
 from .queues import figures as queue_figures
 from .services import LiveNode, QueueDirectory
 
@@ -172,13 +173,16 @@ class EventHub:
         self._snapshot: tuple[float, QueuesEvent, bytes] | None = None
         self._snapshot_lock = asyncio.Lock()
         self.dropped_total = 0
+        self.history = RateHistory(broker, node.queues)  # sampled while the app serves
 
     async def attach(self) -> None:
         if self._stop_listening is None:
             self._loop = asyncio.get_running_loop()
             self._stop_listening = self._broker.listen(self._on_changes)
+            self.history.start()
 
     async def detach(self) -> None:
+        self.history.stop()
         if self._stop_listening is not None:
             self._stop_listening()
             self._stop_listening = None

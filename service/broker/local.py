@@ -13,6 +13,7 @@ keys, room, paging) are policy.py's, shared with the amqp backend.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import random
 from collections.abc import Callable, Sequence
@@ -77,8 +78,10 @@ class LocalBroker:
             await asyncio.wait_for(self._commits.claims.all_released(), CLOSE_COMMITS_S)
         except TimeoutError:
             log.warning("closing with changes still committing after %g s", CLOSE_COMMITS_S)
-        paused = [q.name for q in self._state.queues.values() if q.paused]
-        await self.storage.close(self._messages.values(), paused)
+        queues = self._state.queues.values()
+        paused = [q.name for q in queues if q.paused]
+        counts = {q.name: dataclasses.replace(q.counts) for q in queues}
+        await self.storage.close(self._messages.values(), paused, counts)
 
     def health(self) -> dict[str, object]:
         return self.storage.health()

@@ -6,6 +6,7 @@ a previous run left."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import heapq
 import itertools
 import logging
@@ -157,6 +158,9 @@ class LocalState:
     def restore(self, recovered: Recovered) -> list[Message]:
         """Rebuild the queues from what a previous run left; returns the messages whose
         status changed here (they were running), for the storage to keep."""
+        for name, counts in recovered.counts.items():
+            if name in self.queues:
+                self.queues[name].counts = dataclasses.replace(counts)
         changed = [
             msg
             for msg in recovery_order(recovered.messages)
@@ -181,6 +185,10 @@ class LocalState:
             give_back(msg)
             if crashed:
                 record_process_death(msg, queue.settings, self.clock())
+                # Counted as `moved` would: the storage counts the same change as it
+                # writes it (the sqlite journal's triggers), so the two stay equal.
+                if msg.status is FAILED:
+                    queue.counts.failed += 1
         self.messages[msg.id] = msg
         key = msg.idempotency_key
         if key is not None and queue.idempotency.get(key, "") < msg.id:
