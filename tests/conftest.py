@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import os
 import resource
 import signal
@@ -55,7 +56,22 @@ async def running(settings: Settings, broker: Broker | None = None) -> AsyncIter
     finally:
         runtime.request_stop()
         runtime.request_stop()  # tests do not wait out a drain
-        await asyncio.wait_for(task, 15)
+        await stopped_within(task, 15)
+
+
+async def stopped_within(task: asyncio.Task[None], timeout: float) -> None:
+    """The runtime's task ends within `timeout` (SPEC bounds every stop). When it does not,
+    the test fails showing where every task waits, instead of hanging in a cancellation
+    that the stuck await may never honour (as asyncio.wait_for would)."""
+    await asyncio.wait({task}, timeout=timeout)
+    if not task.done():
+        stacks = io.StringIO()
+        for other in asyncio.all_tasks():
+            if other is not asyncio.current_task():
+                other.print_stack(file=stacks)
+        task.cancel()
+        raise AssertionError(f"the runtime did not stop within {timeout} s\n{stacks.getvalue()}")
+    task.result()
 
 
 @asynccontextmanager
