@@ -49,7 +49,7 @@ class Runtime:
         self.handlers: dict[str, ResolvedHandler] = resolve_queue_handlers(settings.queues)
         # Owns the tasks nobody awaits to their end; closed before the broker is.
         self.tasks = tasks if tasks is not None else TaskOwner()  # (empty is falsy)
-        self.broker: Broker = broker or create_broker(settings)
+        self.broker: Broker = broker or create_broker(settings, tasks=self.tasks)
         self.executors = executors or Executors(settings.executor)
         self.attempts = Attempts()
         self.ready = asyncio.Event()  # consumers are running

@@ -7,7 +7,9 @@ such task is spawned here instead (aiojobs' Scheduler.spawn and Scheduler.shield
 model): the owner keeps it until it ends, logs a failure nobody else will see, and at a
 stop `close()` awaits the rest with a bound, then cancels what is left.
 
-The runtime makes one and closes it before the broker closes (Runtime._stop).
+The runtime makes one, hands it to the broker (create_broker) for the broker's own such tasks
+(the local broker's commits, the amqp broker's consumer starts and stops), and closes it
+before the broker closes (Runtime._stop, phase 5).
 """
 
 from __future__ import annotations
@@ -35,6 +37,17 @@ class TaskOwner:
         task = self._own(asyncio.get_running_loop().create_task(coro, name=name))
         task.add_done_callback(_log_failure)
         return task
+
+    def start_shielded(
+        self, coro: Coroutine[Any, Any, T], name: str | None = None
+    ) -> asyncio.Future[T]:
+        """Start `coro` now, in an owned task, and give the caller a shielded view of it: a
+        cancellation of the caller leaves the work running to its end (a commit already
+        handed to the storage lands or rolls back in full), and the stop waits for it. Its
+        failure is the caller's to see, so it is not logged here."""
+        task = self._own(asyncio.get_running_loop().create_task(coro, name=name))
+        task.add_done_callback(_retrieve)
+        return asyncio.shield(task)
 
     async def shield(self, coro: Coroutine[Any, Any, T], name: str | None = None) -> T:
         """`coro`'s result, as `asyncio.shield` would give it, in an owned task: a
@@ -84,6 +97,11 @@ class TaskOwner:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task
+
+
+def _retrieve(task: asyncio.Task[Any]) -> None:
+    if not task.cancelled():
+        task.exception()  # the caller may be gone: mark the outcome as seen
 
 
 def _log_failure(task: asyncio.Task[Any]) -> None:

@@ -12,7 +12,6 @@ keys, room, paging) are policy.py's, shared with the amqp backend.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 import random
 from collections.abc import Callable, Sequence
@@ -20,8 +19,10 @@ from functools import partial
 from itertools import repeat
 from operator import attrgetter
 
+from .. import grace
 from ..config import QueueSettings, ResultsSettings
 from ..model import NO_HEADERS, Envelope, Message, Status, new_id, new_message, now
+from ..tasks import TaskOwner
 from .actions import OperatorActions
 from .base import DeadPage, Finished, Listener, Outcome, Published, QueueStats, Redriven
 from .policy import check_room, dead_page, give_back, record_outcome, resolve_keys, start_attempt
@@ -31,10 +32,6 @@ from .storage import NoStorage, Storage
 from .upkeep import Upkeep
 
 log = logging.getLogger(__name__)
-
-# How long a stop waits for commits already under way (a journal write is bounded by
-# SQLite's busy timeout; past this the stop goes on and the next start recovers).
-CLOSE_COMMITS_S = 2.0
 
 _id, _status, _priority = attrgetter("id"), attrgetter("status"), attrgetter("priority")
 _key, _delay = attrgetter("idempotency_key"), attrgetter("delay_s")
@@ -49,11 +46,17 @@ class LocalBroker:
         storage: Storage | None = None,
         clock: Callable[[], float] = now,
         rng: random.Random | None = None,
+        tasks: TaskOwner | None = None,
     ) -> None:
         self.storage: Storage = storage if storage is not None else NoStorage()
+        # The commits under way are tasks of `tasks` (the runtime's), which the stop awaits
+        # before it closes the broker. Made without one (a test, a tool), the broker owns
+        # its commits and close() awaits them itself, with the same bounds.
+        self._own_tasks = tasks is None
+        self._tasks = TaskOwner() if tasks is None else tasks
         self._clock = clock
         self._rng = rng or random.Random()
-        self._state = state = LocalState(queues, results, self.storage, clock)
+        self._state = state = LocalState(queues, results, self.storage, clock, self._tasks)
         self._commits = state.commits
         self._queues = state.queues  # queues[name] raises UnknownQueue (404)
         self._messages = state.messages
@@ -71,12 +74,11 @@ class LocalBroker:
 
     async def close(self) -> None:
         self._state.waiters.wake_all()
-        # Changes still committing (a take whose consumer the stop cancelled) land first:
-        # the last write reads memory, which must show what the storage holds.
-        try:
-            await asyncio.wait_for(self._commits.claims.all_released(), CLOSE_COMMITS_S)
-        except TimeoutError:
-            log.warning("closing with changes still committing after %g s", CLOSE_COMMITS_S)
+        if self._own_tasks:
+            # Changes still committing (a take whose consumer was cancelled) land first: the
+            # last write reads memory, which must show what the storage holds. With the
+            # runtime's owner, its stop has done this (Runtime._stop, phase 5).
+            await self._tasks.close(grace.CANCEL_GRACE_S, grace.SETTLE_S)
         paused = [q.name for q in self._state.queues.values() if q.paused]
         await self.storage.close(self._messages.values(), paused)
 

@@ -30,8 +30,10 @@ import logging
 import random
 from collections.abc import Callable, Sequence
 
+from ... import grace
 from ...config import QueueSettings, ResultsSettings
 from ...model import Envelope, Message, now
+from ...tasks import TaskOwner
 from ..base import DeadPage, Finished, Listener, Outcome, Published, QueueStats, Redriven
 from .admin import Admin
 from .connection import Connection
@@ -47,7 +49,6 @@ from .view import View
 log = logging.getLogger(__name__)
 
 START_TIMEOUT_S = 30.0  # to reach RabbitMQ and replay the event history at start
-CLOSE_TASKS_S = 2.0  # close() lets pending consumer starts/stops end this long, then cancels
 
 
 class AmqpBroker:
@@ -60,12 +61,18 @@ class AmqpBroker:
         clock: Callable[[], float] = now,
         rng: random.Random | None = None,
         start_timeout: float = START_TIMEOUT_S,
+        tasks: TaskOwner | None = None,
     ) -> None:
         self._queues = queues
+        # Consumer starts and stops are tasks of `tasks` (the runtime's), which the stop
+        # awaits before it closes the broker. Made without one (a test), the broker owns
+        # them and close() awaits them itself, with the same bounds.
+        self._own_tasks = tasks is None
+        self._tasks = TaskOwner() if tasks is None else tasks
         self._start_timeout = start_timeout
         self._state = NodeState(url)
         self._view = View(queues, results, clock)
-        self._intake = Intake(queues, self._view, self._state)
+        self._intake = Intake(queues, self._view, self._state, self._tasks)
         self._stream = Stream(self._view, self._state, on_pause=self._intake.follow_pause)
         self._figures = Figures(queues, self._view)
         self._connection = Connection(url, queues, results, self._state, self._stream, self._intake)
@@ -100,7 +107,8 @@ class AmqpBroker:
 
     async def close(self) -> None:
         self._view.release_waiters()
-        await self._intake.close(CLOSE_TASKS_S)
+        if self._own_tasks:
+            await self._tasks.close(grace.CANCEL_GRACE_S, grace.SETTLE_S)
         await self._connection.close()
 
     def health(self) -> dict[str, object]:
