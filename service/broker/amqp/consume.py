@@ -107,6 +107,27 @@ class Deliveries:
             # delay is a promise not to run early (late by a hop's latency is the ladder's
             # cost).
             await asyncio.sleep(remaining)
+        if await self._settled_by_history(link, qs, delivery, msg, gen):
+            return None
+        policy.start_attempt(msg, self._clock())
+        msg.enqueued_at = msg.scheduled_for or msg.created_at
+        msg.finished_at = None
+        # Confirmed before the handler starts: if this node dies now, the attempt counts.
+        await self._stream.emit(msg, version(gen, msg.attempts, RUNNING), None, link)
+        self._held[msg.id] = Held(link, delivery, gen)
+        return msg
+
+    async def _settled_by_history(
+        self,
+        link: Link,
+        qs: QueueSettings,
+        delivery: AbstractIncomingMessage,
+        msg: Message,
+        gen: int,
+    ) -> bool:
+        """True when what this node knows of the message settles the delivery here: final
+        already (acked), or its node died and that used up its retries (a dead letter now).
+        Otherwise the counts this node knows are carried over to `msg`."""
         known = self._view.messages.get(msg.id)
         if delivery.redelivered and (known is None or known.status is not Status.RUNNING):
             # Its last attempt may have begun on a node that just died: that attempt's event
@@ -115,30 +136,25 @@ class Deliveries:
             await self._stream.sync(link)
             known = self._view.messages.get(msg.id)
         known_ver = self._view.versions.get(msg.id, -1)
-        if known is not None and known_ver // GEN == gen:
-            if known.status.final:
-                await delivery.ack()  # cancelled, or its outcome was recorded before the ack
-                tombstones = self._view.tombstones[msg.queue]
-                if msg.id in tombstones:
-                    tombstones.discard(msg.id)
-                    await self._stream.announce_dropped(link, msg.queue, msg.id)
-                return None
-            msg.attempts = max(msg.attempts, known.attempts)
-            msg.failures = max(msg.failures, known.failures)
-            if known.status is Status.RUNNING and delivery.redelivered:
-                # The node that ran it died (or lost RabbitMQ) before recording the outcome.
-                used_up = policy.record_process_death(msg, qs, self._clock())
-                if used_up:  # its retries: a dead letter now, not another attempt
-                    await self._dead_letter(link, msg, gen)
-                    await delivery.ack()
-                    return None
-        policy.start_attempt(msg, self._clock())
-        msg.enqueued_at = msg.scheduled_for or msg.created_at
-        msg.finished_at = None
-        # Confirmed before the handler starts: if this node dies now, the attempt counts.
-        await self._stream.emit(msg, version(gen, msg.attempts, RUNNING), None, link)
-        self._held[msg.id] = Held(link, delivery, gen)
-        return msg
+        if known is None or known_ver // GEN != gen:
+            return False
+        if known.status.final:
+            await delivery.ack()  # cancelled, or its outcome was recorded before the ack
+            tombstones = self._view.tombstones[msg.queue]
+            if msg.id in tombstones:
+                tombstones.discard(msg.id)
+                await self._stream.announce_dropped(link, msg.queue, msg.id)
+            return True
+        msg.attempts = max(msg.attempts, known.attempts)
+        msg.failures = max(msg.failures, known.failures)
+        if known.status is Status.RUNNING and delivery.redelivered:
+            # The node that ran it died (or lost RabbitMQ) before recording the outcome.
+            used_up = policy.record_process_death(msg, qs, self._clock())
+            if used_up:  # its retries: a dead letter now, not another attempt
+                await self._dead_letter(link, msg, gen)
+                await delivery.ack()
+                return True
+        return False
 
     async def _dead_letter(self, link: Link, msg: Message, gen: int) -> None:
         """Records a message the policy made a dead letter: the copy, then the event."""
