@@ -19,6 +19,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TextIO, TypeVar
 
@@ -157,12 +158,12 @@ def run(client: Client, args: argparse.Namespace, body: Any, out: TextIO) -> int
     return OK
 
 
+@dataclass(frozen=True)
 class Show:
     """Prints an answer as the API's JSON (--json) or as a table for people."""
 
-    def __init__(self, as_json: bool, out: TextIO) -> None:
-        self.as_json = as_json
-        self.out = out
+    as_json: bool
+    out: TextIO
 
     def __call__(self, value: T, as_table: Callable[[T], str]) -> None:
         if self.as_json:

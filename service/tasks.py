@@ -19,6 +19,8 @@ import logging
 from collections.abc import Coroutine, Generator
 from typing import Any, TypeVar
 
+from . import grace
+
 log = logging.getLogger(__name__)
 
 T = TypeVar("T")
@@ -97,6 +99,20 @@ class TaskOwner:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task
+
+
+class BrokerTasks:
+    """Where a broker's own tasks go: the runtime's owner, which the runtime's stop closes
+    (phase 5) before the broker closes, or, for a broker made without one (a test, a tool),
+    an owner of its own that the broker's close() closes, with the stop's bounds."""
+
+    def __init__(self, given: TaskOwner | None) -> None:
+        self.owner = TaskOwner() if given is None else given
+        self._own = given is None
+
+    async def close_own(self) -> None:
+        if self._own:
+            await self.owner.close(grace.CANCEL_GRACE_S, grace.SETTLE_S)
 
 
 def _retrieve(task: asyncio.Task[Any]) -> None:

@@ -106,7 +106,10 @@ class FastPublish:
             return await self._refuse(scope, send, route, error, request_id, started)
         if answer is None:  # the body is the route's to judge (413, 408)
             return await self.app(scope, _replay(events, receive), send)
-        await self._answer(scope, send, route, answer, request_id, started)
+        status = await _send_answer(send, answer, request_id)
+        self.answered += 1
+        elapsed = time.perf_counter() - started
+        self.recorder.record("POST", route, status, scope, request_id, elapsed)
 
     def _route_of(self, scope: Scope) -> tuple[str | None, str]:
         """(route template, queue) of a publish this layer may answer, else (None, "")."""
@@ -122,31 +125,6 @@ class FastPublish:
             queue in self.queues
             and _mimetype(ctype) == JSON
             and (length is None or _within(length, self.max_body))
-        )
-
-    async def _answer(
-        self,
-        scope: Scope,
-        send: Send,
-        route: str,
-        answer: Answer,
-        request_id: str,
-        started: float,
-    ) -> None:
-        doc, status, extra = answer
-        body = encoded(doc)
-        headers = [
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(body)).encode()),
-        ]
-        if extra:
-            headers += [(k.lower().encode(), v.encode()) for k, v in extra.items()]
-        headers.append((b"x-request-id", request_id.encode()))
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
-        self.answered += 1
-        self.recorder.record(
-            "POST", route, status, scope, request_id, time.perf_counter() - started
         )
 
     async def _publish(self, route: str, queue: str, data: bytes) -> Answer:
@@ -200,6 +178,22 @@ class FastPublish:
                         return parts[0] if len(parts) == 1 else b"".join(parts)
         except TimeoutError:
             return None
+
+
+async def _send_answer(send: Send, answer: Answer, request_id: str) -> int:
+    """Sends the route's answer as the route would; returns its status."""
+    doc, status, extra = answer
+    body = encoded(doc)
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+    ]
+    if extra:
+        headers += [(k.lower().encode(), v.encode()) for k, v in extra.items()]
+    headers.append((b"x-request-id", request_id.encode()))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+    return status
 
 
 def _heads(

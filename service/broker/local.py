@@ -19,12 +19,12 @@ from functools import partial
 from itertools import repeat
 from operator import attrgetter
 
-from .. import grace
 from ..config import QueueSettings, ResultsSettings
 from ..model import NO_HEADERS, Envelope, Message, Status, new_id, new_message, now
-from ..tasks import TaskOwner
+from ..tasks import BrokerTasks, TaskOwner
+from . import base
 from .actions import OperatorActions
-from .base import DeadPage, Finished, Listener, Outcome, Published, QueueStats, Redriven
+from .base import DeadPage, Finished, Listener, Outcome, Published, QueueStats
 from .policy import check_room, dead_page, give_back, record_outcome, resolve_keys, start_attempt
 from .queues import LocalQueue
 from .state import QUEUED, RETRYING, RUNNING, LocalState
@@ -37,7 +37,7 @@ _id, _status, _priority = attrgetter("id"), attrgetter("status"), attrgetter("pr
 _key, _delay = attrgetter("idempotency_key"), attrgetter("delay_s")
 
 
-class LocalBroker:
+class LocalBroker(base.OperatorActionsOf):
     def __init__(
         self,
         queues: dict[str, QueueSettings],
@@ -50,17 +50,15 @@ class LocalBroker:
     ) -> None:
         self.storage: Storage = storage if storage is not None else NoStorage()
         # The commits under way are tasks of `tasks` (the runtime's), which the stop awaits
-        # before it closes the broker. Made without one (a test, a tool), the broker owns
-        # its commits and close() awaits them itself, with the same bounds.
-        self._own_tasks = tasks is None
-        self._tasks = TaskOwner() if tasks is None else tasks
+        # before it closes the broker.
+        self._tasks = BrokerTasks(tasks)
         self._clock = clock
         self._rng = rng or random.Random()
-        self._state = state = LocalState(queues, results, self.storage, clock, self._tasks)
+        self._state = state = LocalState(queues, results, self.storage, clock, self._tasks.owner)
         self._commits = state.commits
         self._queues = state.queues  # queues[name] raises UnknownQueue (404)
         self._messages = state.messages
-        self._actions = OperatorActions(state)
+        self.operations = OperatorActions(state)  # cancel, pause, resume, redrive
         self._upkeep = Upkeep(state)
 
     # ------------------------------------------------------------------ lifecycle
@@ -74,11 +72,10 @@ class LocalBroker:
 
     async def close(self) -> None:
         self._state.waiters.wake_all()
-        if self._own_tasks:
-            # Changes still committing (a take whose consumer was cancelled) land first: the
-            # last write reads memory, which must show what the storage holds. With the
-            # runtime's owner, its stop has done this (Runtime._stop, phase 5).
-            await self._tasks.close(grace.CANCEL_GRACE_S, grace.SETTLE_S)
+        # Changes still committing (a take whose consumer was cancelled) land first: the last
+        # write reads memory, which must show what the storage holds. With the runtime's
+        # owner, its stop has done this already (Runtime._stop, phase 5).
+        await self._tasks.close_own()
         paused = [q.name for q in self._state.queues.values() if q.paused]
         await self.storage.close(self._messages.values(), paused)
 
@@ -257,16 +254,3 @@ class LocalBroker:
 
     def queue(self, name: str) -> LocalQueue:
         return self._queues[name]
-
-    # ------------------------------------------------------------------ operator actions
-    async def cancel(self, message_id: str) -> Message:
-        return await self._actions.cancel(message_id)
-
-    async def pause(self, queue: str) -> QueueStats:
-        return await self._actions.set_paused(queue, True)
-
-    async def resume(self, queue: str) -> QueueStats:
-        return await self._actions.set_paused(queue, False)
-
-    async def redrive(self, queue: str, ids: Sequence[str] | None) -> Redriven:
-        return await self._actions.redrive(queue, ids)

@@ -30,17 +30,18 @@ import logging
 import random
 from collections.abc import Callable, Sequence
 
-from ... import grace
 from ...config import QueueSettings, ResultsSettings
 from ...model import Envelope, Message, now
-from ...tasks import TaskOwner
-from ..base import DeadPage, Finished, Listener, Outcome, Published, QueueStats, Redriven
+from ...tasks import BrokerTasks, TaskOwner
+from .. import base
+from ..base import DeadPage, Finished, Listener, Outcome, Published, QueueStats
 from .admin import Admin
 from .connection import Connection
 from .consume import Deliveries
 from .figures import Figures
 from .intake import Intake
 from .link import Link
+from .node import Node
 from .publish import Publisher
 from .state import PUBLISH_WAIT_S, NodeState, queue_settings
 from .stream import Stream
@@ -51,7 +52,7 @@ log = logging.getLogger(__name__)
 START_TIMEOUT_S = 30.0  # to reach RabbitMQ and replay the event history at start
 
 
-class AmqpBroker:
+class AmqpBroker(base.OperatorActionsOf):
     def __init__(
         self,
         queues: dict[str, QueueSettings],
@@ -65,27 +66,19 @@ class AmqpBroker:
     ) -> None:
         self._queues = queues
         # Consumer starts and stops are tasks of `tasks` (the runtime's), which the stop
-        # awaits before it closes the broker. Made without one (a test), the broker owns
-        # them and close() awaits them itself, with the same bounds.
-        self._own_tasks = tasks is None
-        self._tasks = TaskOwner() if tasks is None else tasks
+        # awaits before it closes the broker.
+        self._tasks = BrokerTasks(tasks)
         self._start_timeout = start_timeout
         self._state = NodeState(url)
         self._view = View(queues, results, clock)
-        self._intake = Intake(queues, self._view, self._state, self._tasks)
+        self._intake = Intake(queues, self._view, self._state, self._tasks.owner)
         self._stream = Stream(self._view, self._state, on_pause=self._intake.follow_pause)
         self._figures = Figures(queues, self._view)
         self._connection = Connection(url, queues, results, self._state, self._stream, self._intake)
-        self._publisher = Publisher(
-            queues, self._state, self._view, self._stream, self._figures, clock
-        )
-        self._deliveries = Deliveries(
-            queues, self._state, self._view, self._stream, self._intake, clock,
-            rng or random.Random(),
-        )  # fmt: skip
-        self._admin = Admin(
-            queues, self._state, self._view, self._stream, self._intake, self._figures, clock
-        )
+        node = Node(queues, self._state, self._view, self._stream, clock)
+        self._publisher = Publisher(node, self._figures)
+        self._deliveries = Deliveries(node, self._intake, rng or random.Random())
+        self.operations = Admin(node, self._intake, self._figures)  # cancel, pause, …
 
     @property
     def link(self) -> Link | None:
@@ -107,8 +100,7 @@ class AmqpBroker:
 
     async def close(self) -> None:
         self._view.release_waiters()
-        if self._own_tasks:
-            await self._tasks.close(grace.CANCEL_GRACE_S, grace.SETTLE_S)
+        await self._tasks.close_own()
         await self._connection.close()
 
     def health(self) -> dict[str, object]:
@@ -160,19 +152,6 @@ class AmqpBroker:
 
     async def interrupt(self, message: Message) -> None:
         await self._deliveries.interrupt(message)
-
-    # ------------------------------------------------------------------ operator actions
-    async def cancel(self, message_id: str) -> Message:
-        return await self._admin.cancel(message_id)
-
-    async def pause(self, queue: str) -> QueueStats:
-        return await self._admin.set_paused(queue, True)
-
-    async def resume(self, queue: str) -> QueueStats:
-        return await self._admin.set_paused(queue, False)
-
-    async def redrive(self, queue: str, ids: Sequence[str] | None) -> Redriven:
-        return await self._admin.redrive(queue, ids)
 
 
 __all__ = ["AmqpBroker"]
