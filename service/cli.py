@@ -152,43 +152,56 @@ def run_loop(main: Coroutine[Any, Any, int], stop_now: Callable[[], None]) -> tu
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     try:
-        task = loop.create_task(main, name="serve")
-        escaped: BaseException | None = None
-        while not task.done():
-            try:
-                code = loop.run_until_complete(task)
-            except (SystemExit, KeyboardInterrupt) as exc:
-                if escaped is None:
-                    escaped = exc
-                    log.critical(
-                        "%s reached the event loop: stopping now, after persisting what is held",
-                        describe_exit(exc),
-                        exc_info=exc,
-                    )
-                    stop_now()
-        if escaped is not None:
-            code = 1
-        pending = asyncio.all_tasks(loop)
-        for stray_task in pending:
-            stray_task.cancel()
-        if pending:
-            done, left = loop.run_until_complete(asyncio.wait(pending, timeout=STRAY_TASK_GRACE_S))
-            for stray_task in done:
-                if not stray_task.cancelled() and stray_task.exception() is not None:
-                    log.error(
-                        "task %s failed at exit",
-                        stray_task.get_name(),
-                        exc_info=stray_task.exception(),
-                    )
-            if left:
-                log.warning("%d handler tasks ignore cancellation; exiting without them", len(left))
-                return code, True
+        code = _run_to_the_end(loop, loop.create_task(main, name="serve"), stop_now)
+        if _end_stray_tasks(loop):
+            return code, True
         loop.run_until_complete(loop.shutdown_asyncgens())
         return code, False
     finally:
         asyncio.set_event_loop(None)
         if not loop.is_running():
             loop.close()
+
+
+def _run_to_the_end(
+    loop: asyncio.AbstractEventLoop, task: asyncio.Task[int], stop_now: Callable[[], None]
+) -> int:
+    """`task`'s exit code; a SystemExit or KeyboardInterrupt that reaches the loop calls
+    `stop_now()` once, the loop runs on until the task has returned, and the code is 1."""
+    escaped: BaseException | None = None
+    while not task.done():
+        try:
+            code = loop.run_until_complete(task)
+        except (SystemExit, KeyboardInterrupt) as exc:
+            if escaped is None:
+                escaped = exc
+                log.critical(
+                    "%s reached the event loop: stopping now, after persisting what is held",
+                    describe_exit(exc),
+                    exc_info=exc,
+                )
+                stop_now()
+    return 1 if escaped is not None else code
+
+
+def _end_stray_tasks(loop: asyncio.AbstractEventLoop) -> bool:
+    """Cancels the tasks still running and gives them STRAY_TASK_GRACE_S; True when some
+    ignore their cancellation (the exit goes on without them)."""
+    pending = asyncio.all_tasks(loop)
+    for stray_task in pending:
+        stray_task.cancel()
+    if not pending:
+        return False
+    done, left = loop.run_until_complete(asyncio.wait(pending, timeout=STRAY_TASK_GRACE_S))
+    for stray_task in done:
+        if not stray_task.cancelled() and stray_task.exception() is not None:
+            log.error(
+                "task %s failed at exit", stray_task.get_name(), exc_info=stray_task.exception()
+            )
+    if left:
+        log.warning("%d handler tasks ignore cancellation; exiting without them", len(left))
+        return True
+    return False
 
 
 def describe_exit(exc: BaseException) -> str:

@@ -49,7 +49,7 @@ class Runtime:
         self.handlers: dict[str, ResolvedHandler] = resolve_queue_handlers(settings.queues)
         # Owns the tasks nobody awaits to their end; closed before the broker is.
         self.tasks = tasks if tasks is not None else TaskOwner()  # (empty is falsy)
-        self.broker: Broker = broker or create_broker(settings)
+        self.broker: Broker = broker or create_broker(settings, tasks=self.tasks)
         self.executors = executors or Executors(settings.executor)
         self.attempts = Attempts()
         self.ready = asyncio.Event()  # consumers are running
@@ -183,8 +183,9 @@ class Runtime:
         consumers = [t for ts in self._consumers.values() for t in ts]
         given_back_by = loop.time() + grace.CANCEL_GRACE_S
         await _cancel(consumers, grace.CANCEL_GRACE_S)
-        # 5. The owned tasks end: those give-backs, outcomes being recorded, commits in
-        #    flight. Within the same grace; what is left then is cancelled.
+        # 5. The owned tasks end: those give-backs, outcomes being recorded, the broker's
+        #    commits in flight and amqp consumer changes (create_broker got this owner).
+        #    Within the same grace; what is left then is cancelled.
         await self.tasks.close(max(0.0, given_back_by - loop.time()), grace.SETTLE_S)
         #    Then the broker's background work (scheduler, connection), which the
         #    give-backs may have needed, and any consumer cancelled twice above.

@@ -137,3 +137,30 @@ class Broker(Protocol):
 
     def health(self) -> dict[str, object]:
         """{'ok': bool, ...}: whether the backend can take writes now."""
+
+
+class Operations(Protocol):
+    """What makes the operator actions of a backend (OperatorActions, amqp Admin)."""
+
+    async def cancel(self, message_id: str) -> Message: ...
+    async def set_paused(self, queue: str, paused: bool) -> QueueStats: ...
+    async def redrive(self, queue: str, ids: Sequence[str] | None) -> Redriven: ...
+
+
+class OperatorActionsOf:
+    """The Broker's operator actions, both backends': made by the backend's `operations`.
+    Pause and resume set the queue's one paused flag."""
+
+    operations: Operations
+
+    async def cancel(self, message_id: str) -> Message:
+        return await self.operations.cancel(message_id)
+
+    async def pause(self, queue: str) -> QueueStats:
+        return await self.operations.set_paused(queue, True)
+
+    async def resume(self, queue: str) -> QueueStats:
+        return await self.operations.set_paused(queue, False)
+
+    async def redrive(self, queue: str, ids: Sequence[str] | None) -> Redriven:
+        return await self.operations.redrive(queue, ids)

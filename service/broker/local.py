@@ -12,7 +12,6 @@ keys, room, paging) are policy.py's, shared with the amqp backend.
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 import logging
 import random
@@ -23,8 +22,10 @@ from operator import attrgetter
 
 from ..config import QueueSettings, ResultsSettings
 from ..model import NO_HEADERS, Envelope, Message, Status, new_id, new_message, now
+from ..tasks import BrokerTasks, TaskOwner
+from . import base
 from .actions import OperatorActions
-from .base import DeadPage, Finished, Listener, Outcome, Published, QueueStats, Redriven
+from .base import DeadPage, Finished, Listener, Outcome, Published, QueueStats
 from .policy import check_room, dead_page, give_back, record_outcome, resolve_keys, start_attempt
 from .queues import LocalQueue
 from .state import QUEUED, RETRYING, RUNNING, LocalState
@@ -33,15 +34,11 @@ from .upkeep import Upkeep
 
 log = logging.getLogger(__name__)
 
-# How long a stop waits for commits already under way (a journal write is bounded by
-# SQLite's busy timeout; past this the stop goes on and the next start recovers).
-CLOSE_COMMITS_S = 2.0
-
 _id, _status, _priority = attrgetter("id"), attrgetter("status"), attrgetter("priority")
 _key, _delay = attrgetter("idempotency_key"), attrgetter("delay_s")
 
 
-class LocalBroker:
+class LocalBroker(base.OperatorActionsOf):
     def __init__(
         self,
         queues: dict[str, QueueSettings],
@@ -50,15 +47,19 @@ class LocalBroker:
         storage: Storage | None = None,
         clock: Callable[[], float] = now,
         rng: random.Random | None = None,
+        tasks: TaskOwner | None = None,
     ) -> None:
         self.storage: Storage = storage if storage is not None else NoStorage()
+        # The commits under way are tasks of `tasks` (the runtime's), which the stop awaits
+        # before it closes the broker.
+        self._tasks = BrokerTasks(tasks)
         self._clock = clock
         self._rng = rng or random.Random()
-        self._state = state = LocalState(queues, results, self.storage, clock)
+        self._state = state = LocalState(queues, results, self.storage, clock, self._tasks.owner)
         self._commits = state.commits
         self._queues = state.queues  # queues[name] raises UnknownQueue (404)
         self._messages = state.messages
-        self._actions = OperatorActions(state)
+        self.operations = OperatorActions(state)  # cancel, pause, resume, redrive
         self._upkeep = Upkeep(state)
 
     # ------------------------------------------------------------------ lifecycle
@@ -72,12 +73,10 @@ class LocalBroker:
 
     async def close(self) -> None:
         self._state.waiters.wake_all()
-        # Changes still committing (a take whose consumer the stop cancelled) land first:
-        # the last write reads memory, which must show what the storage holds.
-        try:
-            await asyncio.wait_for(self._commits.claims.all_released(), CLOSE_COMMITS_S)
-        except TimeoutError:
-            log.warning("closing with changes still committing after %g s", CLOSE_COMMITS_S)
+        # Changes still committing (a take whose consumer was cancelled) land first: the last
+        # write reads memory, which must show what the storage holds. With the runtime's
+        # owner, its stop has done this already (Runtime._stop, phase 5).
+        await self._tasks.close_own()
         queues = self._state.queues.values()
         paused = [q.name for q in queues if q.paused]
         counts = {q.name: dataclasses.replace(q.counts) for q in queues}
@@ -258,16 +257,3 @@ class LocalBroker:
 
     def queue(self, name: str) -> LocalQueue:
         return self._queues[name]
-
-    # ------------------------------------------------------------------ operator actions
-    async def cancel(self, message_id: str) -> Message:
-        return await self._actions.cancel(message_id)
-
-    async def pause(self, queue: str) -> QueueStats:
-        return await self._actions.set_paused(queue, True)
-
-    async def resume(self, queue: str) -> QueueStats:
-        return await self._actions.set_paused(queue, False)
-
-    async def redrive(self, queue: str, ids: Sequence[str] | None) -> Redriven:
-        return await self._actions.redrive(queue, ids)

@@ -15,6 +15,7 @@ from collections.abc import Callable, Sequence
 
 from ..config import QueueSettings, ResultsSettings
 from ..model import FINAL, Message, Status
+from ..tasks import TaskOwner
 from .base import Listener
 from .claims import Claims
 from .commits import for_storage
@@ -39,6 +40,7 @@ class LocalState:
         results: ResultsSettings,
         storage: Storage,
         clock: Callable[[], float],
+        tasks: TaskOwner,
     ) -> None:
         # queues[name] raises UnknownQueue (404) for a name that is not configured.
         self.queues = Queues({name: LocalQueue(name, qs) for name, qs in queues.items()})
@@ -46,7 +48,7 @@ class LocalState:
         self.clock = clock
         self.messages = IdIndex()
         self.commits = for_storage(
-            storage, self.messages, self.put_back, self.evictions, self.drop_all
+            storage, self.messages, self.put_back, self.evictions, self.drop_all, tasks
         )
         self.finals: OrderedDict[str, None] = OrderedDict()  # retention order
         self.due: list[tuple[float, int, str]] = []  # scheduled + retrying, by due time

@@ -32,13 +32,16 @@ from collections.abc import Callable, Sequence
 
 from ...config import QueueSettings, ResultsSettings
 from ...model import Envelope, Message, now
-from ..base import DeadPage, Finished, Listener, Outcome, Published, QueueStats, Redriven
+from ...tasks import BrokerTasks, TaskOwner
+from .. import base
+from ..base import DeadPage, Finished, Listener, Outcome, Published, QueueStats
 from .admin import Admin
 from .connection import Connection
 from .consume import Deliveries
 from .figures import Figures
 from .intake import Intake
 from .link import Link
+from .node import Node
 from .publish import Publisher
 from .state import PUBLISH_WAIT_S, NodeState, queue_settings
 from .stream import Stream
@@ -47,10 +50,9 @@ from .view import View
 log = logging.getLogger(__name__)
 
 START_TIMEOUT_S = 30.0  # to reach RabbitMQ and replay the event history at start
-CLOSE_TASKS_S = 2.0  # close() lets pending consumer starts/stops end this long, then cancels
 
 
-class AmqpBroker:
+class AmqpBroker(base.OperatorActionsOf):
     def __init__(
         self,
         queues: dict[str, QueueSettings],
@@ -60,25 +62,23 @@ class AmqpBroker:
         clock: Callable[[], float] = now,
         rng: random.Random | None = None,
         start_timeout: float = START_TIMEOUT_S,
+        tasks: TaskOwner | None = None,
     ) -> None:
         self._queues = queues
+        # Consumer starts and stops are tasks of `tasks` (the runtime's), which the stop
+        # awaits before it closes the broker.
+        self._tasks = BrokerTasks(tasks)
         self._start_timeout = start_timeout
         self._state = NodeState(url)
         self._view = View(queues, results, clock)
-        self._intake = Intake(queues, self._view, self._state)
+        self._intake = Intake(queues, self._view, self._state, self._tasks.owner)
         self._stream = Stream(self._view, self._state, on_pause=self._intake.follow_pause)
         self._figures = Figures(queues, self._view)
         self._connection = Connection(url, queues, results, self._state, self._stream, self._intake)
-        self._publisher = Publisher(
-            queues, self._state, self._view, self._stream, self._figures, clock
-        )
-        self._deliveries = Deliveries(
-            queues, self._state, self._view, self._stream, self._intake, clock,
-            rng or random.Random(),
-        )  # fmt: skip
-        self._admin = Admin(
-            queues, self._state, self._view, self._stream, self._intake, self._figures, clock
-        )
+        node = Node(queues, self._state, self._view, self._stream, clock)
+        self._publisher = Publisher(node, self._figures)
+        self._deliveries = Deliveries(node, self._intake, rng or random.Random())
+        self.operations = Admin(node, self._intake, self._figures)  # cancel, pause, …
 
     @property
     def link(self) -> Link | None:
@@ -100,7 +100,7 @@ class AmqpBroker:
 
     async def close(self) -> None:
         self._view.release_waiters()
-        await self._intake.close(CLOSE_TASKS_S)
+        await self._tasks.close_own()
         await self._connection.close()
 
     def health(self) -> dict[str, object]:
@@ -152,19 +152,6 @@ class AmqpBroker:
 
     async def interrupt(self, message: Message) -> None:
         await self._deliveries.interrupt(message)
-
-    # ------------------------------------------------------------------ operator actions
-    async def cancel(self, message_id: str) -> Message:
-        return await self._admin.cancel(message_id)
-
-    async def pause(self, queue: str) -> QueueStats:
-        return await self._admin.set_paused(queue, True)
-
-    async def resume(self, queue: str) -> QueueStats:
-        return await self._admin.set_paused(queue, False)
-
-    async def redrive(self, queue: str, ids: Sequence[str] | None) -> Redriven:
-        return await self._admin.redrive(queue, ids)
 
 
 __all__ = ["AmqpBroker"]
