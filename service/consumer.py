@@ -12,14 +12,15 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from .broker.base import Broker, Failed, Finished, Outcome, Succeeded
+from .broker.base import Broker, Failed, Finished, Outcome, Snoozed, Succeeded
 from .config import QueueSettings
 from .errors import NotCommitted
 from .executor import Executors
-from .failures import HandlerFailure, HandlerTimeout, failure_of
+from .failures import HandlerFailure, HandlerSnoozed, HandlerTimeout, failure_of
 from .handlers.registry import ResolvedHandler
 from .metrics import QueueMetrics
 from .model import ErrorInfo, HandlerContext, Message
+from .ratelimit import RateGate
 from .tasks import TaskOwner
 
 log = logging.getLogger(__name__)
@@ -57,19 +58,29 @@ class QueueWork:
     executors: Executors
     attempts: Attempts
     tasks: TaskOwner  # owns what must outlive a cancelled consumer (give-backs, outcomes)
+    gate: RateGate | None = None  # the queue's rate limit, shared by its consumers
 
 
 async def consume(work: QueueWork) -> None:
-    broker, queue, attempts = work.broker, work.queue, work.attempts
+    broker, queue, attempts, gate = work.broker, work.queue, work.attempts, work.gate
     while True:
+        if gate is not None:
+            # The token first, the message after: a throttled queue's messages stay queued.
+            await gate.acquire()
         try:
             message = await broker.take(queue)
         except asyncio.CancelledError:
+            if gate is not None:
+                gate.release()
             raise
         except Exception:
+            if gate is not None:
+                gate.release()
             log.exception("taking from queue %r failed", queue, extra={"queue": queue})
             await asyncio.sleep(ERROR_PAUSE_S)
             continue
+        if gate is not None:
+            gate.use()
         attempts.running += 1
         try:
             await run_attempt(work, message)
@@ -128,15 +139,21 @@ async def run_attempt(work: QueueWork, message: Message) -> None:
         # Executors.run raises only HandlerFailure; anything else is a bug of ours, and
         # must fail the attempt all the same rather than leave the message running.
         failure = failure_of(exc)
-        outcome = Failed(
-            ErrorInfo(failure.type_name, failure.message),
-            timed_out=isinstance(failure, HandlerTimeout),
-        )
-        _log_failure(failure, message)
+        if isinstance(failure, HandlerSnoozed):
+            outcome = Snoozed(failure.retry_after_s)
+        else:
+            outcome = Failed(
+                ErrorInfo(failure.type_name, failure.message),
+                timed_out=isinstance(failure, HandlerTimeout),
+            )
+            _log_failure(failure, message)
     duration = time.perf_counter() - started
     qmetrics.processing.observe(duration)
     finished = await record(broker, work.tasks, message, outcome)
-    qmetrics.processed[finished.outcome].inc()
+    if finished.outcome == "snoozed":
+        qmetrics.snoozed.inc()  # not an attempt's end: spool_messages_processed leaves it out
+    else:
+        qmetrics.processed[finished.outcome].inc()
     if isinstance(outcome, Failed) and outcome.timed_out:
         qmetrics.timeouts.inc()
     # A success is routine: at thousands a second an info line each would flood the log and
