@@ -65,11 +65,14 @@ class TokenBucket:
         return max(MIN_WAIT_S, (1 - self._tokens) / self._rate)
 
     def use(self) -> None:
-        """The held token started a message: spent."""
+        """The held token started a message: spent. The time until now refills under the
+        room there was until now (held tokens included), not under the room this frees."""
+        self._refill()
         self._held -= 1
 
     def release(self) -> None:
         """The held token started nothing (its consumer stopped): back in the bucket."""
+        self._refill()
         self._held -= 1
         self._tokens = min(self._tokens + 1, max(0.0, self._burst - self._held))
 

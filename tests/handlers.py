@@ -307,3 +307,29 @@ def spin_until(body: dict[str, Any], ctx: HandlerContext) -> int:
 def fail_with_text(body: Any) -> Any:
     """Raises an error whose message is the body, as it is: line breaks and all."""
     raise ValueError(str(body))
+
+
+def _snooze_calls(body: dict[str, Any]) -> int:
+    """Counts this message's calls in body['path'] (a file: process workers share it)."""
+    with open(body["path"], "a+") as calls:
+        calls.write(".")
+        calls.seek(0)
+        return len(calls.read())
+
+
+def snooze(body: dict[str, Any], ctx: HandlerContext) -> dict[str, int]:
+    """Snoozes (raising, or returning, RateLimited as body['how'] says) until call number
+    body['snoozes'] + 1, which succeeds with the call count and the attempt it ran as."""
+    from service.handlers import RateLimited
+
+    calls = _snooze_calls(body)
+    if calls <= int(body["snoozes"]):
+        limited = RateLimited(float(body.get("after_s", 0.01)))
+        if body.get("how") == "return":
+            return limited  # type: ignore[return-value]  # a returned snooze, on purpose
+        raise limited
+    return {"calls": calls, "attempt": ctx.attempt}
+
+
+async def snooze_async(body: dict[str, Any], ctx: HandlerContext) -> dict[str, int]:
+    return snooze(body, ctx)

@@ -7,7 +7,7 @@ import asyncio
 from pathlib import Path
 
 import pytest
-from hypothesis import given, settings
+from hypothesis import example, given, settings
 from hypothesis import strategies as st
 
 from service.config import QueueSettings, load_settings
@@ -86,18 +86,28 @@ def test_a_new_share_takes_effect_without_adding_tokens() -> None:
 OPS = st.lists(
     st.tuples(
         st.sampled_from(["reserve", "use", "release", "share"]),
-        st.floats(min_value=0, max_value=2.0),
+        # Mostly no time at all between steps, sometimes a long idle: where bursts hide.
+        st.one_of(st.just(0.0), st.sampled_from([0.001, 0.1, 10.0]), st.floats(0, 2.0)),
         st.integers(min_value=1, max_value=4),
     ),
     max_size=300,
 )
 
 
-@settings(max_examples=300, deadline=None)
+@settings(max_examples=500, deadline=None)
 @given(
     rate=st.floats(min_value=0.5, max_value=1000),
     burst=st.integers(min_value=1, max_value=50),
     ops=OPS,
+)
+# An idle consumer's held token, then a long idle: the refill must stop at burst - held.
+@example(rate=1.0, burst=1, ops=[("reserve", 0, 1), ("reserve", 10, 1), ("use", 0, 1), ("use", 0, 1)])
+# The same, with the time spent full passing before the held token is used: it must not
+# count as refill time once the token is spent.
+@example(
+    rate=1.0,
+    burst=1,
+    ops=[("reserve", 0, 1), ("reserve", 0, 1), ("use", 10, 1), ("reserve", 0, 1), ("use", 0, 1)],
 )
 def test_over_any_window_admitted_is_at_most_rate_times_window_plus_burst(
     rate: float, burst: int, ops: list[tuple[str, float, int]]

@@ -20,7 +20,7 @@ from .figures import Figures
 from .intake import Intake
 from .state import NodeState, queue_settings
 from .stream import Stream
-from .view import FINAL, GEN, NEW, View, version
+from .view import FINAL, GEN, NEW, View, turns, version
 
 log = logging.getLogger(__name__)
 
@@ -54,7 +54,7 @@ class Admin:
         msg = decode_message(encode_message(known))
         policy.mark_cancelled(msg, self._clock())
         # The copy in RabbitMQ stays until a consumer meets it and drops it (a final status).
-        await self._stream.emit(msg, version(gen, msg.attempts, FINAL), "cancelled", link)
+        await self._stream.emit(msg, version(gen, turns(msg), FINAL), "cancelled", link)
         return msg
 
     async def set_paused(self, queue: str, paused: bool) -> QueueStats:
