@@ -5,8 +5,8 @@ environment variable a bad value came from. Each failure is one line naming the 
 from __future__ import annotations
 
 import difflib
-import math
 import ipaddress
+import math
 import os
 import re
 import stat

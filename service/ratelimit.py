@@ -4,7 +4,7 @@ A consumer takes a token before it takes a message, so a throttled queue leaves 
 messages queued (not `running`, no attempt counted) while it waits. A token a consumer
 holds while it waits for a message still counts against the burst: the bucket refills only
 up to `burst - held`, so over any window the messages started are at most
-rate × window + burst, however long the queue sat idle (tests/test_ratelimit.py proves it
+rate * window + burst, however long the queue sat idle (tests/test_ratelimit.py proves it
 on a manual clock).
 
 On the amqp backend the nodes share the limit: each takes rate / N, where N is the count of
@@ -88,7 +88,7 @@ class RateGate:
     """What a queue's consumers wait at: one bucket, waited on one consumer at a time (first
     come, first served; the others wait on the lock, not on timers of their own)."""
 
-    __slots__ = ("_bucket", "_lock", "_share", "_shared_by", "_throttled", "rate", "burst")
+    __slots__ = ("_bucket", "_lock", "_share", "_shared_by", "_throttled", "burst", "rate")
 
     def __init__(
         self,

@@ -303,6 +303,7 @@ def test_snoozes_never_count_as_attempts_or_failures(outcomes: list[str], max_re
         assert msg.attempts + msg.snoozes > turns
         turns = msg.attempts + msg.snoozes
         outcome = Snoozed(1.0) if what == "snooze" else Failed(BOOM)
-        policy.record_outcome(msg, outcome, qs, 1.0, rng)
-        msg.status = Status.QUEUED if msg.status is not Status.FAILED else msg.status
+        label = policy.record_outcome(msg, outcome, qs, 1.0, rng)
+        if label != "failed":
+            msg.status = Status.QUEUED  # the scheduler releases it
     assert msg.attempts == msg.failures

@@ -101,7 +101,9 @@ OPS = st.lists(
     ops=OPS,
 )
 # An idle consumer's held token, then a long idle: the refill must stop at burst - held.
-@example(rate=1.0, burst=1, ops=[("reserve", 0, 1), ("reserve", 10, 1), ("use", 0, 1), ("use", 0, 1)])
+@example(
+    rate=1.0, burst=1, ops=[("reserve", 0, 1), ("reserve", 10, 1), ("use", 0, 1), ("use", 0, 1)]
+)
 # The same, with the time spent full passing before the held token is used: it must not
 # count as refill time once the token is spent.
 @example(

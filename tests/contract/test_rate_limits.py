@@ -35,7 +35,7 @@ async def test_a_snoozed_message_runs_again_without_counting_an_attempt(
         assert done["error"] is None
         counts = (await figures(client, "q"))["counts"]
         assert (counts["succeeded"], counts["retried"], counts["failed"]) == (1, 0, 0)
-        text = (await (await client.get("/metrics")).get_data()).decode()
+        text = await (await client.get("/metrics")).get_data(as_text=True)
         assert 'spool_messages_snoozed_total{queue="q"} 3.0' in text
         assert 'spool_messages_processed_total{outcome="succeeded",queue="q"} 1.0' in text
 
@@ -73,7 +73,7 @@ async def test_a_limited_queue_never_starts_more_than_its_rate_allows(connect: C
             for j in range(i, len(started)):
                 # started_at is shown to the millisecond: allow one either side.
                 assert j - i + 1 <= 20 * (started[j] - started[i] + 0.002) + 2, (i, j)
-        text = (await (await client.get("/metrics")).get_data()).decode()
+        text = await (await client.get("/metrics")).get_data(as_text=True)
         assert 'spool_rate_limited_total{queue="q"}' in text
         assert 'spool_rate_limited_total{queue="q"} 0.0' not in text
 

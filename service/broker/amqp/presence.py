@@ -28,7 +28,6 @@ HEARTBEAT_S = 1.0
 LIVE_S = 3.5
 
 
-
 class Presence:
     def __init__(self, clock: Callable[[], float]) -> None:
         self.node_id = new_id()
