@@ -12,7 +12,9 @@ from hypothesis import strategies as st
 
 from service.config import QueueSettings, load_settings
 from service.errors import ConfigError
+from service.handlers import RateLimited
 from service.metrics import LightCounter
+from service.openapi import openapi_document
 from service.ratelimit import Rate, RateGate, TokenBucket, parse_rate
 
 
@@ -210,3 +212,32 @@ def test_a_bad_rate_limit_is_one_line_naming_the_key(tmp_path: Path, lines: str,
     detail = caught.value.detail
     assert detail.startswith(f"{key}: "), detail
     assert "\n" not in detail
+
+
+def test_a_rate_limit_from_the_environment_is_checked_and_named(tmp_path: Path) -> None:
+    path = tmp_path / "config.toml"
+    path.write_text('[queues.q]\nhandler = "tests.handlers:echo"\n')
+    variable = "SPOOL_QUEUES__Q__RATE_LIMIT"
+    assert load_settings(path, environ={variable: "10/s"}).queues["q"].rate_limit == "10/s"
+    with pytest.raises(ConfigError) as caught:
+        load_settings(path, environ={variable: "10/x"})
+    assert caught.value.detail.startswith("queues.q.rate_limit: ")
+    assert variable in caught.value.detail
+
+
+# ---------------------------------------------------------------------- snoozes
+@pytest.mark.parametrize("bad", ["5", None, True])
+def test_rate_limited_takes_a_number_of_seconds_only(bad: object) -> None:
+    with pytest.raises(TypeError, match="retry_after_s must be a number"):
+        RateLimited(bad)  # type: ignore[arg-type]
+    assert RateLimited(3).retry_after_s == 3.0
+
+
+def test_openapi_documents_the_rate_limit_policy_header_of_both_publish_routes() -> None:
+    paths = openapi_document()["paths"]
+    for route, statuses in (
+        ("/v1/queues/{queue}/messages", ("200", "202")),
+        ("/v1/queues/{queue}/messages/batch", ("202",)),
+    ):
+        for status in statuses:
+            assert "RateLimit-Policy" in paths[route]["post"]["responses"][status]["headers"]
