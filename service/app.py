@@ -29,7 +29,7 @@ from .api.exchange import (
 )
 from .api.front import asgi_stack
 from .api.hub import EventHub, NodeView
-from .api.messages import PUBLISHER, Publisher
+from .api.messages import PUBLISHER, Publisher, rate_limit_policies
 from .api.services import QueueDirectory, provide
 from .config import Settings
 from .errors import HeadersTooLarge, SpoolError, UriTooLong
@@ -76,7 +76,12 @@ def create_app(settings: Settings, runtime: Runtime, *, fast_publish: bool = Tru
     auth = Authenticator(settings.auth)
     recorder = Recorder(runtime.metrics)
     directory = QueueDirectory(settings.queues)
-    publisher = Publisher(runtime.broker, runtime.metrics, settings.server.max_batch)
+    publisher = Publisher(
+        runtime.broker,
+        runtime.metrics,
+        settings.server.max_batch,
+        rate_limit_policies(settings.queues),
+    )
     provide(
         app.extensions,
         broker=runtime.broker,

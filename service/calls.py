@@ -13,7 +13,7 @@ from typing import Any
 
 import msgspec
 
-from .failures import HandlerExit, encode_result, failure_of
+from .failures import HandlerExit, HandlerSnoozed, encode_result, failure_of
 from .handlers.registry import ResolvedHandler, resolve_cached
 from .model import HandlerContext
 
@@ -41,6 +41,8 @@ def call_in_process(ref: str, body: bytes, ctx: HandlerContext) -> tuple[bool, A
         return True, call_sync(resolve_cached(ref), body, ctx)
     except BaseException as exc:
         failure = failure_of(exc)
+        if isinstance(failure, HandlerSnoozed):
+            return False, failure.retry_after_s  # a number, where a failure is a tuple
         return False, (failure.type_name, failure.message, failure.tb)
 
 

@@ -29,8 +29,8 @@ import msgspec
 from .calls import call_async, call_in_process, call_sync, init_worker
 from .config import ExecutorSettings
 from .failures import HandlerFailure as HandlerFailure
+from .failures import HandlerSnoozed, encode_result, failure_of
 from .failures import HandlerTimeout as HandlerTimeout
-from .failures import encode_result, failure_of
 from .grace import ASYNC_CANCEL_GRACE_S, POOL_CLOSE_TIMEOUT_S
 from .handlers.registry import ResolvedHandler
 from .model import HandlerContext
@@ -210,6 +210,8 @@ class Executors:
             free.put_nowait(slot)
         if ok:
             return bytes(value)
+        if isinstance(value, float):  # call_in_process: the handler snoozed the message
+            raise HandlerSnoozed(value)
         type_name, message, tb = value
         raise HandlerFailure(type_name, message, tb)
 

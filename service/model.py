@@ -134,6 +134,9 @@ class Message(msgspec.Struct, eq=False, gc=False):
     finished_at: float | None = None
     idempotency_key: str | None = None
     enqueued_at: float | None = None
+    # Times a handler snoozed it (RateLimited): each such attempt is taken back out of
+    # `attempts`, and amqp versions its events by attempts + snoozes, which only grows.
+    snoozes: int = 0
 
     def view(self) -> MessageView:
         # Positional (twice as fast as keywords), in MessageView's order, which

@@ -76,6 +76,21 @@ def _with_repeat(op: dict[str, Any]) -> dict[str, Any]:
     return op
 
 
+def _with_policy(op: dict[str, Any]) -> dict[str, Any]:
+    for status in ("200", "202"):
+        if status in op["responses"]:
+            op["responses"][status]["headers"] = {
+                "RateLimit-Policy": {
+                    "description": (
+                        "Only for a queue with `rate_limit`: the pace its messages run at "
+                        '(draft-ietf-httpapi-ratelimit-headers), e.g. `"emails";q=100;w=1`'
+                    ),
+                    "schema": {"type": "string"},
+                }
+            }
+    return op
+
+
 QUEUE = {
     "name": "queue",
     "in": "path",
@@ -97,25 +112,29 @@ def openapi_document() -> dict[str, Any]:
     )
     paths: dict[str, Any] = {
         "/v1/queues/{queue}/messages": {
-            "post": _with_repeat(
-                _op(
-                    "Publish one message",
-                    "202",
-                    MessageView,
-                    *PUBLISH_ERRORS,
-                    parameters=[QUEUE],
-                    requestBody={"required": True, **_json(Envelope)},
+            "post": _with_policy(
+                _with_repeat(
+                    _op(
+                        "Publish one message",
+                        "202",
+                        MessageView,
+                        *PUBLISH_ERRORS,
+                        parameters=[QUEUE],
+                        requestBody={"required": True, **_json(Envelope)},
+                    )
                 )
             )
         },
         "/v1/queues/{queue}/messages/batch": {
-            "post": _op(
-                "Publish a batch, all or nothing",
-                "202",
-                MessageList,
-                *PUBLISH_ERRORS,
-                parameters=[QUEUE],
-                requestBody={"required": True, **_json(Batch)},
+            "post": _with_policy(
+                _op(
+                    "Publish a batch, all or nothing",
+                    "202",
+                    MessageList,
+                    *PUBLISH_ERRORS,
+                    parameters=[QUEUE],
+                    requestBody={"required": True, **_json(Batch)},
+                )
             )
         },
         "/v1/messages/{id}": {

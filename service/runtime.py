@@ -21,6 +21,7 @@ from .consumer import Attempts, QueueWork, consume
 from .executor import Executors
 from .handlers.registry import ResolvedHandler, resolve_queue_handlers
 from .metrics import Metrics
+from .ratelimit import RateGate, TokenBucket, parse_rate
 from .tasks import TaskOwner
 
 log = logging.getLogger(__name__)
@@ -152,6 +153,18 @@ class Runtime:
                 await self._stop()
 
     def _work_of(self, queue: str) -> QueueWork:
+        settings = self.settings.queues[queue]
+        gate = None
+        if settings.rate_limit is not None:
+            rate = parse_rate(settings.rate_limit)
+            burst = settings.rate_limit_burst or rate.default_burst()
+            gate = RateGate(
+                TokenBucket(rate.per_s, burst),
+                self.metrics.queues[queue].throttled,
+                rate=rate.per_s,
+                burst=burst,
+                shared_by=self.broker.sharing_nodes,
+            )
         return QueueWork(
             queue=queue,
             settings=self.settings.queues[queue],
@@ -161,6 +174,7 @@ class Runtime:
             executors=self.executors,
             attempts=self.attempts,
             tasks=self.tasks,
+            gate=gate,
         )
 
     async def _stop(self) -> None:

@@ -315,3 +315,29 @@ def spawn_lingering(body: Any) -> int:
     os.system or a daemon a handler starts would); returns its pid."""
     child = subprocess.Popen(["sleep", str(body)], close_fds=False)
     return child.pid
+
+
+def _snooze_calls(body: dict[str, Any]) -> int:
+    """Counts this message's calls in body['path'] (a file: process workers share it)."""
+    with open(body["path"], "a+") as calls:
+        calls.write(".")
+        calls.seek(0)
+        return len(calls.read())
+
+
+def snooze(body: dict[str, Any], ctx: HandlerContext) -> dict[str, int]:
+    """Snoozes (raising, or returning, RateLimited as body['how'] says) until call number
+    body['snoozes'] + 1, which succeeds with the call count and the attempt it ran as."""
+    from service.handlers import RateLimited
+
+    calls = _snooze_calls(body)
+    if calls <= int(body["snoozes"]):
+        limited = RateLimited(float(body.get("after_s", 0.01)))
+        if body.get("how") == "return":
+            return limited  # type: ignore[return-value]  # a returned snooze, on purpose
+        raise limited
+    return {"calls": calls, "attempt": ctx.attempt}
+
+
+async def snooze_async(body: dict[str, Any], ctx: HandlerContext) -> dict[str, int]:
+    return snooze(body, ctx)

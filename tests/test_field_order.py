@@ -97,6 +97,7 @@ def every_field_set() -> Message:
         finished_at=1_790_000_004.0,
         idempotency_key="key",
         enqueued_at=1_790_000_005.0,
+        snoozes=4,
     )
 
 

@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from operator import attrgetter
 from typing import Any
 
 from quart import Blueprint, Response, current_app
 
 from ..broker.base import Broker
+from ..config import QueueSettings
+from ..config_values import parse_rate
 from ..errors import Invalid, NotFound
 from ..metrics import Metrics
 from ..model import Batch, Envelope, Message
@@ -33,20 +36,30 @@ class Publisher:
     """What a publish does once its body is decoded: shared by the routes below and the
     fast path (fastpath.py), so both do exactly the same."""
 
-    __slots__ = ("_broker", "_metrics", "max_batch")
+    __slots__ = ("_broker", "_metrics", "_policies", "max_batch")
 
-    def __init__(self, broker: Broker, metrics: Metrics, max_batch: int) -> None:
+    def __init__(
+        self,
+        broker: Broker,
+        metrics: Metrics,
+        max_batch: int,
+        policies: dict[str, dict[str, str]] | None = None,
+    ) -> None:
         self._broker = broker
         self._metrics = metrics
         self.max_batch = max_batch
+        # The RateLimit-Policy header of each rate-limited queue (rate_limit_policies).
+        self._policies = policies or {}
 
     async def one(self, queue: str, envelope: Envelope) -> Answer:
         (published,) = await self._broker.publish(queue, [envelope])
         message = published.message
+        policy = self._policies.get(queue)
         if not published.created:
-            return message.view(), 200, None
+            return message.view(), 200, policy
         self._metrics.queues[queue].published.inc()
-        return accepted_view(message), 202, {"Location": f"/v1/messages/{message.id}"}
+        location = {"Location": f"/v1/messages/{message.id}"}
+        return accepted_view(message), 202, location if policy is None else location | policy
 
     async def many(self, queue: str, batch: Batch) -> Answer:
         limit = self.max_batch
@@ -59,10 +72,21 @@ class Publisher:
         created = sum(map(_created, published))  # C loops: a batch has a thousand
         if created:
             self._metrics.queues[queue].published.inc(created)
+        policy = self._policies.get(queue)
         if created == len(published):
-            return batch_answer(batch.messages, list(map(_message, published))), 202, None
+            return batch_answer(batch.messages, list(map(_message, published))), 202, policy
         views = [accepted_view(p.message) if p.created else p.message.view() for p in published]
-        return {"messages": views}, 202, None
+        return {"messages": views}, 202, policy
+
+
+def rate_limit_policies(queues: Mapping[str, QueueSettings]) -> dict[str, dict[str, str]]:
+    """queue → its RateLimit-Policy header (draft-ietf-httpapi-ratelimit-headers), for the
+    rate-limited queues: the limit its consumers keep, so a producer can pace itself."""
+    return {
+        name: {"RateLimit-Policy": parse_rate(q.rate_limit).policy(name)}
+        for name, q in queues.items()
+        if q.rate_limit is not None
+    }
 
 
 def publisher() -> Publisher:

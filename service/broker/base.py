@@ -54,7 +54,14 @@ class Failed:
     timed_out: bool = False
 
 
-Outcome = Succeeded | Failed
+@dataclass(slots=True)
+class Snoozed:
+    """The handler asked to run it later (RateLimited): not an attempt, not a failure."""
+
+    retry_after_s: float
+
+
+Outcome = Succeeded | Failed | Snoozed
 
 
 class Published(msgspec.Struct, gc=False):
@@ -67,7 +74,7 @@ class Published(msgspec.Struct, gc=False):
 @dataclass(slots=True)  # not frozen: a frozen __init__ costs the hot path
 class Finished:
     message: Message
-    outcome: str  # succeeded | retried | failed  (the metric label)
+    outcome: str  # succeeded | retried | failed | snoozed  (the metric label)
 
 
 @dataclass(frozen=True, slots=True)
@@ -137,6 +144,9 @@ class Broker(Protocol):
 
     def health(self) -> dict[str, object]:
         """{'ok': bool, ...}: whether the backend can take writes now."""
+
+    def sharing_nodes(self) -> int:
+        """The nodes that share each queue's rate limit (this one included): 1 on one node."""
 
 
 class Operations(Protocol):

@@ -28,7 +28,7 @@ from .actions import OperatorActions
 from .base import DeadPage, Finished, Listener, Outcome, Published, QueueStats
 from .policy import check_room, dead_page, give_back, record_outcome, resolve_keys, start_attempt
 from .queues import LocalQueue
-from .state import QUEUED, RETRYING, RUNNING, LocalState
+from .state import QUEUED, RETRYING, RUNNING, SCHEDULED, LocalState
 from .storage import NoStorage, Storage
 from .upkeep import Upkeep
 
@@ -84,6 +84,9 @@ class LocalBroker(base.OperatorActionsOf):
 
     def health(self) -> dict[str, object]:
         return self.storage.health()
+
+    def sharing_nodes(self) -> int:
+        return 1  # one node holds the queues: its bucket is the whole limit
 
     def listen(self, listener: Listener) -> Callable[[], None]:
         listeners = self._state.listeners
@@ -213,7 +216,7 @@ class LocalBroker(base.OperatorActionsOf):
 
     def _finished(self, q: LocalQueue, msg: Message, old: Status) -> None:
         self._state.moved(q, msg, old)
-        if msg.status is RETRYING:
+        if msg.status is RETRYING or msg.status is SCHEDULED:  # a retry, or a snooze
             self._state.schedule(msg)
 
     async def interrupt(self, message: Message) -> None:

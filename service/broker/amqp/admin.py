@@ -19,7 +19,7 @@ from .figures import Figures
 from .intake import Intake
 from .node import Node
 from .state import queue_settings
-from .view import FINAL, GEN, NEW, version
+from .view import FINAL, GEN, NEW, turns, version
 
 log = logging.getLogger(__name__)
 
@@ -40,7 +40,7 @@ class Admin:
         msg = decode_message(encode_message(known))
         policy.mark_cancelled(msg, self._node.clock())
         # The copy in RabbitMQ stays until a consumer meets it and drops it (a final status).
-        await self._node.stream.emit(msg, version(gen, msg.attempts, FINAL), "cancelled", link)
+        await self._node.stream.emit(msg, version(gen, turns(msg), FINAL), "cancelled", link)
         return msg
 
     async def set_paused(self, queue: str, paused: bool) -> QueueStats:

@@ -21,6 +21,7 @@ with exactly what it uses; none of them knows the broker:
     Publisher   publish                                          (publish.py)
     Deliveries  take, finish, interrupt                          (consume.py)
     Admin       cancel, pause / resume, redrive                  (admin.py)
+    Presence    the live nodes, which share each rate limit      (presence.py)
 """
 
 from __future__ import annotations
@@ -42,6 +43,7 @@ from .figures import Figures
 from .intake import Intake
 from .link import Link
 from .node import Node
+from .presence import Presence
 from .publish import Publisher
 from .state import PUBLISH_WAIT_S, NodeState, queue_settings
 from .stream import Stream
@@ -72,7 +74,11 @@ class AmqpBroker(base.OperatorActionsOf):
         self._state = NodeState(url)
         self._view = View(queues, results, clock)
         self._intake = Intake(queues, self._view, self._state, self._tasks.owner)
-        self._stream = Stream(self._view, self._state, on_pause=self._intake.follow_pause)
+        self._presence = Presence(clock)
+        self._limited = any(q.rate_limit is not None for q in queues.values())
+        self._stream = Stream(
+            self._view, self._state, self._intake.follow_pause, self._presence.saw
+        )
         self._figures = Figures(queues, self._view)
         self._connection = Connection(url, queues, results, self._state, self._stream, self._intake)
         node = Node(queues, self._state, self._view, self._stream, clock)
@@ -97,6 +103,9 @@ class AmqpBroker(base.OperatorActionsOf):
                 self._figures.keep_fresh(self._state, self._view.sweep), name="amqp-figures"
             )
             tg.create_task(self._connection.keep(), name="amqp-connection")
+            if self._limited:
+                # Only where a limit is shared: otherwise the stream carries no heartbeats.
+                tg.create_task(self._presence.beat(self._state, self._stream), name="amqp-beat")
 
     async def close(self) -> None:
         self._view.release_waiters()
@@ -108,10 +117,15 @@ class AmqpBroker(base.OperatorActionsOf):
         out: dict[str, object] = {"ok": ok, "url": self._state.shown_url}
         if not ok and self._state.last_error:
             out["error"] = self._state.last_error
+        if self._limited:
+            out["nodes"] = self._presence.live_nodes()  # those sharing the rate limits
         return out
 
     def listen(self, listener: Listener) -> Callable[[], None]:
         return self._view.listen(listener)
+
+    def sharing_nodes(self) -> int:
+        return self._presence.live_nodes()
 
     # ------------------------------------------------------------------ publishing, reading
     async def publish(self, queue: str, envelopes: Sequence[Envelope]) -> list[Published]:

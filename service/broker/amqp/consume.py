@@ -24,7 +24,7 @@ from .intake import Intake
 from .link import LINK_ERRORS, Link
 from .node import Node
 from .state import queue_settings
-from .view import FINAL, GEN, REQUEUED, RUNNING, version
+from .view import FINAL, GEN, REQUEUED, RUNNING, turns, version
 
 log = logging.getLogger(__name__)
 
@@ -99,7 +99,7 @@ class Deliveries:
         msg.enqueued_at = msg.scheduled_for or msg.created_at
         msg.finished_at = None
         # Confirmed before the handler starts: if this node dies now, the attempt counts.
-        await self._node.stream.emit(msg, version(gen, msg.attempts, RUNNING), None, link)
+        await self._node.stream.emit(msg, version(gen, turns(msg), RUNNING), None, link)
         self._held[msg.id] = Held(link, delivery, gen)
         return msg
 
@@ -131,7 +131,10 @@ class Deliveries:
                 tombstones.discard(msg.id)
                 await self._node.stream.announce_dropped(link, msg.queue, msg.id)
             return True
-        msg.attempts = max(msg.attempts, known.attempts)
+        if turns(known) > turns(msg):
+            # Not max() of each: a snooze takes its attempt back out of `attempts`, so the
+            # later of the two records says how many attempts there were.
+            msg.attempts, msg.snoozes = known.attempts, known.snoozes
         msg.failures = max(msg.failures, known.failures)
         if known.status is Status.RUNNING and delivery.redelivered:
             # The node that ran it died (or lost RabbitMQ) before recording the outcome.
@@ -145,26 +148,28 @@ class Deliveries:
     async def _dead_letter(self, link: Link, msg: Message, gen: int) -> None:
         """Records a message the policy made a dead letter: the copy, then the event."""
         await wire.send_dead(link, msg, gen)
-        await self._node.stream.emit(msg, version(gen, msg.attempts, FINAL), "failed", link)
+        await self._node.stream.emit(msg, version(gen, turns(msg), FINAL), "failed", link)
 
     async def finish(self, message: Message, outcome: Outcome) -> Finished:
         qs = queue_settings(self._node.queues, message.queue)
         held = self._held.pop(message.id)
         label = policy.record_outcome(message, outcome, qs, self._node.clock(), self._rng)
-        step = REQUEUED if message.status is Status.RETRYING else FINAL
-        ver = version(held.gen, message.attempts, step)
+        waits = message.status is Status.RETRYING or message.status is Status.SCHEDULED
+        step = REQUEUED if waits else FINAL
+        count = None if label == "snoozed" else label  # a snooze is in no QueueCounts figure
+        ver = version(held.gen, turns(message), step)
         link = await self._node.state.usable_link(FINISH_WAIT_S)
         if link is not held.link:
             # The delivery died with its connection and is redelivered: record a success (so
             # the redelivery is skipped) but leave a retry or dead letter to the redelivery.
             if message.status is Status.SUCCEEDED:
-                await self._node.stream.emit(message, ver, label, link)
+                await self._node.stream.emit(message, ver, count, link)
             return Finished(message, label)
         if message.status is Status.FAILED:
             await wire.send_dead(link, message, held.gen)
         # The event goes before a retry's copy, so no node can see the next attempt first.
-        await self._node.stream.emit(message, ver, label, link)
-        if message.status is Status.RETRYING:
+        await self._node.stream.emit(message, ver, count, link)
+        if waits:  # a retry, or a snooze: its copy waits on the delay ladder
             await wire.send(link, message, held.gen, self._node.clock())
         await held.delivery.ack()
         return Finished(message, label)
@@ -177,7 +182,7 @@ class Deliveries:
             return
         try:
             await self._node.stream.emit(
-                message, version(held.gen, message.attempts, REQUEUED), None, link
+                message, version(held.gen, turns(message), REQUEUED), None, link
             )
             await held.delivery.nack(requeue=True)
         except LINK_ERRORS:

@@ -30,18 +30,25 @@ GEN = 1_000_000_000
 UNKNOWN_GRACE_S = 2.0
 
 
-def version(gen: int, attempts: int, step: int) -> int:
-    return gen * GEN + attempts * 10 + step
+def version(gen: int, turn: int, step: int) -> int:
+    return gen * GEN + turn * 10 + step
+
+
+def turns(msg: Message) -> int:
+    """A message's starts so far: its attempts and its snoozes, which take their attempt
+    back out of `attempts`; unlike attempts alone, it never goes down within a generation."""
+    return msg.attempts + msg.snoozes
 
 
 class Event(msgspec.Struct, omit_defaults=True):
-    kind: Literal["message", "pause", "marker", "dropped"]
+    kind: Literal["message", "pause", "marker", "dropped", "node"]
     queue: str = ""
     version: int = 0
     record: msgspec.Raw = msgspec.Raw(b"")  # a message record (records.py); empty otherwise
     count: str | None = None  # the counter this transition adds to (published, succeeded…)
     paused: bool = False
     token: str = ""
+    at: float = 0.0  # a node's heartbeat: when it was sent (presence.py)
 
 
 _encoder = msgspec.json.Encoder()
