@@ -19,6 +19,7 @@ import msgspec
 
 from .config_env import ENV_PREFIX, apply_env_overrides, setting_path, unused_variables
 from .config_values import (
+    describe_validation_error,
     describe_value,
     name_the_variable,
     parse_bind,
@@ -279,7 +280,7 @@ def _convert(data: dict[str, Any], kind: type[_T], prefix: str) -> _T:
     try:
         return msgspec.convert(data, kind)
     except msgspec.ValidationError as exc:
-        message = _describe(str(exc), prefix)
+        message = describe_validation_error(str(exc), prefix)
         key, _, text = message.partition(": ")
         where = key.removeprefix(prefix).lstrip(".")
         if text == "unknown key":
@@ -287,21 +288,3 @@ def _convert(data: dict[str, Any], kind: type[_T], prefix: str) -> _T:
             raise ConfigError(f"{message}; did you mean {near!r}?" if near else message) from None
         allowed = describe_value(kind, where, data)
         raise ConfigError(f"{key}: {allowed}" if allowed else message) from None
-
-
-def _describe(message: str, prefix: str) -> str:
-    """'Expected `int` >= 1 - at `$.x.y`' → 'prefix.x.y: expected `int` >= 1'."""
-    text, _, where = message.rpartition(" - at `")
-    if not text:
-        text, where = message, ""
-    path = where.rstrip("`").removeprefix("$").lstrip(".")
-    unknown = re.match(r"Object contains unknown field `([^`]+)`", text)
-    if unknown:
-        path = ".".join(p for p in (path, unknown.group(1)) if p)
-        text = "unknown key"
-    missing = re.match(r"Object missing required field `([^`]+)`", text)
-    if missing:
-        path = ".".join(p for p in (path, missing.group(1)) if p)
-        text = "required key is missing"
-    dotted = ".".join(p for p in (prefix, path) if p) or "config"
-    return f"{dotted}: {text[:1].lower()}{text[1:]}"

@@ -252,3 +252,21 @@ def shown(value: Any, limit: int = SHOWN_VALUE_CHARS) -> str:
 
 def show(bound: float) -> str:
     return str(int(bound)) if float(bound).is_integer() else repr(float(bound))
+
+
+def describe_validation_error(message: str, prefix: str) -> str:
+    """'Expected `int` >= 1 - at `$.x.y`' → 'prefix.x.y: expected `int` >= 1'."""
+    text, _, where = message.rpartition(" - at `")
+    if not text:
+        text, where = message, ""
+    path = where.rstrip("`").removeprefix("$").lstrip(".")
+    unknown = re.match(r"Object contains unknown field `([^`]+)`", text)
+    if unknown:
+        path = ".".join(p for p in (path, unknown.group(1)) if p)
+        text = "unknown key"
+    missing = re.match(r"Object missing required field `([^`]+)`", text)
+    if missing:
+        path = ".".join(p for p in (path, missing.group(1)) if p)
+        text = "required key is missing"
+    dotted = ".".join(p for p in (prefix, path) if p) or "config"
+    return f"{dotted}: {text[:1].lower()}{text[1:]}"
