@@ -21,6 +21,7 @@ from .consumer import Attempts, QueueWork, consume
 from .executor import Executors
 from .handlers.registry import ResolvedHandler, resolve_queue_handlers
 from .metrics import Metrics
+from .progress import ProgressDesk
 from .tasks import TaskOwner
 
 log = logging.getLogger(__name__)
@@ -134,8 +135,10 @@ class Runtime:
                     tg.create_task(self.broker.run(), name="broker"),
                     tg.create_task(self._monitor_loop_lag(), name="loop-lag"),
                 ]
+                # One desk for the node's handlers' progress (progress.py), on this loop.
+                desk = ProgressDesk(asyncio.get_running_loop(), self.broker.report_progress)
                 for name, queue in self.settings.queues.items():
-                    work = self._work_of(name)
+                    work = self._work_of(name, desk)
                     self._consumers[name] = [
                         tg.create_task(consume(work), name=f"consumer:{name}:{i}")
                         for i in range(queue.concurrency)
@@ -151,7 +154,7 @@ class Runtime:
                 self._force.set()
                 await self._stop()
 
-    def _work_of(self, queue: str) -> QueueWork:
+    def _work_of(self, queue: str, desk: ProgressDesk) -> QueueWork:
         return QueueWork(
             queue=queue,
             settings=self.settings.queues[queue],
@@ -161,6 +164,7 @@ class Runtime:
             executors=self.executors,
             attempts=self.attempts,
             tasks=self.tasks,
+            progress=desk,
         )
 
     async def _stop(self) -> None:

@@ -28,7 +28,7 @@ from ..config import Settings
 from ..errors import SpoolError
 from ..model import Batch, Envelope
 from .auth import Authenticator
-from .common import JSON, decode_body, encoded, refuse_when_draining
+from .common import JSON, decode_body, encoded, preferred_wait, refuse_when_draining
 from .exchange import (
     ASGIApp,
     Receive,
@@ -39,7 +39,7 @@ from .exchange import (
     send_problem,
     unexpected,
 )
-from .messages import Answer, Publisher
+from .messages import MAX_PUBLISH_WAIT_S, Answer, Publisher
 from .services import LiveNode, QueueDirectory
 
 ROUTE_ONE = "/v1/queues/<queue>/messages"
@@ -88,6 +88,7 @@ class FastPublish:
             return await self.app(scope, receive, send)
         started = time.perf_counter()
         ctype = auth = rid = length = None
+        prefer: list[str] = []
         for name, value in scope["headers"]:
             if name == b"content-type" and ctype is None:
                 ctype = value
@@ -97,6 +98,8 @@ class FastPublish:
                 rid = value
             elif name == b"content-length" and length is None:
                 length = value
+            elif name == b"prefer":
+                prefer.append(value.decode("latin-1"))
         # What the route tells before or while it reads the body (404, 415, 413, 408) is its own.
         if (
             queue not in self.queues
@@ -110,8 +113,14 @@ class FastPublish:
             # The route's checks, in the route's order (messages.publish).
             self.auth.authorize(auth.decode("latin-1") if auth else None, PUBLISH_SCOPE)
             refuse_when_draining(self.node)
+            # Prefer: wait=N, checked where the route checks it (before the body is read).
+            wait = (
+                preferred_wait(prefer, MAX_PUBLISH_WAIT_S)
+                if prefer and route == ROUTE_ONE
+                else None
+            )
             data = await self._read_body(receive, events)
-            answer = None if data is None else await self._publish(route, queue, data)
+            answer = None if data is None else await self._publish(route, queue, data, wait)
         except SpoolError as exc:
             # Answered here: the route would refuse it in the same words, but only after
             # doing the work again (a full queue's publish, exactly when overloaded).
@@ -137,14 +146,14 @@ class FastPublish:
             "POST", route, status, scope, request_id, time.perf_counter() - started
         )
 
-    async def _publish(self, route: str, queue: str, data: bytes) -> Answer:
+    async def _publish(self, route: str, queue: str, data: bytes, wait: float | None) -> Answer:
         if route == ROUTE_BATCH:
             batch = decode_body(Batch, data)
             refuse_when_draining(self.node)  # again, as the route: the upload may end after a stop
             return await self.publisher.many(queue, batch)
         envelope = decode_body(Envelope, data)
         refuse_when_draining(self.node)
-        return await self.publisher.one(queue, envelope)
+        return await self.publisher.one(queue, envelope, wait)
 
     async def _refuse(
         self,

@@ -28,7 +28,7 @@ from .._version import __version__
 from ..broker.base import Broker
 from ..config import Settings
 from ..metrics import ExecutorGauges
-from ..model import Message, Status
+from ..model import Message, Progress, ProgressView, Status
 from .bodies import ExecutorFigures, Latency, LiveQueueFigures, NodeState, Percentiles, QueuesEvent
 from .queues import figures as queue_figures
 from .services import LiveNode, QueueDirectory
@@ -53,6 +53,15 @@ class MessageEvent(msgspec.Struct):
     queue: str
     status: Annotated[str, msgspec.Meta(description="a Status")]
     attempts: int
+
+
+class ProgressEvent(msgspec.Struct):
+    """The data of each `event: progress` of GET /v1/events: a running message's latest
+    progress report on this node (at most one per message per tick, the latest)."""
+
+    id: str
+    queue: str
+    progress: ProgressView
 
 
 def sse(event: str, data: Any) -> bytes:
@@ -167,6 +176,9 @@ class EventHub:
         self._stop_listening: Callable[[], None] | None = None
         # message id → (queue, status, attempts), its latest state in this tick
         self._pending: dict[str, tuple[str, str, int]] = {}
+        # message id → (queue, its latest progress) in this tick
+        self._progress: dict[str, tuple[str, Progress]] = {}
+        self._stop_progress: Callable[[], None] | None = None
         self._tick: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._snapshot: tuple[float, QueuesEvent, bytes] | None = None
@@ -177,11 +189,15 @@ class EventHub:
         if self._stop_listening is None:
             self._loop = asyncio.get_running_loop()
             self._stop_listening = self._broker.listen(self._on_changes)
+            self._stop_progress = self._broker.listen_progress(self._on_progress)
 
     async def detach(self) -> None:
         if self._stop_listening is not None:
             self._stop_listening()
             self._stop_listening = None
+        if self._stop_progress is not None:
+            self._stop_progress()
+            self._stop_progress = None
         if self._tick is not None:
             self._tick.cancel()
             self._tick = None
@@ -211,17 +227,31 @@ class EventHub:
         if self._tick is None:
             self._tick = self._loop.call_later(self._flush_s, self.flush)
 
+    def _on_progress(self, msg: Message) -> None:
+        """Called by the broker on each progress report that lands (throttled upstream)."""
+        if not self._subs or self._loop is None or msg.progress is None:
+            return
+        self._progress[msg.id] = (msg.queue, msg.progress)
+        if self._tick is None:
+            self._tick = self._loop.call_later(self._flush_s, self.flush)
+
     def flush(self) -> None:
         """The tick: encodes the events gathered since the last one, once, and hands every
         stream its chunk; drops streams that left more than CLIENT_BUFFER_BYTES untaken."""
         self._tick = None
         pending, self._pending = self._pending, {}
-        if not pending or not self._subs:
+        progress, self._progress = self._progress, {}
+        if not (pending or progress) or not self._subs:
             return
         frames = [
             (queue, sse("message", MessageEvent(mid, queue, status, attempts)))
             for mid, (queue, status, attempts) in pending.items()
         ]
+        if progress:
+            frames += [
+                (queue, sse("progress", ProgressEvent(mid, queue, report.view())))
+                for mid, (queue, report) in progress.items()
+            ]
         chunks: dict[frozenset[str] | None, bytes] = {}
         for sub in list(self._subs):
             if sub.untaken > CLIENT_BUFFER_BYTES:

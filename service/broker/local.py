@@ -21,9 +21,18 @@ from itertools import repeat
 from operator import attrgetter
 
 from ..config import QueueSettings, ResultsSettings
-from ..model import NO_HEADERS, Envelope, Message, Status, new_id, new_message, now
+from ..model import NO_HEADERS, Envelope, Message, Progress, Status, new_id, new_message, now
 from .actions import OperatorActions
-from .base import DeadPage, Finished, Listener, Outcome, Published, QueueStats, Redriven
+from .base import (
+    DeadPage,
+    Finished,
+    Listener,
+    Outcome,
+    ProgressListener,
+    Published,
+    QueueStats,
+    Redriven,
+)
 from .policy import check_room, dead_page, give_back, record_outcome, resolve_keys, start_attempt
 from .queues import LocalQueue
 from .state import QUEUED, RETRYING, RUNNING, LocalState
@@ -87,6 +96,14 @@ class LocalBroker:
         listeners = self._state.listeners
         listeners.append(listener)
         return lambda: listeners.remove(listener)
+
+    def listen_progress(self, listener: ProgressListener) -> Callable[[], None]:
+        listeners = self._state.progress_listeners
+        listeners.append(listener)
+        return lambda: listeners.remove(listener)
+
+    def report_progress(self, message_id: str, attempt: int, progress: Progress) -> bool:
+        return self._state.progress(message_id, attempt, progress)
 
     def wake(self) -> None:
         """Make the scheduler look at the clock now (tests with a manual clock use this)."""
@@ -233,11 +250,13 @@ class LocalBroker:
     async def get(self, message_id: str) -> Message | None:
         return self._messages.get(message_id)
 
-    async def wait(self, message_id: str, timeout: float) -> Message | None:
+    async def wait(
+        self, message_id: str, timeout: float, *, progress: bool = False
+    ) -> Message | None:
         msg = self._messages.get(message_id)
         if msg is None or msg.status.final:
             return msg
-        await self._state.waiters.wait(message_id, timeout)
+        await self._state.waiters.wait(message_id, timeout, progress=progress)
         return self._messages.get(message_id, msg)
 
     async def stats(self, queue: str) -> QueueStats:

@@ -31,8 +31,17 @@ import random
 from collections.abc import Callable, Sequence
 
 from ...config import QueueSettings, ResultsSettings
-from ...model import Envelope, Message, now
-from ..base import DeadPage, Finished, Listener, Outcome, Published, QueueStats, Redriven
+from ...model import Envelope, Message, Progress, now
+from ..base import (
+    DeadPage,
+    Finished,
+    Listener,
+    Outcome,
+    ProgressListener,
+    Published,
+    QueueStats,
+    Redriven,
+)
 from .admin import Admin
 from .connection import Connection
 from .consume import Deliveries
@@ -113,6 +122,12 @@ class AmqpBroker:
     def listen(self, listener: Listener) -> Callable[[], None]:
         return self._view.listen(listener)
 
+    def listen_progress(self, listener: ProgressListener) -> Callable[[], None]:
+        return self._view.listen_progress(listener)
+
+    def report_progress(self, message_id: str, attempt: int, progress: Progress) -> bool:
+        return self._view.progress(message_id, attempt, progress)
+
     # ------------------------------------------------------------------ publishing, reading
     async def publish(self, queue: str, envelopes: Sequence[Envelope]) -> list[Published]:
         return await self._publisher.publish(queue, envelopes)
@@ -120,8 +135,10 @@ class AmqpBroker:
     async def get(self, message_id: str) -> Message | None:
         return self._view.messages.get(message_id)
 
-    async def wait(self, message_id: str, timeout: float) -> Message | None:
-        return await self._view.wait(message_id, timeout)
+    async def wait(
+        self, message_id: str, timeout: float, *, progress: bool = False
+    ) -> Message | None:
+        return await self._view.wait(message_id, timeout, progress)
 
     async def stats(self, queue: str) -> QueueStats:
         queue_settings(self._queues, queue)
