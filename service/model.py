@@ -204,7 +204,7 @@ class MessageView(msgspec.Struct, gc=False):
     progress: Annotated[
         ProgressView | None,
         msgspec.Meta(description="the handler's latest ctx.progress report (this node's)"),
-    ] = None
+    ]
 
 
 def new_message(queue: str, env: Envelope, created_at: float) -> Message:

@@ -88,7 +88,7 @@ class FastPublish:
             return await self.app(scope, receive, send)
         started = time.perf_counter()
         ctype = auth = rid = length = None
-        prefer: list[str] = []
+        prefer: list[str] | None = None  # rare: no list unless a Prefer header comes
         for name, value in scope["headers"]:
             if name == b"content-type" and ctype is None:
                 ctype = value
@@ -99,7 +99,7 @@ class FastPublish:
             elif name == b"content-length" and length is None:
                 length = value
             elif name == b"prefer":
-                prefer.append(value.decode("latin-1"))
+                prefer = [*(prefer or ()), value.decode("latin-1")]
         # What the route tells before or while it reads the body (404, 415, 413, 408) is its own.
         if (
             queue not in self.queues
