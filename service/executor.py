@@ -294,25 +294,3 @@ def _close_pipe(slot: _ProcessSlot) -> None:
 def _alive(ref: weakref.ref[threading.Thread]) -> bool:
     thread = ref()
     return thread is not None and thread.is_alive()
-
-
-def stop_helper_processes() -> None:
-    """At process exit: stop and reap multiprocessing's forkserver and resource tracker.
-
-    Both would exit on their own once this process is gone, but as orphans nobody may
-    reap (a container whose init does not wait): `docker stop` must leave no process
-    behind. The stdlib has no public call for this; its own tests use these two.
-    """
-    from multiprocessing import forkserver, resource_tracker
-
-    for helper in (
-        getattr(forkserver, "_forkserver", None),
-        getattr(resource_tracker, "_resource_tracker", None),
-    ):
-        stop = getattr(helper, "_stop", None)
-        if stop is None:
-            continue
-        try:
-            stop()
-        except (OSError, ChildProcessError) as exc:
-            log.debug("stopping a multiprocessing helper failed: %s", exc)

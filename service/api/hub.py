@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from itertools import repeat
 from operator import attrgetter, is_not
@@ -29,15 +28,14 @@ from ..broker.base import Broker
 from ..config import Settings
 from ..metrics import ExecutorGauges
 from ..model import Message, Progress, ProgressView, Status
-from .bodies import ExecutorFigures, Latency, LiveQueueFigures, NodeState, Percentiles, QueuesEvent
+from .bodies import ExecutorFigures, Latency, LiveQueueFigures, NodeState, QueuesEvent
+from .latency import LatencyWindow
 from .queues import figures as queue_figures
 from .services import LiveNode, QueueDirectory
 
 FLUSH_S = 0.1  # message events are gathered and sent this often (one tick)
 CLIENT_BUFFER_BYTES = 1 << 20  # encoded events a stream may leave untaken (~10,000 events)
 SNAPSHOT_TTL_S = 0.5  # streams opened together share one computation of the figures
-LATENCY_WINDOW_S = 300.0  # p50/p95 over the last five minutes…
-LATENCY_SAMPLES = 1024  # …and at most this many samples per queue and kind
 _ATTEMPT_ENDS = frozenset({Status.SUCCEEDED, Status.RETRYING, Status.FAILED})
 _RUNNING = Status.RUNNING
 _started_at = attrgetter("started_at")
@@ -66,31 +64,6 @@ class ProgressEvent(msgspec.Struct):
 
 def sse(event: str, data: Any) -> bytes:
     return b"event: " + event.encode() + b"\ndata: " + _encoder.encode(data) + b"\n\n"
-
-
-class LatencyWindow:
-    """Recent samples (seconds) with their time: percentiles of the last LATENCY_WINDOW_S."""
-
-    __slots__ = ("_samples",)
-
-    def __init__(self) -> None:
-        self._samples: deque[tuple[float, float]] = deque(maxlen=LATENCY_SAMPLES)
-
-    def add(self, when: float, value: float) -> None:
-        self._samples.append((when, max(0.0, value)))
-
-    def percentiles(self, current: float) -> Percentiles:
-        cutoff = current - LATENCY_WINDOW_S
-        values = sorted(v for t, v in self._samples if t >= cutoff)
-        if not values:
-            return Percentiles(None, None)
-        return Percentiles(_rank(values, 0.50), _rank(values, 0.95))
-
-
-def _rank(values: list[float], q: float) -> float:
-    """Nearest-rank percentile, rounded to the microsecond."""
-    index = min(len(values) - 1, max(0, round(q * len(values) + 0.5) - 1))
-    return round(values[index], 6)
 
 
 class Subscription:
