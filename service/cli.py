@@ -28,13 +28,12 @@ from .app import create_app
 from .config import Settings, load_settings
 from .config_values import check_data_paths
 from .errors import SpoolError
-from .executor import stop_helper_processes
 from .failures import describe
 from .fdlimit import guard_accept
 from .grace import CONNECTION_GRACE_S, STRAY_TASK_GRACE_S
 from .handlers.registry import resolve_queue_handlers
 from .logs import setup_logging
-from .process import configure_process, freeze_startup_objects
+from .process import configure_process, freeze_startup_objects, stop_helper_processes
 from .runtime import Runtime
 from .serving import HttpServer, bind, http_config
 

@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -38,6 +39,7 @@ from .client import (
     Redriven,
     Unauthorized,
 )
+from .client.plans import MAX_PUBLISH_WAIT_S
 from .model import rfc3339
 
 T = TypeVar("T")
@@ -175,13 +177,24 @@ class Show:
 
 def publish(client: Client, args: argparse.Namespace, body: Any, show: Show) -> int:
     """`spool publish`, and with --wait the outcome's exit code."""
+    # --wait S: the publish itself waits (Prefer: wait, at most 30 s on the server), and
+    # only a longer S long-polls for the rest.
+    started = time.monotonic()
+    held = min(args.wait, MAX_PUBLISH_WAIT_S) if args.wait and args.wait > 0 else None
     message = client.publish(
-        args.queue, body, delay_s=args.delay, priority=args.priority, idempotency_key=args.key
+        args.queue,
+        body,
+        delay_s=args.delay,
+        priority=args.priority,
+        idempotency_key=args.key,
+        wait=held,
     )
     if args.wait is None:
         show(message, message_table)
         return OK
-    message = client.wait(message.id, timeout=args.wait)
+    left = args.wait - (time.monotonic() - started)
+    if not message.final and left > 0:
+        message = client.wait(message.id, timeout=left)
     show(message, message_table)
     if not message.final:
         return TIMED_OUT
@@ -235,6 +248,13 @@ def message_table(m: Message) -> str:
         rows.append(("result", msgspec.json.encode(m.result).decode()))
     if m.error is not None:
         rows.append(("error", f"{m.error.type}: {m.error.message}"))
+    if m.progress is not None:
+        detail = (
+            ""
+            if m.progress.detail is None
+            else " " + msgspec.json.encode(m.progress.detail).decode()
+        )
+        rows.append(("progress", f"{m.progress.fraction:.0%}{detail}"))
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"{k.ljust(width)}  {v}" for k, v in rows)
 

@@ -20,6 +20,7 @@ from .failures import HandlerFailure, HandlerSnoozed, HandlerTimeout, failure_of
 from .handlers.registry import ResolvedHandler
 from .metrics import QueueMetrics
 from .model import ErrorInfo, HandlerContext, Message
+from .progress import ProgressDesk
 from .ratelimit import RateGate
 from .tasks import TaskOwner
 
@@ -58,6 +59,7 @@ class QueueWork:
     executors: Executors
     attempts: Attempts
     tasks: TaskOwner  # owns what must outlive a cancelled consumer (give-backs, outcomes)
+    progress: ProgressDesk  # where ctx.progress reports go (one per node)
     gate: RateGate | None = None  # the queue's rate limit, shared by its consumers
 
 
@@ -107,15 +109,19 @@ async def run_attempt(work: QueueWork, message: Message) -> None:
         attempt=message.attempts,
         headers=dict(message.headers),  # the handler's own copy: it cannot touch the message
         options=queue.options,
+        sink=work.progress,
     )
     if log.isEnabledFor(logging.DEBUG):
         log.debug("message started", extra=_extra(message))
     started = time.perf_counter()
     outcome: Outcome
     try:
-        result = await work.executors.run(
-            queue.mode, work.handler, message.body, ctx, queue.timeout_s
-        )
+        try:
+            result = await work.executors.run(
+                queue.mode, work.handler, message.body, ctx, queue.timeout_s
+            )
+        finally:
+            work.progress.close(message.id)  # its latest report lands before the outcome
         outcome = Succeeded(result)
     except asyncio.CancelledError:
         await _give_back_cancelled(work, message)

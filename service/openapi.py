@@ -23,8 +23,9 @@ from .api.bodies import (
     ref,
 )
 from .api.events import openapi_paths
-from .api.hub import MessageEvent
-from .model import Batch, Envelope, ErrorInfo, MessageView, RedriveRequest
+from .api.hub import MessageEvent, ProgressEvent
+from .api.messages import MAX_PUBLISH_WAIT_S, MAX_WAIT_S, WAIT_FOR
+from .model import Batch, Envelope, ErrorInfo, MessageView, ProgressView, RedriveRequest
 
 # The component schemas, generated from the types the routes decode and encode (with every
 # type they hold). tests/test_openapi.py checks that every $ref of the document is here.
@@ -46,6 +47,8 @@ _TYPES = (
     QueuesEvent,
     MessageEvent,
     QueueHistory,
+    ProgressView,
+    ProgressEvent,
 )
 
 
@@ -72,23 +75,46 @@ def _op(summary: str, ok: str, ok_schema: type | None, *codes: int, **more: Any)
 
 
 def _with_repeat(op: dict[str, Any]) -> dict[str, Any]:
-    op["responses"]["200"] = {"description": "idempotency key repeated", **_json(MessageView)}
+    op["responses"]["200"] = {
+        "description": (
+            "idempotency key repeated, or (with Prefer: wait=N) the message, final within N s"
+        ),
+        "headers": {"Preference-Applied": PREFERENCE_APPLIED},
+        **_json(MessageView),
+    }
+    op["responses"]["202"]["headers"] = {"Preference-Applied": PREFERENCE_APPLIED}
     return op
 
 
 def _with_policy(op: dict[str, Any]) -> dict[str, Any]:
     for status in ("200", "202"):
         if status in op["responses"]:
-            op["responses"][status]["headers"] = {
-                "RateLimit-Policy": {
-                    "description": (
-                        "Only for a queue with `rate_limit`: the pace its messages run at "
-                        '(draft-ietf-httpapi-ratelimit-headers), e.g. `"emails";q=100;w=1`'
-                    ),
-                    "schema": {"type": "string"},
-                }
+            op["responses"][status].setdefault("headers", {})["RateLimit-Policy"] = {
+                "description": (
+                    "Only for a queue with `rate_limit`: the pace its messages run at "
+                    '(draft-ietf-httpapi-ratelimit-headers), e.g. `"emails";q=100;w=1`'
+                ),
+                "schema": {"type": "string"},
             }
     return op
+
+
+# Prefer: wait=N (RFC 7240) on a single publish.
+PREFER = {
+    "name": "Prefer",
+    "in": "header",
+    "required": False,
+    "description": (
+        f"`wait=N` (0 < N <= {MAX_PUBLISH_WAIT_S:g}): answer 200 with the final message if it "
+        "ends within N seconds, else the usual 202. Other preferences are ignored; a bad N "
+        "is a 400 naming the header. Batches ignore it."
+    ),
+    "schema": {"type": "string", "examples": ["wait=10"]},
+}
+PREFERENCE_APPLIED = {
+    "description": "`wait=N` when a Prefer: wait=N was honoured",
+    "schema": {"type": "string"},
+}
 
 
 QUEUE = {
@@ -119,7 +145,7 @@ def openapi_document() -> dict[str, Any]:
                         "202",
                         MessageView,
                         *PUBLISH_ERRORS,
-                        parameters=[QUEUE],
+                        parameters=[QUEUE, PREFER],
                         requestBody={"required": True, **_json(Envelope)},
                     )
                 )
@@ -139,7 +165,8 @@ def openapi_document() -> dict[str, Any]:
         },
         "/v1/messages/{id}": {
             "get": _op(
-                "A message; ?wait=S long-polls until final",
+                "A message; ?wait=S long-polls until final (or, with wait_for=progress, "
+                "until its next progress report)",
                 "200",
                 MessageView,
                 400,
@@ -151,7 +178,19 @@ def openapi_document() -> dict[str, Any]:
                         "name": "wait",
                         "in": "query",
                         "required": False,
-                        "schema": {"type": "number", "exclusiveMinimum": 0, "maximum": 60},
+                        "schema": {
+                            "type": "number",
+                            "exclusiveMinimum": 0,
+                            "maximum": MAX_WAIT_S,
+                        },
+                    },
+                    {
+                        "name": "wait_for",
+                        "in": "query",
+                        "required": False,
+                        "description": "what ends a ?wait= early: the final status (default) "
+                        "or also the next progress report of the handler on this node",
+                        "schema": {"type": "string", "enum": list(WAIT_FOR), "default": "final"},
                     },
                 ],
             ),

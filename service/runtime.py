@@ -21,6 +21,7 @@ from .consumer import Attempts, QueueWork, consume
 from .executor import Executors
 from .handlers.registry import ResolvedHandler, resolve_queue_handlers
 from .metrics import Metrics
+from .progress import ProgressDesk
 from .ratelimit import RateGate, TokenBucket, parse_rate
 from .tasks import TaskOwner
 
@@ -135,8 +136,10 @@ class Runtime:
                     tg.create_task(self.broker.run(), name="broker"),
                     tg.create_task(self._monitor_loop_lag(), name="loop-lag"),
                 ]
+                # One desk for the node's handlers' progress (progress.py), on this loop.
+                desk = ProgressDesk(asyncio.get_running_loop(), self.broker.report_progress)
                 for name, queue in self.settings.queues.items():
-                    work = self._work_of(name)
+                    work = self._work_of(name, desk)
                     self._consumers[name] = [
                         tg.create_task(consume(work), name=f"consumer:{name}:{i}")
                         for i in range(queue.concurrency)
@@ -152,7 +155,7 @@ class Runtime:
                 self._force.set()
                 await self._stop()
 
-    def _work_of(self, queue: str) -> QueueWork:
+    def _work_of(self, queue: str, desk: ProgressDesk) -> QueueWork:
         settings = self.settings.queues[queue]
         gate = None
         if settings.rate_limit is not None:
@@ -175,6 +178,7 @@ class Runtime:
             attempts=self.attempts,
             tasks=self.tasks,
             gate=gate,
+            progress=desk,
         )
 
     async def _stop(self) -> None:

@@ -5,7 +5,8 @@ behind is dropped, and one whose client takes no bytes is cut off (connections.p
 
 Stream: `event: queues` once a second with `{"queues":[figures + "latency"], "node":{…}}`,
 `event: message` with `{"id","queue","status","attempts"}` for every message that changed,
-its latest status, every tick (hub.FLUSH_S). Streams end when a graceful stop begins; a new
+its latest status, every tick (hub.FLUSH_S); `event: progress` with `{"id","queue",
+"progress"}` for every running message whose handler reported progress (its latest). Streams end when a graceful stop begins; a new
 one is refused with 503 while the node drains.
 """
 
@@ -120,7 +121,9 @@ def openapi_paths() -> dict[str, Any]:
                     "with latency: seconds over the last 5 minutes, null without samples). "
                     f"Every {FLUSH_S:g} s, for each message that changed, `event: message` "
                     "with a MessageEvent of its latest status (intermediate statuses within "
-                    "that time may be skipped; the latest never is). A stream "
+                    "that time may be skipped; the latest never is), and for each running "
+                    "message whose handler reported progress on this node, `event: progress` "
+                    "with a ProgressEvent of its latest report. A stream "
                     f"{CLIENT_BUFFER_BYTES >> 20} MiB of events behind is dropped, a client that "
                     "takes no bytes for server.send_timeout_s is disconnected, and streams end "
                     "at a graceful stop."

@@ -28,7 +28,7 @@ from ..config import Settings
 from ..errors import SpoolError
 from ..model import Batch, Envelope
 from .auth import Authenticator
-from .common import JSON, decode_body, encoded, refuse_when_draining
+from .common import JSON, decode_body, encoded, preferred_wait, refuse_when_draining
 from .exchange import (
     ASGIApp,
     Receive,
@@ -39,7 +39,7 @@ from .exchange import (
     send_problem,
     unexpected,
 )
-from .messages import Answer, Publisher
+from .messages import MAX_PUBLISH_WAIT_S, Answer, Publisher
 from .services import LiveNode, QueueDirectory
 
 ROUTE_ONE = "/v1/queues/<queue>/messages"
@@ -85,7 +85,7 @@ class FastPublish:
         if route is None:
             return await self.app(scope, receive, send)
         started = time.perf_counter()
-        ctype, auth, rid, length = _heads(scope["headers"])
+        ctype, auth, rid, length, prefer = _heads(scope["headers"])
         # What the route tells before or while it reads the body (404, 415, 413, 408) is its own.
         if not self._answerable(queue, ctype, length):
             return await self.app(scope, receive, send)
@@ -95,8 +95,14 @@ class FastPublish:
             # The route's checks, in the route's order (messages.publish).
             self.auth.authorize(auth.decode("latin-1") if auth else None, PUBLISH_SCOPE)
             refuse_when_draining(self.node)
+            # Prefer: wait=N, checked where the route checks it (before the body is read).
+            wait = (
+                preferred_wait(prefer, MAX_PUBLISH_WAIT_S)
+                if prefer and route == ROUTE_ONE
+                else None
+            )
             data = await self._read_body(receive, events)
-            answer = None if data is None else await self._publish(route, queue, data)
+            answer = None if data is None else await self._publish(route, queue, data, wait)
         except SpoolError as exc:
             # Answered here: the route would refuse it in the same words, but only after
             # doing the work again (a full queue's publish, exactly when overloaded).
@@ -127,14 +133,14 @@ class FastPublish:
             and (length is None or _within(length, self.max_body))
         )
 
-    async def _publish(self, route: str, queue: str, data: bytes) -> Answer:
+    async def _publish(self, route: str, queue: str, data: bytes, wait: float | None) -> Answer:
         if route == ROUTE_BATCH:
             batch = decode_body(Batch, data)
             refuse_when_draining(self.node)  # again, as the route: the upload may end after a stop
             return await self.publisher.many(queue, batch)
         envelope = decode_body(Envelope, data)
         refuse_when_draining(self.node)
-        return await self.publisher.one(queue, envelope)
+        return await self.publisher.one(queue, envelope, wait)
 
     async def _refuse(
         self,
@@ -198,9 +204,11 @@ async def _send_answer(send: Send, answer: Answer, request_id: str) -> int:
 
 def _heads(
     headers: list[tuple[bytes, bytes]],
-) -> tuple[bytes | None, bytes | None, bytes | None, bytes | None]:
-    """The first content-type, authorization, x-request-id and content-length, as sent."""
+) -> tuple[bytes | None, bytes | None, bytes | None, bytes | None, list[str] | None]:
+    """The first content-type, authorization, x-request-id and content-length, as sent,
+    and every Prefer header (None when there is none: the usual case makes no list)."""
     ctype = auth = rid = length = None
+    prefer: list[str] | None = None
     for name, value in headers:
         if name == b"content-type" and ctype is None:
             ctype = value
@@ -210,7 +218,9 @@ def _heads(
             rid = value
         elif name == b"content-length" and length is None:
             length = value
-    return ctype, auth, rid, length
+        elif name == b"prefer":
+            prefer = [*(prefer or ()), value.decode("latin-1")]
+    return ctype, auth, rid, length, prefer
 
 
 def _match(path: str) -> tuple[str | None, str]:

@@ -12,11 +12,13 @@ from typing import Protocol
 
 import msgspec
 
-from ..model import Envelope, ErrorInfo, Message
+from ..model import Envelope, ErrorInfo, Message, Progress
 
 # Called with the messages that changed, in order: a published batch is one call, not a
 # thousand (the hub then skips it in one step when no stream is open).
 Listener = Callable[[Sequence[Message]], None]
+# Called with a running message whose handler reported progress (at most ten a second each).
+ProgressListener = Callable[[Message], None]
 
 # The error of an attempt cut short by the death of the process running it (kill -9, OOM,
 # a crash): sqlite finds it `running` in the journal at the next start, amqp gets its
@@ -108,8 +110,11 @@ class Broker(Protocol):
 
     async def get(self, message_id: str) -> Message | None: ...
 
-    async def wait(self, message_id: str, timeout: float) -> Message | None:
-        """The message once final, or as it is after `timeout` seconds."""
+    async def wait(
+        self, message_id: str, timeout: float, *, progress: bool = False
+    ) -> Message | None:
+        """The message once final, or as it is after `timeout` seconds; with `progress`,
+        also as soon as its handler reports progress."""
 
     async def cancel(self, message_id: str) -> Message: ...
 
@@ -141,6 +146,13 @@ class Broker(Protocol):
 
     def listen(self, listener: Listener) -> Callable[[], None]:
         """Call `listener` on every status change; returns the function that stops it."""
+
+    def listen_progress(self, listener: ProgressListener) -> Callable[[], None]:
+        """Call `listener` on every progress report that lands; returns its stop."""
+
+    def report_progress(self, message_id: str, attempt: int, progress: Progress) -> bool:
+        """A handler's progress report (on the loop), shown on its message while that
+        attempt runs, on this node only; False when the attempt is no longer running."""
 
     def health(self) -> dict[str, object]:
         """{'ok': bool, ...}: whether the backend can take writes now."""

@@ -21,11 +21,19 @@ from itertools import repeat
 from operator import attrgetter
 
 from ..config import QueueSettings, ResultsSettings
-from ..model import NO_HEADERS, Envelope, Message, Status, new_id, new_message, now
+from ..model import NO_HEADERS, Envelope, Message, Progress, Status, new_id, new_message, now
 from ..tasks import BrokerTasks, TaskOwner
 from . import base
 from .actions import OperatorActions
-from .base import DeadPage, Finished, Listener, Outcome, Published, QueueStats
+from .base import (
+    DeadPage,
+    Finished,
+    Listener,
+    Outcome,
+    ProgressListener,
+    Published,
+    QueueStats,
+)
 from .policy import check_room, dead_page, give_back, record_outcome, resolve_keys, start_attempt
 from .queues import LocalQueue
 from .state import QUEUED, RETRYING, RUNNING, SCHEDULED, LocalState
@@ -92,6 +100,14 @@ class LocalBroker(base.OperatorActionsOf):
         listeners = self._state.listeners
         listeners.append(listener)
         return lambda: listeners.remove(listener)
+
+    def listen_progress(self, listener: ProgressListener) -> Callable[[], None]:
+        listeners = self._state.progress_listeners
+        listeners.append(listener)
+        return lambda: listeners.remove(listener)
+
+    def report_progress(self, message_id: str, attempt: int, progress: Progress) -> bool:
+        return self._state.progress(message_id, attempt, progress)
 
     def wake(self) -> None:
         """Make the scheduler look at the clock now (tests with a manual clock use this)."""
@@ -238,11 +254,13 @@ class LocalBroker(base.OperatorActionsOf):
     async def get(self, message_id: str) -> Message | None:
         return self._messages.get(message_id)
 
-    async def wait(self, message_id: str, timeout: float) -> Message | None:
+    async def wait(
+        self, message_id: str, timeout: float, *, progress: bool = False
+    ) -> Message | None:
         msg = self._messages.get(message_id)
         if msg is None or msg.status.final:
             return msg
-        await self._state.waiters.wait(message_id, timeout)
+        await self._state.waiters.wait(message_id, timeout, progress=progress)
         return self._messages.get(message_id, msg)
 
     async def stats(self, queue: str) -> QueueStats:

@@ -84,6 +84,7 @@ def start_attempt(msg: Message, now: float) -> None:
     msg.status = _RUNNING
     msg.attempts += 1
     msg.started_at = now
+    msg.progress = None  # progress is the attempt's: a new one starts with none
 
 
 def record_outcome(

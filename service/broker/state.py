@@ -14,9 +14,9 @@ from collections import Counter, OrderedDict
 from collections.abc import Callable, Sequence
 
 from ..config import QueueSettings, ResultsSettings
-from ..model import FINAL, Message, Status
+from ..model import FINAL, Message, Progress, Status
 from ..tasks import TaskOwner
-from .base import Listener
+from .base import Listener, ProgressListener
 from .claims import Claims
 from .commits import for_storage
 from .index import IdIndex
@@ -56,6 +56,19 @@ class LocalState:
         self.wake = asyncio.Event()  # the upkeep task looks at the clock and retention
         self.waiters = Waiters()
         self.listeners: list[Listener] = []
+        self.progress_listeners: list[ProgressListener] = []
+
+    def progress(self, message_id: str, attempt: int, progress: Progress) -> bool:
+        """A handler's report (progress.py): shown on its message while that attempt runs;
+        False when it came too late."""
+        msg = self.messages.get(message_id)
+        if msg is None or msg.status is not RUNNING or msg.attempts != attempt:
+            return False
+        msg.progress = progress
+        self.waiters.wake_progress(message_id)
+        for listener in self.progress_listeners:
+            listener(msg)
+        return True
 
     def by_key(self, q: LocalQueue, key: str) -> Message | None:
         mid = q.idempotency.get(key)

@@ -213,8 +213,8 @@ function dispatch(event, doc) {
   if (event === "queues") {
     renderQueues(doc.queues);
     if (doc.node) renderNode(doc.node);
-  } else if (event === "message" && doc.id === state.lookupId) {
-    lookup(doc.id);
+  } else if ((event === "message" || event === "progress") && doc.id === state.lookupId) {
+    lookup(doc.id);  // a looked-up message's new status or progress report
   }
 }
 

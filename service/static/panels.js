@@ -223,6 +223,11 @@ async function lookup(id) {
     const cls = label === "Status" ? `status-${value}` : TIMES.has(label) ? "time" : "";
     nodes.push(el("dt", { text: label }), el("dd", { text: value, "data-k": label.toLowerCase(), class: cls }));
   }
+  if (m.progress) {
+    const detail = m.progress.detail === null ? "" : ` ${JSON.stringify(m.progress.detail)}`;
+    const text = `${Math.round(m.progress.fraction * 100)} %${detail}`;
+    nodes.push(el("dt", { text: "Progress" }), el("dd", { "data-k": "progress", text, title: m.progress.at }));
+  }
   if (m.error) nodes.push(el("dt", { text: "Error" }), el("dd", { "data-k": "error", text: `${m.error.type}: ${m.error.message}` }));
   if (m.result !== null) nodes.push(el("dt", { text: "Result" }), el("dd", { "data-k": "result" }, el("pre", { text: JSON.stringify(m.result, null, 2) })));
   nodes.push(el("dt", { text: "Body" }), el("dd", {}, el("pre", { text: JSON.stringify(m.body, null, 2) })));

@@ -32,10 +32,18 @@ import random
 from collections.abc import Callable, Sequence
 
 from ...config import QueueSettings, ResultsSettings
-from ...model import Envelope, Message, now
+from ...model import Envelope, Message, Progress, now
 from ...tasks import BrokerTasks, TaskOwner
 from .. import base
-from ..base import DeadPage, Finished, Listener, Outcome, Published, QueueStats
+from ..base import (
+    DeadPage,
+    Finished,
+    Listener,
+    Outcome,
+    ProgressListener,
+    Published,
+    QueueStats,
+)
 from .admin import Admin
 from .connection import Connection
 from .consume import Deliveries
@@ -127,6 +135,12 @@ class AmqpBroker(base.OperatorActionsOf):
     def sharing_nodes(self) -> int:
         return self._presence.live_nodes()
 
+    def listen_progress(self, listener: ProgressListener) -> Callable[[], None]:
+        return self._view.listen_progress(listener)
+
+    def report_progress(self, message_id: str, attempt: int, progress: Progress) -> bool:
+        return self._view.progress(message_id, attempt, progress)
+
     # ------------------------------------------------------------------ publishing, reading
     async def publish(self, queue: str, envelopes: Sequence[Envelope]) -> list[Published]:
         return await self._publisher.publish(queue, envelopes)
@@ -134,8 +148,10 @@ class AmqpBroker(base.OperatorActionsOf):
     async def get(self, message_id: str) -> Message | None:
         return self._view.messages.get(message_id)
 
-    async def wait(self, message_id: str, timeout: float) -> Message | None:
-        return await self._view.wait(message_id, timeout)
+    async def wait(
+        self, message_id: str, timeout: float, *, progress: bool = False
+    ) -> Message | None:
+        return await self._view.wait(message_id, timeout, progress)
 
     async def stats(self, queue: str) -> QueueStats:
         queue_settings(self._queues, queue)
