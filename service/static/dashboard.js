@@ -224,6 +224,8 @@ function dispatch(event, doc) {
 
 // ------------------------------------------------------------------ node
 function renderNode(node) {
+  // The queue cards label their totals by what they cover, which depends on the backend.
+  document.body.dataset.backend = node.backend;
   const set = (key, text, bad) => {
     const dd = $(`#node dd[data-k="${key}"]`);
     dd.textContent = text;
