@@ -21,6 +21,7 @@ from .handlers.registry import ResolvedHandler
 from .metrics import QueueMetrics
 from .model import ErrorInfo, HandlerContext, Message
 from .tasks import TaskOwner
+from .tracing import CURRENT, AttemptSpan, Incoming, Spans, Trace, attempt_trace
 
 log = logging.getLogger(__name__)
 
@@ -57,6 +58,7 @@ class QueueWork:
     executors: Executors
     attempts: Attempts
     tasks: TaskOwner  # owns what must outlive a cancelled consumer (give-backs, outcomes)
+    spans: Spans | None = None  # OpenTelemetry's, when configured
 
 
 async def consume(work: QueueWork) -> None:
@@ -87,6 +89,30 @@ async def consume(work: QueueWork) -> None:
 
 
 async def run_attempt(work: QueueWork, message: Message) -> None:
+    if message.traceparent is None:
+        await _run_attempt(work, message, None)
+        return
+    span: AttemptSpan | None = None
+    if work.spans is None:
+        trace = attempt_trace(message.traceparent, message.tracestate)
+    else:
+        carried = Incoming(message.traceparent, message.tracestate)
+        span = work.spans.attempt(message.queue, message.id, message.attempts, carried)
+        trace = span.trace
+    # The attempt's log lines (here, and the handler's own: its task or thread runs in a copy
+    # of this context) carry its trace and span ids (logs.py).
+    token = CURRENT.set(trace)
+    error: str | None = "the attempt was cut short"  # unless _run_attempt returns
+    try:
+        error = await _run_attempt(work, message, trace)
+    finally:
+        CURRENT.reset(token)
+        if span is not None:
+            span.end(error)
+
+
+async def _run_attempt(work: QueueWork, message: Message, trace: Trace | None) -> str | None:
+    """Runs one attempt and records its outcome; the failure's description, if it failed."""
     queue, qmetrics, broker = work.settings, work.metrics, work.broker
     if message.enqueued_at is not None and message.started_at is not None:
         qmetrics.wait.observe(max(0.0, message.started_at - message.enqueued_at))
@@ -96,6 +122,7 @@ async def run_attempt(work: QueueWork, message: Message) -> None:
         attempt=message.attempts,
         headers=dict(message.headers),  # the handler's own copy: it cannot touch the message
         options=queue.options,
+        trace=trace,
     )
     if log.isEnabledFor(logging.DEBUG):
         log.debug("message started", extra=_extra(message))
@@ -154,6 +181,9 @@ async def run_attempt(work: QueueWork, message: Message) -> None:
                 "outcome": finished.outcome,
             },
         )
+    if isinstance(outcome, Failed):
+        return f"{outcome.error.type}: {outcome.error.message}"
+    return None
 
 
 def _log_failure(failure: HandlerFailure, message: Message) -> None:

@@ -12,6 +12,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import logging
 import multiprocessing
 import os
@@ -142,7 +143,11 @@ class Executors:
     async def _run_thread(
         self, handler: ResolvedHandler, body: bytes, ctx: HandlerContext, timeout: float
     ) -> bytes:
-        job = self._threads.submit(partial(call_sync, handler, body, ctx))
+        if ctx.trace is None:
+            job = self._threads.submit(partial(call_sync, handler, body, ctx))
+        else:  # the attempt's trace (and span) in the thread too, for its log lines
+            run = contextvars.copy_context().run
+            job = self._threads.submit(partial(run, call_sync, handler, body, ctx))
         fut = job.future
         # The timeout cancels the future we await (never the task): one timer, no extra task
         # or waiter per message, which is what asyncio.wait would cost.

@@ -14,6 +14,8 @@ from typing import Annotated, Any, Final, NoReturn, overload
 import msgspec
 import uuid_utils
 
+from .tracing import Incoming, Trace
+
 
 class Status(enum.StrEnum):
     SCHEDULED = "scheduled"
@@ -134,6 +136,9 @@ class Message(msgspec.Struct, eq=False, gc=False):
     finished_at: float | None = None
     idempotency_key: str | None = None
     enqueued_at: float | None = None
+    # W3C Trace Context of the publish (tracing.py), version 00; None for most messages.
+    traceparent: str | None = None
+    tracestate: str | None = None
 
     def view(self) -> MessageView:
         # Positional (twice as fast as keywords), in MessageView's order, which
@@ -152,7 +157,16 @@ class Message(msgspec.Struct, eq=False, gc=False):
             rfc3339(self.scheduled_for),
             rfc3339(self.started_at),
             rfc3339(self.finished_at),
+            None if self.traceparent is None else TraceView(self.traceparent, self.tracestate),
         )
+
+
+class TraceView(msgspec.Struct, omit_defaults=True, gc=False):
+    """The W3C Trace Context the message was published in (the publish span's, with the
+    `otel` extra)."""
+
+    traceparent: str
+    tracestate: str | None = None
 
 
 class MessageView(msgspec.Struct, gc=False):
@@ -175,9 +189,14 @@ class MessageView(msgspec.Struct, gc=False):
     scheduled_for: Annotated[str | None, msgspec.Meta(description="when a delay is due")]
     started_at: Annotated[str | None, msgspec.Meta(description="the last attempt's start")]
     finished_at: Annotated[str | None, msgspec.Meta(description="when it became final")]
+    trace: Annotated[
+        TraceView | None, msgspec.Meta(description="the publish request's trace context")
+    ]
 
 
-def new_message(queue: str, env: Envelope, created_at: float) -> Message:
+def new_message(
+    queue: str, env: Envelope, created_at: float, trace: Incoming | None = None
+) -> Message:
     """The message an envelope publishes (every broker builds its messages here; the memory
     broker's batch path inlines the undelayed case)."""
     delayed = env.delay_s > 0
@@ -194,6 +213,8 @@ def new_message(queue: str, env: Envelope, created_at: float) -> Message:
         scheduled_for=created_at + env.delay_s if delayed else None,
         idempotency_key=env.idempotency_key,
         enqueued_at=None if delayed else created_at,
+        traceparent=None if trace is None else trace.traceparent,
+        tracestate=None if trace is None else trace.tracestate,
     )
 
 
@@ -265,3 +286,5 @@ class HandlerContext:
     attempt: int
     headers: Mapping[str, str]
     options: Mapping[str, Any]
+    # The attempt's span in the publisher's trace; None when the message came without one.
+    trace: Trace | None = None

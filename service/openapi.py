@@ -81,6 +81,25 @@ QUEUE = {
     "schema": {"type": "string", "pattern": "^[a-z0-9][a-z0-9_.-]{0,63}$"},
 }
 MESSAGE_ID = {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}
+TRACEPARENT = {
+    "name": "traceparent",
+    "in": "header",
+    "required": False,
+    "description": "W3C Trace Context: kept with every message of the request and handed to "
+    "each attempt's handler (ctx.trace). An invalid one is ignored, as W3C says.",
+    "schema": {
+        "type": "string",
+        "example": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+    },
+}
+TRACESTATE = {
+    "name": "tracestate",
+    "in": "header",
+    "required": False,
+    "description": "W3C Trace Context vendor state, kept with a valid traceparent (at most "
+    "512 printable characters; longer is dropped).",
+    "schema": {"type": "string"},
+}
 AUTH = (401, 403)
 
 
@@ -101,7 +120,7 @@ def openapi_document() -> dict[str, Any]:
                     "202",
                     MessageView,
                     *PUBLISH_ERRORS,
-                    parameters=[QUEUE],
+                    parameters=[QUEUE, TRACEPARENT, TRACESTATE],
                     requestBody={"required": True, **_json(Envelope)},
                 )
             )
@@ -112,7 +131,7 @@ def openapi_document() -> dict[str, Any]:
                 "202",
                 MessageList,
                 *PUBLISH_ERRORS,
-                parameters=[QUEUE],
+                parameters=[QUEUE, TRACEPARENT, TRACESTATE],
                 requestBody={"required": True, **_json(Batch)},
             )
         },

@@ -307,3 +307,39 @@ def spin_until(body: dict[str, Any], ctx: HandlerContext) -> int:
 def fail_with_text(body: Any) -> Any:
     """Raises an error whose message is the body, as it is: line breaks and all."""
     raise ValueError(str(body))
+
+
+def trace_of(body: Any, ctx: HandlerContext) -> dict[str, Any] | None:
+    """What the handler's context says of the trace; logs one line of its own while it runs
+    (the line must carry the attempt's trace_id and span_id)."""
+    import logging
+
+    logging.getLogger("tests.handlers").warning("handler saw %s", ctx.id)
+    trace = ctx.trace
+    if trace is None:
+        return None
+    return {
+        "trace_id": trace.trace_id,
+        "span_id": trace.span_id,
+        "parent_id": trace.parent_id,
+        "sampled": trace.sampled,
+        "traceparent": trace.traceparent,
+        "tracestate": trace.tracestate,
+    }
+
+
+async def trace_of_async(body: Any, ctx: HandlerContext) -> dict[str, Any] | None:
+    return trace_of(body, ctx)
+
+
+def flaky_trace(body: Any, ctx: HandlerContext) -> list[str]:
+    """Fails its first attempt; the second returns both attempts' span ids."""
+    assert ctx.trace is not None
+    seen = _FLAKY_SPANS.setdefault(ctx.id, [])
+    seen.append(ctx.trace.span_id)
+    if ctx.attempt < 2:
+        raise ValueError("first attempt fails")
+    return seen
+
+
+_FLAKY_SPANS: dict[str, list[str]] = {}

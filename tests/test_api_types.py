@@ -14,7 +14,7 @@ from service.api import bodies
 from service.broker.base import QueueCounts
 from service.broker.queues import DEPTH_STATUSES
 from service.client import models as client
-from service.model import ErrorInfo, MessageView
+from service.model import ErrorInfo, MessageView, TraceView
 from service.openapi import openapi_document
 from service.openapi_markdown import markdown
 
@@ -25,6 +25,7 @@ from .conftest import ROOT
 CLIENT_MIRRORS: list[tuple[type[msgspec.Struct], type[msgspec.Struct]]] = [
     (client.Message, MessageView),
     (client.ErrorInfo, ErrorInfo),
+    (client.TraceView, TraceView),
     (client.QueueInfo, bodies.QueueFigures),
     (client.Depth, bodies.Depth),
     (client.Counts, bodies.Counts),

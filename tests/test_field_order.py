@@ -43,6 +43,7 @@ POSITIONAL_CALLS = {
         "scheduled_for",
         "started_at",
         "finished_at",
+        "trace",
     ),
     # service/broker/records.py encode_message (every journal row).
     MessageRecord: (
@@ -61,6 +62,8 @@ POSITIONAL_CALLS = {
         "started_at",
         "finished_at",
         "idempotency_key",
+        "traceparent",
+        "tracestate",
     ),
 }
 
@@ -97,6 +100,8 @@ def every_field_set() -> Message:
         finished_at=1_790_000_004.0,
         idempotency_key="key",
         enqueued_at=1_790_000_005.0,
+        traceparent="00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        tracestate="rojo=1",
     )
 
 
@@ -117,6 +122,10 @@ def test_a_view_shows_each_field_of_its_message_under_its_own_name() -> None:
         "scheduled_for": "2026-09-21T14:13:22.000Z",
         "started_at": "2026-09-21T14:13:23.000Z",
         "finished_at": "2026-09-21T14:13:24.000Z",
+        "trace": {
+            "traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "tracestate": "rojo=1",
+        },
     }
     accepted = json.loads(msgspec.json.encode(accepted_view(msg)))
     # As its publish accepted it: a delayed message, no attempt yet.
@@ -179,6 +188,8 @@ JUSTIFIED_MODULE_STATE = {
     "service/client/errors.py:_BY_STATUS": "constant table",
     "service/openapi.py:QUEUE": "constant: part of the OpenAPI document",
     "service/openapi.py:MESSAGE_ID": "constant: part of the OpenAPI document",
+    "service/openapi.py:TRACEPARENT": "constant: part of the OpenAPI document",
+    "service/openapi.py:TRACESTATE": "constant: part of the OpenAPI document",
 }
 
 _MUTABLE_CALLS = {"dict", "list", "set", "bytearray", "defaultdict", "Counter", "deque"}

@@ -19,7 +19,7 @@ from operator import attrgetter
 
 import msgspec
 
-from ..model import Envelope, Message, MessageView, Status, rfc3339
+from ..model import Envelope, Message, MessageView, Status, TraceView, rfc3339
 
 _id, _body = attrgetter("id"), attrgetter("body")
 _delay, _priority = attrgetter("delay_s"), attrgetter("priority")
@@ -49,6 +49,7 @@ def accepted_view(msg: Message) -> MessageView:
         rfc3339(scheduled),
         None,
         None,
+        None if msg.traceparent is None else TraceView(msg.traceparent, msg.tracestate),
     )
 
 

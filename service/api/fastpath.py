@@ -27,6 +27,7 @@ from typing import Any
 from ..config import Settings
 from ..errors import SpoolError
 from ..model import Batch, Envelope
+from ..tracing import Incoming, incoming
 from .auth import Authenticator
 from .common import JSON, decode_body, encoded, refuse_when_draining
 from .exchange import (
@@ -87,7 +88,8 @@ class FastPublish:
         if route is None or scope.get("query_string") or not self._plain_head(scope):
             return await self.app(scope, receive, send)
         started = time.perf_counter()
-        ctype = auth = rid = length = None
+        ctype = auth = rid = length = traceparent = None
+        tracestate: list[bytes] | None = None
         for name, value in scope["headers"]:
             if name == b"content-type" and ctype is None:
                 ctype = value
@@ -97,6 +99,10 @@ class FastPublish:
                 rid = value
             elif name == b"content-length" and length is None:
                 length = value
+            elif name == b"traceparent" and traceparent is None:
+                traceparent = value
+            elif name == b"tracestate":
+                tracestate = [value] if tracestate is None else [*tracestate, value]
         # What the route tells before or while it reads the body (404, 415, 413, 408) is its own.
         if (
             queue not in self.queues
@@ -111,7 +117,8 @@ class FastPublish:
             self.auth.authorize(auth.decode("latin-1") if auth else None, PUBLISH_SCOPE)
             refuse_when_draining(self.node)
             data = await self._read_body(receive, events)
-            answer = None if data is None else await self._publish(route, queue, data)
+            trace = None if traceparent is None else _trace(traceparent, tracestate)
+            answer = None if data is None else await self._publish(route, queue, data, trace)
         except SpoolError as exc:
             # Answered here: the route would refuse it in the same words, but only after
             # doing the work again (a full queue's publish, exactly when overloaded).
@@ -137,14 +144,14 @@ class FastPublish:
             "POST", route, status, scope, request_id, time.perf_counter() - started
         )
 
-    async def _publish(self, route: str, queue: str, data: bytes) -> Answer:
+    async def _publish(self, route: str, queue: str, data: bytes, trace: Incoming | None) -> Answer:
         if route == ROUTE_BATCH:
             batch = decode_body(Batch, data)
             refuse_when_draining(self.node)  # again, as the route: the upload may end after a stop
-            return await self.publisher.many(queue, batch)
+            return await self.publisher.many(queue, batch, trace)
         envelope = decode_body(Envelope, data)
         refuse_when_draining(self.node)
-        return await self.publisher.one(queue, envelope)
+        return await self.publisher.one(queue, envelope, trace)
 
     async def _refuse(
         self,
@@ -188,6 +195,12 @@ class FastPublish:
                         return parts[0] if len(parts) == 1 else b"".join(parts)
         except TimeoutError:
             return None
+
+
+def _trace(traceparent: bytes, tracestate: list[bytes] | None) -> Incoming | None:
+    """The request's trace context, read as the route reads it (messages._request_trace)."""
+    state = None if tracestate is None else b",".join(tracestate).decode("latin-1")
+    return incoming(traceparent.decode("latin-1"), state)
 
 
 def _match(path: str) -> tuple[str | None, str]:

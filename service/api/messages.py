@@ -5,12 +5,13 @@ from __future__ import annotations
 from operator import attrgetter
 from typing import Any
 
-from quart import Blueprint, Response, current_app
+from quart import Blueprint, Response, current_app, request
 
 from ..broker.base import Broker
 from ..errors import Invalid, NotFound
 from ..metrics import Metrics
 from ..model import Batch, Envelope, Message
+from ..tracing import Incoming, Spans, incoming
 from .answers import accepted_view, batch_answer
 from .auth import requires
 from .common import json_response, query_seconds, read_json, refuse_when_draining
@@ -33,29 +34,56 @@ class Publisher:
     """What a publish does once its body is decoded: shared by the routes below and the
     fast path (fastpath.py), so both do exactly the same."""
 
-    __slots__ = ("_broker", "_metrics", "max_batch")
+    __slots__ = ("_broker", "_metrics", "_spans", "max_batch")
 
-    def __init__(self, broker: Broker, metrics: Metrics, max_batch: int) -> None:
+    def __init__(
+        self, broker: Broker, metrics: Metrics, max_batch: int, spans: Spans | None = None
+    ) -> None:
         self._broker = broker
         self._metrics = metrics
+        self._spans = spans  # OpenTelemetry's, when configured (tracing.spans_from_environment)
         self.max_batch = max_batch
 
-    async def one(self, queue: str, envelope: Envelope) -> Answer:
-        (published,) = await self._broker.publish(queue, [envelope])
+    async def one(self, queue: str, envelope: Envelope, trace: Incoming | None = None) -> Answer:
+        if self._spans is None:
+            return await self._one(queue, envelope, trace)
+        span = self._spans.publish(queue, trace, 1)
+        try:
+            answer = await self._one(queue, envelope, span.carried)
+        except BaseException as exc:
+            span.end(exc)
+            raise
+        span.end(None)
+        return answer
+
+    async def many(self, queue: str, batch: Batch, trace: Incoming | None = None) -> Answer:
+        if self._spans is None:
+            return await self._many(queue, batch, trace)
+        span = self._spans.publish(queue, trace, len(batch.messages))
+        try:
+            answer = await self._many(queue, batch, span.carried)
+        except BaseException as exc:
+            span.end(exc)
+            raise
+        span.end(None)
+        return answer
+
+    async def _one(self, queue: str, envelope: Envelope, trace: Incoming | None) -> Answer:
+        (published,) = await self._broker.publish(queue, [envelope], trace)
         message = published.message
         if not published.created:
             return message.view(), 200, None
         self._metrics.queues[queue].published.inc()
         return accepted_view(message), 202, {"Location": f"/v1/messages/{message.id}"}
 
-    async def many(self, queue: str, batch: Batch) -> Answer:
+    async def _many(self, queue: str, batch: Batch, trace: Incoming | None) -> Answer:
         limit = self.max_batch
         if len(batch.messages) > limit:
             raise Invalid(
                 f"messages: {len(batch.messages)} messages; server.max_batch allows {limit}",
                 field="messages",
             )
-        published = await self._broker.publish(queue, batch.messages)
+        published = await self._broker.publish(queue, batch.messages, trace)
         created = sum(map(_created, published))  # C loops: a batch has a thousand
         if created:
             self._metrics.queues[queue].published.inc(created)
@@ -78,7 +106,7 @@ async def publish(queue: str) -> Response:
     queue_directory().exists(queue)  # 404 for an unknown queue before the body is read
     envelope = await read_json(Envelope)
     refuse_when_draining(state)  # again: a slow upload may end after the snapshot is written
-    return json_response(*await publisher().one(queue, envelope))
+    return json_response(*await publisher().one(queue, envelope, _request_trace()))
 
 
 @bp.post("/v1/queues/<queue>/messages/batch")
@@ -89,7 +117,7 @@ async def publish_batch(queue: str) -> Response:
     queue_directory().exists(queue)
     batch = await read_json(Batch)
     refuse_when_draining(state)
-    return json_response(*await publisher().many(queue, batch))
+    return json_response(*await publisher().many(queue, batch, _request_trace()))
 
 
 @bp.get("/v1/messages/<message_id>")
@@ -109,6 +137,13 @@ async def cancel_message(message_id: str) -> Response:
     message = await broker().cancel(message_id)
     metrics().queues[message.queue].processed["cancelled"].inc()
     return json_response(message.view())
+
+
+def _request_trace() -> Incoming | None:
+    """The request's W3C trace context (several tracestate headers make one list)."""
+    headers = request.headers
+    states = headers.getlist("tracestate")
+    return incoming(headers.get("traceparent"), ",".join(states) if states else None)
 
 
 def _known(message: Message | None, message_id: str) -> Message:

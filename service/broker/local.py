@@ -22,6 +22,7 @@ from operator import attrgetter
 
 from ..config import QueueSettings, ResultsSettings
 from ..model import NO_HEADERS, Envelope, Message, Status, new_id, new_message, now
+from ..tracing import Incoming
 from .actions import OperatorActions
 from .base import DeadPage, Finished, Listener, Outcome, Published, QueueStats, Redriven
 from .policy import check_room, dead_page, give_back, record_outcome, resolve_keys, start_attempt
@@ -93,7 +94,9 @@ class LocalBroker:
         self._state.wake.set()
 
     # ------------------------------------------------------------------ publishing
-    async def publish(self, queue: str, envelopes: Sequence[Envelope]) -> list[Published]:
+    async def publish(
+        self, queue: str, envelopes: Sequence[Envelope], trace: Incoming | None = None
+    ) -> list[Published]:
         q = self._queues[queue]
         created_at = self._clock()
         keyed = any(map(_key, envelopes))  # keys are never empty: a set one is truthy
@@ -102,14 +105,14 @@ class LocalBroker:
             out = resolve_keys(
                 envelopes,
                 partial(self._state.by_key, q),
-                lambda env: new_message(queue, env, created_at),
+                lambda env: new_message(queue, env, created_at, trace),
             )
             fresh = [p.message for p in out if p.created]
         else:
             # The common case, a batch without keys, in as few Python steps as it takes:
             # a batch of 1,000 spends most of its time here.
-            if any(map(_delay, envelopes)):
-                fresh = [new_message(queue, env, created_at) for env in envelopes]
+            if trace is not None or any(map(_delay, envelopes)):
+                fresh = [new_message(queue, env, created_at, trace) for env in envelopes]
             else:  # nothing delayed (the usual batch): new_message's queued case, inlined
                 all_queued = True
                 fresh = [

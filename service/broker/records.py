@@ -26,6 +26,9 @@ class MessageRecord(msgspec.Struct, omit_defaults=True, forbid_unknown_fields=Tr
     started_at: float | None = None
     finished_at: float | None = None
     idempotency_key: str | None = None
+    # Appended (records are positional): a record from before traces decodes with None.
+    traceparent: str | None = None
+    tracestate: str | None = None
 
 
 _encoder = msgspec.json.Encoder()
@@ -52,6 +55,8 @@ def encode_message(msg: Message) -> bytes:
             msg.started_at,
             msg.finished_at,
             msg.idempotency_key,
+            msg.traceparent,
+            msg.tracestate,
         )
     )
 
@@ -76,4 +81,6 @@ def decode_message(data: bytes | str) -> Message:
         started_at=rec.started_at,
         finished_at=rec.finished_at,
         idempotency_key=rec.idempotency_key,
+        traceparent=rec.traceparent,
+        tracestate=rec.tracestate,
     )

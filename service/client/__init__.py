@@ -24,7 +24,17 @@ from .errors import (
     Unavailable,
     UnsupportedMediaType,
 )
-from .models import Counts, DeadPage, Depth, Envelope, ErrorInfo, Message, QueueInfo, Redriven
+from .models import (
+    Counts,
+    DeadPage,
+    Depth,
+    Envelope,
+    ErrorInfo,
+    Message,
+    QueueInfo,
+    Redriven,
+    TraceView,
+)
 
 __all__ = [
     "AsyncClient",
@@ -48,6 +58,7 @@ __all__ = [
     "QueueInfo",
     "Redriven",
     "ServerError",
+    "TraceView",
     "Unauthorized",
     "Unavailable",
     "UnsupportedMediaType",

@@ -16,6 +16,13 @@ class ErrorInfo(msgspec.Struct, frozen=True):
     message: str
 
 
+class TraceView(msgspec.Struct, frozen=True):
+    """The W3C trace context a message was published in."""
+
+    traceparent: str
+    tracestate: str | None = None
+
+
 class Message(msgspec.Struct, frozen=True, kw_only=True):
     id: str
     queue: str
@@ -30,6 +37,7 @@ class Message(msgspec.Struct, frozen=True, kw_only=True):
     scheduled_for: datetime | None
     started_at: datetime | None
     finished_at: datetime | None
+    trace: TraceView | None = None  # a default: servers before traces do not write it
 
     @property
     def final(self) -> bool:

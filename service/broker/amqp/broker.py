@@ -32,6 +32,7 @@ from collections.abc import Callable, Sequence
 
 from ...config import QueueSettings, ResultsSettings
 from ...model import Envelope, Message, now
+from ...tracing import Incoming
 from ..base import DeadPage, Finished, Listener, Outcome, Published, QueueStats, Redriven
 from .admin import Admin
 from .connection import Connection
@@ -114,8 +115,10 @@ class AmqpBroker:
         return self._view.listen(listener)
 
     # ------------------------------------------------------------------ publishing, reading
-    async def publish(self, queue: str, envelopes: Sequence[Envelope]) -> list[Published]:
-        return await self._publisher.publish(queue, envelopes)
+    async def publish(
+        self, queue: str, envelopes: Sequence[Envelope], trace: Incoming | None = None
+    ) -> list[Published]:
+        return await self._publisher.publish(queue, envelopes, trace)
 
     async def get(self, message_id: str) -> Message | None:
         return self._view.messages.get(message_id)
