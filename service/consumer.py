@@ -74,7 +74,10 @@ async def consume(work: QueueWork) -> None:
             continue
         attempts.running += 1
         try:
-            await run_attempt(work, message)
+            if message.traceparent is None:
+                await run_attempt(work, message)
+            else:
+                await traced_attempt(work, message, message.traceparent)
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -88,30 +91,29 @@ async def consume(work: QueueWork) -> None:
             attempts.running -= 1
 
 
-async def run_attempt(work: QueueWork, message: Message) -> None:
-    if message.traceparent is None:
-        await _run_attempt(work, message, None)
-        return
+async def traced_attempt(work: QueueWork, message: Message, traceparent: str) -> None:
+    """run_attempt for a message published with a trace context: the attempt is a span of
+    its own in that trace (an OpenTelemetry one, when configured)."""
     span: AttemptSpan | None = None
     if work.spans is None:
-        trace = attempt_trace(message.traceparent, message.tracestate)
+        trace = attempt_trace(traceparent, message.tracestate)
     else:
-        carried = Incoming(message.traceparent, message.tracestate)
+        carried = Incoming(traceparent, message.tracestate)
         span = work.spans.attempt(message.queue, message.id, message.attempts, carried)
         trace = span.trace
     # The attempt's log lines (here, and the handler's own: its task or thread runs in a copy
     # of this context) carry its trace and span ids (logs.py).
     token = CURRENT.set(trace)
-    error: str | None = "the attempt was cut short"  # unless _run_attempt returns
+    error: str | None = "the attempt was cut short"  # unless run_attempt returns
     try:
-        error = await _run_attempt(work, message, trace)
+        error = await run_attempt(work, message, trace)
     finally:
         CURRENT.reset(token)
         if span is not None:
             span.end(error)
 
 
-async def _run_attempt(work: QueueWork, message: Message, trace: Trace | None) -> str | None:
+async def run_attempt(work: QueueWork, message: Message, trace: Trace | None = None) -> str | None:
     """Runs one attempt and records its outcome; the failure's description, if it failed."""
     queue, qmetrics, broker = work.settings, work.metrics, work.broker
     if message.enqueued_at is not None and message.started_at is not None:

@@ -67,11 +67,12 @@ class OtelSpans:
         )
         carrier: dict[str, str] = {}
         _PROPAGATOR.inject(carrier, trace.set_span_in_context(span))
-        carried = Incoming(carrier["traceparent"], carrier.get("tracestate"))
-        return PublishSpan(span, carried)
+        if "traceparent" not in carrier:  # a provider whose spans have no valid context
+            return PublishSpan(span, given)
+        return PublishSpan(span, Incoming(carrier["traceparent"], carrier.get("tracestate")))
 
-    def attempt(self, queue: str, message_id: str, attempt: int, trace_of: Incoming) -> AttemptSpan:
-        parent = _PROPAGATOR.extract(_carrier(trace_of))
+    def attempt(self, queue: str, message_id: str, attempt: int, carried: Incoming) -> AttemptSpan:
+        parent = _PROPAGATOR.extract(_carrier(carried))
         span = self._tracer.start_span(
             f"process {queue}",
             parent,
@@ -90,7 +91,7 @@ class OtelSpans:
         # thread handlers and the handler's own task): instrumented handler code nests in it.
         token = otel_context.attach(trace.set_span_in_context(span))
         return AttemptSpan(
-            span, attempt_trace(trace_of.traceparent, trace_of.tracestate, span_id), token
+            span, attempt_trace(carried.traceparent, carried.tracestate, span_id), token
         )
 
     def shutdown(self) -> None:
@@ -101,7 +102,7 @@ class OtelSpans:
 class PublishSpan:
     __slots__ = ("_span", "carried")
 
-    def __init__(self, span: trace.Span, carried: Incoming) -> None:
+    def __init__(self, span: trace.Span, carried: Incoming | None) -> None:
         self._span = span
         self.carried = carried
 

@@ -121,7 +121,7 @@ class Spans(Protocol):
     def publish(self, queue: str, given: Incoming | None, count: int) -> PublishSpan: ...
 
     def attempt(
-        self, queue: str, message_id: str, attempt: int, trace: Incoming
+        self, queue: str, message_id: str, attempt: int, carried: Incoming
     ) -> AttemptSpan: ...
 
     def shutdown(self) -> None: ...
@@ -130,7 +130,7 @@ class Spans(Protocol):
 class PublishSpan(Protocol):
     """An open "publish QUEUE" span: its context is what the messages carry."""
 
-    carried: Incoming
+    carried: Incoming | None
 
     def end(self, error: BaseException | None) -> None: ...
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+from functools import partial
 from operator import attrgetter
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 from quart import Blueprint, Response, current_app, request
 
@@ -28,13 +30,21 @@ PUBLISHER = "spool.publisher"
 # What a publish answers: a document (a value to encode, or bytes of JSON already written:
 # common.encoded), a status and extra headers.
 Answer = tuple[Any, int, dict[str, str] | None]
+_Doc = TypeVar("_Doc", contravariant=True)
+
+
+class Publish(Protocol[_Doc]):
+    """Publisher.one (an Envelope) or Publisher.many (a Batch): the queue, the decoded body,
+    the request's trace context."""
+
+    async def __call__(self, queue: str, doc: _Doc, trace: Incoming | None, /) -> Answer: ...
 
 
 class Publisher:
     """What a publish does once its body is decoded: shared by the routes below and the
     fast path (fastpath.py), so both do exactly the same."""
 
-    __slots__ = ("_broker", "_metrics", "_spans", "max_batch")
+    __slots__ = ("_broker", "_metrics", "_spans", "many", "max_batch", "one")
 
     def __init__(
         self, broker: Broker, metrics: Metrics, max_batch: int, spans: Spans | None = None
@@ -43,30 +53,9 @@ class Publisher:
         self._metrics = metrics
         self._spans = spans  # OpenTelemetry's, when configured (tracing.spans_from_environment)
         self.max_batch = max_batch
-
-    async def one(self, queue: str, envelope: Envelope, trace: Incoming | None = None) -> Answer:
-        if self._spans is None:
-            return await self._one(queue, envelope, trace)
-        span = self._spans.publish(queue, trace, 1)
-        try:
-            answer = await self._one(queue, envelope, span.carried)
-        except BaseException as exc:
-            span.end(exc)
-            raise
-        span.end(None)
-        return answer
-
-    async def many(self, queue: str, batch: Batch, trace: Incoming | None = None) -> Answer:
-        if self._spans is None:
-            return await self._many(queue, batch, trace)
-        span = self._spans.publish(queue, trace, len(batch.messages))
-        try:
-            answer = await self._many(queue, batch, span.carried)
-        except BaseException as exc:
-            span.end(exc)
-            raise
-        span.end(None)
-        return answer
+        # Chosen once, so a publish without OpenTelemetry pays nothing for it.
+        self.one: Publish[Envelope] = self._one if spans is None else self._one_in_span
+        self.many: Publish[Batch] = self._many if spans is None else self._many_in_span
 
     async def _one(self, queue: str, envelope: Envelope, trace: Incoming | None) -> Answer:
         (published,) = await self._broker.publish(queue, [envelope], trace)
@@ -91,6 +80,32 @@ class Publisher:
             return batch_answer(batch.messages, list(map(_message, published))), 202, None
         views = [accepted_view(p.message) if p.created else p.message.view() for p in published]
         return {"messages": views}, 202, None
+
+    async def _one_in_span(self, queue: str, envelope: Envelope, given: Incoming | None) -> Answer:
+        return await self._in_span(queue, 1, given, partial(self._one, queue, envelope))
+
+    async def _many_in_span(self, queue: str, batch: Batch, given: Incoming | None) -> Answer:
+        count = len(batch.messages)
+        return await self._in_span(queue, count, given, partial(self._many, queue, batch))
+
+    async def _in_span(
+        self,
+        queue: str,
+        count: int,
+        given: Incoming | None,
+        publish: Callable[[Incoming | None], Awaitable[Answer]],
+    ) -> Answer:
+        """A publish as a "publish QUEUE" span (OpenTelemetry), whose context its messages
+        carry: a child of the request's trace context, or the root of a new trace."""
+        assert self._spans is not None
+        span = self._spans.publish(queue, given, count)
+        try:
+            answer = await publish(span.carried)
+        except BaseException as exc:
+            span.end(exc)
+            raise
+        span.end(None)
+        return answer
 
 
 def publisher() -> Publisher:
