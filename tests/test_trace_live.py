@@ -117,7 +117,9 @@ from tests.conftest import client_for, make_settings
 from tests.contract.helpers import wait_final
 
 async def main():
-    settings = make_settings({"q": {"handler": "tests.handlers:trace_of"}})
+    settings = make_settings(
+        {"q": {"handler": "tests.handlers:trace_of"}}, broker={"snapshot_path": sys.argv[2]}
+    )
     async with client_for(settings) as (client, _):
         response = await client.post(
             "/v1/queues/q/messages", json={"body": 1}, headers={"traceparent": sys.argv[1]}
@@ -130,12 +132,12 @@ asyncio.run(main())
 """
 
 
-def test_without_otel_configured_nothing_of_opentelemetry_is_imported() -> None:
+def test_without_otel_configured_nothing_of_opentelemetry_is_imported(tmp_path: Path) -> None:
     import opentelemetry.sdk.trace  # noqa: F401 - the extra is installed here: only config decides
 
     env = {"PATH": "/usr/bin:/bin", "PYTHONPATH": str(ROOT)}
     out = subprocess.run(
-        [sys.executable, "-c", NO_OTEL_SCRIPT, TRACEPARENT],
+        [sys.executable, "-c", NO_OTEL_SCRIPT, TRACEPARENT, str(tmp_path / "snapshot.jsonl")],
         cwd=ROOT,
         env=env,
         capture_output=True,
