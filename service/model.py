@@ -5,16 +5,15 @@ from __future__ import annotations
 import enum
 import math
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
-from typing import Annotated, Any, Final, NoReturn, overload
+from typing import Annotated, Final, NoReturn, overload
 
 import msgspec
 import uuid_utils
 
-from .tracing import Incoming, Trace
+from .context import HandlerContext as HandlerContext  # handlers import it from here, as ever
+from .tracing import Incoming, TraceView
 
 
 class Status(enum.StrEnum):
@@ -136,6 +135,12 @@ class Message(msgspec.Struct, eq=False, gc=False):
     finished_at: float | None = None
     idempotency_key: str | None = None
     enqueued_at: float | None = None
+    # Times a handler snoozed it (RateLimited): each such attempt is taken back out of
+    # `attempts`, and amqp versions its events by attempts + snoozes, which only grows.
+    snoozes: int = 0
+    # What the handler last reported of its attempt (ctx.progress): kept in this process
+    # only, never in a record (a restart, or another amqp node, does not see it).
+    progress: Progress | None = None
     # W3C Trace Context of the publish (tracing.py), version 00; None for most messages.
     traceparent: str | None = None
     tracestate: str | None = None
@@ -157,23 +162,37 @@ class Message(msgspec.Struct, eq=False, gc=False):
             rfc3339(self.scheduled_for),
             rfc3339(self.started_at),
             rfc3339(self.finished_at),
+            None if self.progress is None else self.progress.view(),
             None if self.traceparent is None else TraceView(self.traceparent, self.tracestate),
         )
 
 
-class TraceView(msgspec.Struct, omit_defaults=True, gc=False):
-    """The W3C Trace Context the message was published in (the publish span's, with the
-    `otel` extra)."""
+class Progress(msgspec.Struct, frozen=True, gc=False):
+    """A handler's report of how far its attempt got: `detail` is JSON it sent, encoded."""
 
-    traceparent: str
-    tracestate: str | None = None
+    fraction: float
+    detail: bytes | None
+    at: float
+
+    def view(self) -> ProgressView:
+        detail = None if self.detail is None else msgspec.Raw(self.detail)
+        return ProgressView(self.fraction, detail, _rfc3339(self.at))
+
+
+class ProgressView(msgspec.Struct, gc=False):
+    """The latest progress a handler reported for the running (or last) attempt."""
+
+    fraction: Annotated[float, msgspec.Meta(ge=0, le=1, description="0 to 1")]
+    detail: Annotated[
+        msgspec.Raw | None, msgspec.Meta(description="the handler's JSON detail, if any")
+    ]
+    at: Annotated[str, msgspec.Meta(description="when it was reported")]
 
 
 class MessageView(msgspec.Struct, gc=False):
     """A message as the API shows it. Times are RFC 3339 in UTC, to the millisecond."""
 
-    # Message.view and api/answers.py build it positionally: tests/test_field_order.py pins
-    # this order.
+    # Built positionally (Message.view, api/answers.py): tests/test_field_order.py pins it.
     id: Annotated[str, msgspec.Meta(description="unique and time-ordered (UUIDv7)")]
     queue: str
     status: Status
@@ -189,6 +208,10 @@ class MessageView(msgspec.Struct, gc=False):
     scheduled_for: Annotated[str | None, msgspec.Meta(description="when a delay is due")]
     started_at: Annotated[str | None, msgspec.Meta(description="the last attempt's start")]
     finished_at: Annotated[str | None, msgspec.Meta(description="when it became final")]
+    progress: Annotated[
+        ProgressView | None,
+        msgspec.Meta(description="the handler's latest ctx.progress report (this node's)"),
+    ]
     trace: Annotated[
         TraceView | None, msgspec.Meta(description="the publish request's trace context")
     ]
@@ -275,16 +298,3 @@ def _to_the_second(second: int) -> str:
 
 def _slow_rfc3339(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-@dataclass(frozen=True, slots=True)
-class HandlerContext:
-    """What a handler may know about the message it runs: small, picklable, read-only."""
-
-    id: str
-    queue: str
-    attempt: int
-    headers: Mapping[str, str]
-    options: Mapping[str, Any]
-    # The attempt's span in the publisher's trace; None when the message came without one.
-    trace: Trace | None = None

@@ -2,7 +2,7 @@
 request and "process QUEUE" (CONSUMER) for each attempt, the attempt a child of the publish
 whose context the message carries (W3C Trace Context).
 
-Imported only by tracing.spans_from_environment, once OTEL_* asks for traces: without the
+Imported only by otel_setup.spans_from_environment, once OTEL_* asks for traces: without the
 extra, or without that configuration, nothing of OpenTelemetry is loaded.
 """
 

@@ -1,20 +1,23 @@
 """W3C Trace Context (https://www.w3.org/TR/trace-context/): the `traceparent` and
 `tracestate` a publish request brings, kept with its messages, and each attempt's own span.
 
-Standard library only: OpenTelemetry is optional (service/otel.py, imported only when it is
-configured), and a message without a trace costs one `is None` test per attempt.
+The standard library and msgspec only: OpenTelemetry is optional (service/otel.py, imported
+by otel_setup.py only when it is configured), and a message without a trace costs one
+`is None` test per attempt.
 """
 
 from __future__ import annotations
 
 import contextvars
 import logging
-import os
 import random
 import re
-from collections.abc import Mapping
+from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Final, Protocol
+from functools import partial
+from typing import Final, Protocol, TypeVar
+
+import msgspec
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +34,14 @@ _TRACESTATE: Final = re.compile(r"[\x20-\x7e]*")
 @dataclass(frozen=True, slots=True)
 class Incoming:
     """The trace context a publish request brings, validated: a version 00 traceparent."""
+
+    traceparent: str
+    tracestate: str | None = None
+
+
+class TraceView(msgspec.Struct, omit_defaults=True, gc=False):
+    """The W3C Trace Context the message was published in (the publish span's, with the
+    `otel` extra): the `trace` of a message's JSON."""
 
     traceparent: str
     tracestate: str | None = None
@@ -117,6 +128,15 @@ CURRENT: Final[contextvars.ContextVar[Trace | None]] = contextvars.ContextVar(
 )
 
 
+_T = TypeVar("_T")
+
+
+def in_trace(call: Callable[[], _T], trace: Trace | None) -> Callable[[], _T]:
+    """`call` as is without a trace; with one, run in a copy of this context, so the thread
+    it runs on logs with the attempt's trace (and keeps its OpenTelemetry span current)."""
+    return call if trace is None else partial(contextvars.copy_context().run, call)
+
+
 class Spans(Protocol):
     """Where publishes and attempts become spans (service/otel.py). Absent, as it is without
     the `otel` extra or its configuration, a trace is only passed on."""
@@ -144,27 +164,3 @@ class AttemptSpan(Protocol):
     trace: Trace
 
     def end(self, error: str | None) -> None: ...
-
-
-def spans_from_environment(environ: Mapping[str, str] = os.environ) -> Spans | None:
-    """OpenTelemetry spans when the standard variables ask for traces to be exported
-    (OTEL_TRACES_EXPORTER other than none, or an OTLP endpoint) and OTEL_SDK_DISABLED does
-    not say no; else None, and nothing of OpenTelemetry is imported."""
-    if environ.get("OTEL_SDK_DISABLED", "").strip().lower() == "true":
-        return None
-    exporter = environ.get("OTEL_TRACES_EXPORTER", "").strip().lower()
-    endpoint = environ.get("OTEL_EXPORTER_OTLP_TRACES_ENDPOINT") or environ.get(
-        "OTEL_EXPORTER_OTLP_ENDPOINT"
-    )
-    if exporter == "none" or not (exporter or endpoint):
-        return None
-    try:
-        from .otel import OtelSpans
-    except ImportError as exc:
-        log.warning(
-            "OTEL_* asks for traces but OpenTelemetry is not installed (%s): pip install "
-            "'spool[otel]'. Trace context is still passed on to handlers and logs.",
-            exc,
-        )
-        return None
-    return OtelSpans.from_environment()

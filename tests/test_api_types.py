@@ -14,9 +14,10 @@ from service.api import bodies
 from service.broker.base import QueueCounts
 from service.broker.queues import DEPTH_STATUSES
 from service.client import models as client
-from service.model import ErrorInfo, MessageView, TraceView
+from service.model import ErrorInfo, MessageView
 from service.openapi import openapi_document
 from service.openapi_markdown import markdown
+from service.tracing import TraceView
 
 from .conftest import ROOT
 

@@ -8,13 +8,13 @@ import logging
 import pytest
 
 from service.logs import JsonFormatter, TextFormatter
+from service.otel_setup import spans_from_environment
 from service.tracing import (
     CURRENT,
     MAX_TRACESTATE,
     Incoming,
     attempt_trace,
     incoming,
-    spans_from_environment,
 )
 
 TRACE_ID = "4bf92f3577b34da6a3ce929d0e0e4736"

@@ -19,7 +19,8 @@ from operator import attrgetter
 
 import msgspec
 
-from ..model import Envelope, Message, MessageView, Status, TraceView, rfc3339
+from ..model import Envelope, Message, MessageView, Status, rfc3339
+from ..tracing import TraceView
 
 _id, _body = attrgetter("id"), attrgetter("body")
 _delay, _priority = attrgetter("delay_s"), attrgetter("priority")
@@ -47,6 +48,7 @@ def accepted_view(msg: Message) -> MessageView:
         None,
         rfc3339(msg.created_at),
         rfc3339(scheduled),
+        None,
         None,
         None,
         None if msg.traceparent is None else TraceView(msg.traceparent, msg.tracestate),

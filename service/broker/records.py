@@ -26,6 +26,7 @@ class MessageRecord(msgspec.Struct, omit_defaults=True, forbid_unknown_fields=Tr
     started_at: float | None = None
     finished_at: float | None = None
     idempotency_key: str | None = None
+    snoozes: int = 0
     # Appended (records are positional): a record from before traces decodes with None.
     traceparent: str | None = None
     tracestate: str | None = None
@@ -55,6 +56,7 @@ def encode_message(msg: Message) -> bytes:
             msg.started_at,
             msg.finished_at,
             msg.idempotency_key,
+            msg.snoozes,
             msg.traceparent,
             msg.tracestate,
         )
@@ -81,6 +83,7 @@ def decode_message(data: bytes | str) -> Message:
         started_at=rec.started_at,
         finished_at=rec.finished_at,
         idempotency_key=rec.idempotency_key,
+        snoozes=rec.snoozes,
         traceparent=rec.traceparent,
         tracestate=rec.tracestate,
     )

@@ -16,6 +16,14 @@ class ErrorInfo(msgspec.Struct, frozen=True):
     message: str
 
 
+class Progress(msgspec.Struct, frozen=True):
+    """A handler's latest ctx.progress report: fraction 0..1 and its JSON detail."""
+
+    fraction: float
+    detail: Any
+    at: datetime
+
+
 class TraceView(msgspec.Struct, frozen=True):
     """The W3C trace context a message was published in."""
 
@@ -37,6 +45,7 @@ class Message(msgspec.Struct, frozen=True, kw_only=True):
     scheduled_for: datetime | None
     started_at: datetime | None
     finished_at: datetime | None
+    progress: Progress | None = None  # servers before progress do not send it
     trace: TraceView | None = None  # a default: servers before traces do not write it
 
     @property
