@@ -31,6 +31,8 @@ from .openapi_parts import (
     PREFER,
     PUBLISH_ERRORS,
     QUEUE,
+    TRACEPARENT,
+    TRACESTATE,
     json_content,
     operation,
     problems,
@@ -76,7 +78,7 @@ def openapi_document() -> dict[str, Any]:
                         "202",
                         MessageView,
                         *PUBLISH_ERRORS,
-                        parameters=[QUEUE, PREFER],
+                        parameters=[QUEUE, PREFER, TRACEPARENT, TRACESTATE],
                         requestBody={"required": True, **json_content(Envelope)},
                     )
                 )
@@ -89,7 +91,7 @@ def openapi_document() -> dict[str, Any]:
                     "202",
                     MessageList,
                     *PUBLISH_ERRORS,
-                    parameters=[QUEUE],
+                    parameters=[QUEUE, TRACEPARENT, TRACESTATE],
                     requestBody={"required": True, **json_content(Batch)},
                 )
             )

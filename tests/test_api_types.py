@@ -17,6 +17,7 @@ from service.client import models as client
 from service.model import ErrorInfo, MessageView
 from service.openapi import openapi_document
 from service.openapi_markdown import markdown
+from service.tracing import TraceView
 
 from .conftest import ROOT
 
@@ -25,6 +26,7 @@ from .conftest import ROOT
 CLIENT_MIRRORS: list[tuple[type[msgspec.Struct], type[msgspec.Struct]]] = [
     (client.Message, MessageView),
     (client.ErrorInfo, ErrorInfo),
+    (client.TraceView, TraceView),
     (client.QueueInfo, bodies.QueueFigures),
     (client.Depth, bodies.Depth),
     (client.Counts, bodies.Counts),

@@ -34,6 +34,7 @@ from .models import (
     Progress,
     QueueInfo,
     Redriven,
+    TraceView,
 )
 
 __all__ = [
@@ -59,6 +60,7 @@ __all__ = [
     "QueueInfo",
     "Redriven",
     "ServerError",
+    "TraceView",
     "Unauthorized",
     "Unavailable",
     "UnsupportedMediaType",
