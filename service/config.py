@@ -20,6 +20,7 @@ import msgspec
 from .config_env import ENV_PREFIX, apply_env_overrides, setting_path, unused_variables
 from .config_values import describe_value, name_the_variable, parse_bind, suggest_key
 from .errors import ConfigError
+from .model import MAX_EXPIRY_S
 
 QUEUE_NAME = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
 # What the command line reads when neither --config nor SPOOL_CONFIG names a file (cli.py).
@@ -123,6 +124,9 @@ class QueueSettings(_Section, frozen=True):
     retry_backoff_max_s: Annotated[float, msgspec.Meta(ge=0, le=DAY_S)] = 60.0
     # Below 10 ms an attempt times out before a thread or process even takes it up.
     timeout_s: Annotated[float, msgspec.Meta(ge=0.01, le=DAY_S)] = 30.0
+    # The expiry of a message whose envelope sets none (0: none), counted from publish.
+    # TOML has no null, hence 0 for "none"; the bound is the envelope's (model.MAX_EXPIRY_S).
+    expires_in_s: Annotated[float, msgspec.Meta(ge=0, le=MAX_EXPIRY_S)] = 0.0
     options: dict[str, Any] = msgspec.field(default_factory=dict)
 
 

@@ -23,6 +23,8 @@ class Status(enum.StrEnum):
     RETRYING = "retrying"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    # Not started by its expires_at: never run (a SPEC addition, final like the three above).
+    EXPIRED = "expired"
 
     # Enum's own __hash__ is Python code; a StrEnum member hashes as its str, in C. Statuses
     # key the per-queue counters, so this runs several times per message.
@@ -58,7 +60,11 @@ class _NoHeaders(dict[str, str]):
 # message): a change to it would reach every one, so it refuses changes.
 NO_HEADERS: Final[dict[str, str]] = _NoHeaders()
 
-FINAL = frozenset({Status.SUCCEEDED, Status.FAILED, Status.CANCELLED})
+# The longest expiry an envelope or a queue may set: past a month a message is not
+# "stale work" any more, and a deadline that far is a schedule, not an expiry.
+MAX_EXPIRY_S = 30 * 86400
+
+FINAL = frozenset({Status.SUCCEEDED, Status.FAILED, Status.CANCELLED, Status.EXPIRED})
 LIVE_DEPTH_STATUSES = (Status.SCHEDULED, Status.QUEUED, Status.RUNNING, Status.RETRYING)
 # What counts against max_size: work that is waiting, not work already running.
 WAITING = frozenset({Status.SCHEDULED, Status.QUEUED, Status.RETRYING})
@@ -84,6 +90,13 @@ class Envelope(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, gc=Fals
     headers: Annotated[
         dict[str, str], msgspec.Meta(description="handed to the handler in its context")
     ] = msgspec.field(default_factory=dict)
+    expires_in_s: Annotated[
+        Annotated[float, msgspec.Meta(gt=0, le=MAX_EXPIRY_S)] | None,
+        msgspec.Meta(
+            description="seconds from publish (a delay included): not started by then, it "
+            "is never run and becomes `expired`; overrides the queue's expires_in_s"
+        ),
+    ] = None
 
 
 class Batch(msgspec.Struct, forbid_unknown_fields=True):
@@ -134,6 +147,7 @@ class Message(msgspec.Struct, eq=False, gc=False):
     finished_at: float | None = None
     idempotency_key: str | None = None
     enqueued_at: float | None = None
+    expires_at: float | None = None  # not started by then: expired instead of run
 
     def view(self) -> MessageView:
         # Positional (twice as fast as keywords), in MessageView's order, which
@@ -152,6 +166,7 @@ class Message(msgspec.Struct, eq=False, gc=False):
             rfc3339(self.scheduled_for),
             rfc3339(self.started_at),
             rfc3339(self.finished_at),
+            rfc3339(self.expires_at),
         )
 
 
@@ -175,12 +190,20 @@ class MessageView(msgspec.Struct, gc=False):
     scheduled_for: Annotated[str | None, msgspec.Meta(description="when a delay is due")]
     started_at: Annotated[str | None, msgspec.Meta(description="the last attempt's start")]
     finished_at: Annotated[str | None, msgspec.Meta(description="when it became final")]
+    expires_at: Annotated[
+        str | None, msgspec.Meta(description="not started by then, it becomes `expired`")
+    ]
 
 
-def new_message(queue: str, env: Envelope, created_at: float) -> Message:
+def new_message(
+    queue: str, env: Envelope, created_at: float, default_expiry_s: float = 0.0
+) -> Message:
     """The message an envelope publishes (every broker builds its messages here; the memory
-    broker's batch path inlines the undelayed case)."""
+    broker's batch path inlines the undelayed case without expiry). Expiry counts from
+    publish, a delay included; the envelope's overrides the queue's `default_expiry_s`
+    (0: none)."""
     delayed = env.delay_s > 0
+    expiry = env.expires_in_s or default_expiry_s
     return Message(
         id=new_id(),
         queue=queue,
@@ -194,6 +217,7 @@ def new_message(queue: str, env: Envelope, created_at: float) -> Message:
         scheduled_for=created_at + env.delay_s if delayed else None,
         idempotency_key=env.idempotency_key,
         enqueued_at=None if delayed else created_at,
+        expires_at=created_at + expiry if expiry else None,
     )
 
 

@@ -62,6 +62,7 @@ class Counts(msgspec.Struct):
     retried: int
     failed: int
     cancelled: int
+    expired: Annotated[int, msgspec.Meta(description="not started by their expires_at")]
 
 
 class QueueFigures(msgspec.Struct):

@@ -24,7 +24,16 @@ from ..config import QueueSettings, ResultsSettings
 from ..model import NO_HEADERS, Envelope, Message, Status, new_id, new_message, now
 from .actions import OperatorActions
 from .base import DeadPage, Finished, Listener, Outcome, Published, QueueStats, Redriven
-from .policy import check_room, dead_page, give_back, record_outcome, resolve_keys, start_attempt
+from .policy import (
+    check_room,
+    dead_page,
+    give_back,
+    mark_expired,
+    past_expiry,
+    record_outcome,
+    resolve_keys,
+    start_attempt,
+)
 from .queues import LocalQueue
 from .state import QUEUED, RETRYING, RUNNING, LocalState
 from .storage import NoStorage, Storage
@@ -38,6 +47,7 @@ CLOSE_COMMITS_S = 2.0
 
 _id, _status, _priority = attrgetter("id"), attrgetter("status"), attrgetter("priority")
 _key, _delay = attrgetter("idempotency_key"), attrgetter("delay_s")
+_expires = attrgetter("expires_in_s")
 
 
 class LocalBroker:
@@ -97,19 +107,21 @@ class LocalBroker:
         q = self._queues[queue]
         created_at = self._clock()
         keyed = any(map(_key, envelopes))  # keys are never empty: a set one is truthy
+        default_expiry = q.settings.expires_in_s
+        expiring = bool(default_expiry) or any(map(_expires, envelopes))
         all_queued = False  # known to be queued every one, without a look at each
         if keyed:
             out = resolve_keys(
                 envelopes,
                 partial(self._state.by_key, q),
-                lambda env: new_message(queue, env, created_at),
+                lambda env: new_message(queue, env, created_at, default_expiry),
             )
             fresh = [p.message for p in out if p.created]
         else:
             # The common case, a batch without keys, in as few Python steps as it takes:
             # a batch of 1,000 spends most of its time here.
-            if any(map(_delay, envelopes)):
-                fresh = [new_message(queue, env, created_at) for env in envelopes]
+            if expiring or any(map(_delay, envelopes)):
+                fresh = [new_message(queue, env, created_at, default_expiry) for env in envelopes]
             else:  # nothing delayed (the usual batch): new_message's queued case, inlined
                 all_queued = True
                 fresh = [
@@ -143,6 +155,7 @@ class LocalBroker:
             q,
             fresh,
             all_queued,
+            expiring,
             claim=False,  # new: nothing else can reach them before they land
             undo=partial(self._unhold, q, fresh),
         )
@@ -158,8 +171,12 @@ class LocalBroker:
             if msg.idempotency_key is not None:
                 q.idempotency.pop(msg.idempotency_key, None)
 
-    def _land(self, q: LocalQueue, fresh: list[Message], all_queued: bool) -> None:
+    def _land(
+        self, q: LocalQueue, fresh: list[Message], all_queued: bool, expiring: bool
+    ) -> None:
         q.counts.published += len(fresh)
+        if expiring:
+            self._state.watch_expiry(fresh)
         priorities = set(map(_priority, fresh))
         if len(priorities) == 1 and (all_queued or all(map(QUEUED.__eq__, map(_status, fresh)))):
             q.ready.push_many(map(_id, fresh), priorities.pop())  # the usual batch: one step
@@ -188,14 +205,26 @@ class LocalBroker:
             if mid in commits.claims:
                 commits.claims.displace(mid)
                 continue  # its cancel is committing; should that fail, it comes back
+            at = self._clock()
+            if msg.expires_at is not None and past_expiry(msg, at):
+                await self._expire(q, msg, at)  # met before the sweep: never run
+                continue
             started = commits.draft(msg)
-            start_attempt(started, self._clock())
+            start_attempt(started, at)
             # "running" is committed first: if the process dies now, the attempt still
             # counts. Not committed: it never started, and is back at the front.
             committing = commits.change_one(started, self._state.moved, q, msg, QUEUED, True)
             if committing is not None:
                 await committing
             return msg
+
+    async def _expire(self, q: LocalQueue, msg: Message, at: float) -> None:
+        expired = self._commits.draft(msg)
+        mark_expired(expired, at)
+        # Its entry is popped: should the commit fail, it goes back to the front (displaced).
+        committing = self._commits.change_one(expired, self._state.moved, q, msg, QUEUED, True)
+        if committing is not None:
+            await committing
 
     async def finish(self, message: Message, outcome: Outcome) -> Finished:
         """Raises (the journal's NotCommitted) with nothing changed when the outcome cannot
@@ -213,6 +242,8 @@ class LocalBroker:
         self._state.moved(q, msg, old)
         if msg.status is RETRYING:
             self._state.schedule(msg)
+            if msg.expires_at is not None:
+                self._state.watch_expiry((msg,))  # a backoff past it: expired on time
 
     async def interrupt(self, message: Message) -> None:
         """Raises with nothing changed when the journal cannot commit it: the message stays
@@ -228,6 +259,8 @@ class LocalBroker:
     def _given_back(self, q: LocalQueue, msg: Message, old: Status) -> None:
         self._state.moved(q, msg, old)
         q.ready.push_front(msg.id, msg.priority)
+        if msg.expires_at is not None:
+            self._state.watch_expiry((msg,))
 
     # ------------------------------------------------------------------ reading
     async def get(self, message_id: str) -> Message | None:

@@ -26,6 +26,8 @@ class MessageRecord(msgspec.Struct, omit_defaults=True, forbid_unknown_fields=Tr
     started_at: float | None = None
     finished_at: float | None = None
     idempotency_key: str | None = None
+    # Absent from records written before expiry existed: they read back as None.
+    expires_at: float | None = None
 
 
 _encoder = msgspec.json.Encoder()
@@ -52,6 +54,7 @@ def encode_message(msg: Message) -> bytes:
             msg.started_at,
             msg.finished_at,
             msg.idempotency_key,
+            msg.expires_at,
         )
     )
 
@@ -76,4 +79,5 @@ def decode_message(data: bytes | str) -> Message:
         started_at=rec.started_at,
         finished_at=rec.finished_at,
         idempotency_key=rec.idempotency_key,
+        expires_at=rec.expires_at,
     )

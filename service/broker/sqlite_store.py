@@ -23,7 +23,11 @@ from ..errors import NotCommitted, StartupError
 from ..model import Message
 from .records import decode_message
 
-SCHEMA_VERSION = 1
+# 2: records may carry expires_at and a message may be `expired`. Schema 1 files open and are
+# carried to 2 as they are (their records read back without an expiry); a schema 2 file is
+# refused by name by a Spool that reads 1, instead of failing on a record it cannot read.
+SCHEMA_VERSION = 2
+READABLE_SCHEMAS = (0, 1, SCHEMA_VERSION)  # 0: a new, empty file
 # The WAL is truncated back to this after a checkpoint, so a burst does not leave it large.
 WAL_SIZE_LIMIT = 64 * 1024 * 1024
 # Give pages back to the file system once this share of the file is free (and at least
@@ -135,7 +139,7 @@ class Store:
         conn = self.conn
         conn.execute(f"PRAGMA busy_timeout = {BUSY_TIMEOUT_MS}")
         version = conn.execute("PRAGMA user_version").fetchone()[0]
-        if version not in (0, SCHEMA_VERSION):
+        if version not in READABLE_SCHEMAS:
             raise StartupError(
                 f"broker.sqlite_path: {str(self.path)!r} has journal schema {version}; this "
                 f"Spool reads schema {SCHEMA_VERSION}"

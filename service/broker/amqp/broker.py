@@ -20,7 +20,7 @@ with exactly what it uses; none of them knows the broker:
     Connection  connect, reconnect, close                        (connection.py)
     Publisher   publish                                          (publish.py)
     Deliveries  take, finish, interrupt                          (consume.py)
-    Admin       cancel, pause / resume, redrive                  (admin.py)
+    Admin       cancel, pause / resume, redrive, expiry sweep    (admin.py)
 """
 
 from __future__ import annotations
@@ -91,12 +91,14 @@ class AmqpBroker:
         await self._figures.refresh(self._state.live_link())
 
     async def run(self) -> None:
-        """Keeps the connection (reopened with backoff when it drops) and the figures fresh."""
+        """Keeps the connection (reopened with backoff when it drops) and the figures fresh,
+        and sweeps expired messages."""
         async with asyncio.TaskGroup() as tg:
             tg.create_task(
                 self._figures.keep_fresh(self._state, self._view.sweep), name="amqp-figures"
             )
             tg.create_task(self._connection.keep(), name="amqp-connection")
+            tg.create_task(self._admin.keep_expiring(), name="amqp-expiry")
 
     async def close(self) -> None:
         self._view.release_waiters()

@@ -84,7 +84,7 @@ class Deliveries:
         self, link: Link, qs: QueueSettings, delivery: AbstractIncomingMessage
     ) -> Message | None:
         """The delivery as a running message, or None when it is handled here (not due yet,
-        cancelled, already final, paused, unreadable)."""
+        cancelled, already final, expired now, paused, unreadable)."""
         try:
             msg = decode_message(delivery.body)
         except Exception:
@@ -97,7 +97,9 @@ class Deliveries:
         gen = wire.header_int(delivery, wire.H_GEN)
         msg.attempts = max(msg.attempts, wire.header_int(delivery, wire.H_ATTEMPTS))
         msg.failures = max(msg.failures, wire.header_int(delivery, wire.H_FAILURES))
-        remaining = wire.still_waiting(msg, self._clock())
+        # Past its expiry it waits for nothing more: no further hop down the ladder.
+        expiring = policy.past_expiry(msg, self._clock())
+        remaining = 0.0 if expiring else wire.still_waiting(msg, self._clock())
         if remaining > topology.DUE_SLACK_S:
             await wire.send(link, msg, gen, self._clock())  # the next hop down the ladder
             await delivery.ack()
@@ -132,7 +134,16 @@ class Deliveries:
                     await self._dead_letter(link, msg, gen)
                     await delivery.ack()
                     return None
-        policy.start_attempt(msg, self._clock())
+        now = self._clock()
+        if policy.past_expiry(msg, now):
+            # Not started by its expiry: never run. The event first, then the ack, as for
+            # every outcome (a node that dies between them leaves a redelivery that the
+            # next consumer finds final).
+            label = policy.mark_expired(msg, now)
+            await self._stream.emit(msg, version(gen, msg.attempts, FINAL), label, link)
+            await delivery.ack()
+            return None
+        policy.start_attempt(msg, now)
         msg.enqueued_at = msg.scheduled_for or msg.created_at
         msg.finished_at = None
         # Confirmed before the handler starts: if this node dies now, the attempt counts.

@@ -52,7 +52,7 @@ class Publisher:
         out = policy.resolve_keys(
             envelopes,
             lambda key: self._pending_keys.get((queue, key)) or self._view.by_key(queue, key),
-            lambda env: new_message(queue, env, created_at),
+            lambda env: new_message(queue, env, created_at, qs.expires_in_s),
         )
         fresh = [p.message for p in out if p.created]
         if not fresh:
