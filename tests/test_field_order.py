@@ -43,6 +43,7 @@ POSITIONAL_CALLS = {
         "scheduled_for",
         "started_at",
         "finished_at",
+        "expires_at",
     ),
     # service/broker/records.py encode_message (every journal row).
     MessageRecord: (
@@ -61,6 +62,7 @@ POSITIONAL_CALLS = {
         "started_at",
         "finished_at",
         "idempotency_key",
+        "expires_at",
     ),
 }
 
@@ -97,6 +99,7 @@ def every_field_set() -> Message:
         finished_at=1_790_000_004.0,
         idempotency_key="key",
         enqueued_at=1_790_000_005.0,
+        expires_at=1_790_000_006.0,
     )
 
 
@@ -117,6 +120,7 @@ def test_a_view_shows_each_field_of_its_message_under_its_own_name() -> None:
         "scheduled_for": "2026-09-21T14:13:22.000Z",
         "started_at": "2026-09-21T14:13:23.000Z",
         "finished_at": "2026-09-21T14:13:24.000Z",
+        "expires_at": "2026-09-21T14:13:26.000Z",
     }
     accepted = json.loads(msgspec.json.encode(accepted_view(msg)))
     # As its publish accepted it: a delayed message, no attempt yet.

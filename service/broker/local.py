@@ -171,9 +171,7 @@ class LocalBroker:
             if msg.idempotency_key is not None:
                 q.idempotency.pop(msg.idempotency_key, None)
 
-    def _land(
-        self, q: LocalQueue, fresh: list[Message], all_queued: bool, expiring: bool
-    ) -> None:
+    def _land(self, q: LocalQueue, fresh: list[Message], all_queued: bool, expiring: bool) -> None:
         q.counts.published += len(fresh)
         if expiring:
             self._state.watch_expiry(fresh)
@@ -220,8 +218,7 @@ class LocalBroker:
 
     async def _expire(self, q: LocalQueue, msg: Message, at: float) -> None:
         expired = self._commits.draft(msg)
-        mark_expired(expired, at)
-        # Its entry is popped: should the commit fail, it goes back to the front (displaced).
+        mark_expired(expired, at)  # not committed: back at the front (displaced)
         committing = self._commits.change_one(expired, self._state.moved, q, msg, QUEUED, True)
         if committing is not None:
             await committing

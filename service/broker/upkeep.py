@@ -13,7 +13,6 @@ import asyncio
 import heapq
 import logging
 import math
-
 from functools import partial
 
 from ..model import Message, Status

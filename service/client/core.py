@@ -119,10 +119,14 @@ class Client(_Plans):
         priority: int | None = None,
         idempotency_key: str | None = None,
         headers: dict[str, str] | None = None,
+        expires_in_s: float | None = None,
     ) -> Message:
-        """Publish one message; a key is made when `idempotency_key` is None."""
+        """Publish one message; a key is made when `idempotency_key` is None. Not started
+        within `expires_in_s` of now (a delay included), it is never run: `expired`."""
         return self._run(
-            self._publish(queue, body, delay_s, priority, idempotency_key, headers or {})
+            self._publish(
+                queue, body, delay_s, priority, idempotency_key, headers or {}, expires_in_s
+            )
         )
 
     def publish_batch(self, queue: str, messages: Iterable[Envelope | Any]) -> list[Message]:
@@ -220,9 +224,12 @@ class AsyncClient(_Plans):
         priority: int | None = None,
         idempotency_key: str | None = None,
         headers: dict[str, str] | None = None,
+        expires_in_s: float | None = None,
     ) -> Message:
         return await self._run(
-            self._publish(queue, body, delay_s, priority, idempotency_key, headers or {})
+            self._publish(
+                queue, body, delay_s, priority, idempotency_key, headers or {}, expires_in_s
+            )
         )
 
     async def publish_batch(self, queue: str, messages: Iterable[Envelope | Any]) -> list[Message]:

@@ -80,6 +80,7 @@ class _Plans:
         priority: int | None,
         idempotency_key: str | None,
         headers: dict[str, str],
+        expires_in_s: float | None = None,
     ) -> Plan[Message]:
         envelope = Envelope(
             body=body,
@@ -87,6 +88,7 @@ class _Plans:
             priority=priority,
             idempotency_key=idempotency_key,
             headers=headers,
+            expires_in_s=expires_in_s,
         )
         path = f"/v1/queues/{_segment(queue)}/messages"
         response = yield Call("POST", path, envelope.to_json(new_idempotency_key()))

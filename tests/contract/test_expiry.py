@@ -6,6 +6,7 @@ from __future__ import annotations
 import time
 from datetime import datetime
 from pathlib import Path
+from typing import Any
 
 from ..waits import gate_body, started_ids, until
 from .conftest import Connect
@@ -37,7 +38,7 @@ async def test_a_message_not_started_by_its_expiry_expires_and_never_runs(
         assert (await wait_final(client, later["id"]))["status"] == "succeeded"
         again = await get(client, msg["id"])
         assert (again["status"], again["attempts"]) == ("expired", 0)
-        metrics = (await (await client.get("/metrics")).get_data()).decode()
+        metrics = await (await client.get("/metrics")).get_data(as_text=True)
         assert 'spool_messages_processed_total{outcome="expired",queue="q"} 1.0' in metrics
 
 
@@ -99,16 +100,14 @@ async def test_an_expired_message_is_final_for_cancel_and_for_its_key(connect: C
         r = await client.delete(f"/v1/messages/{msg['id']}")
         assert r.status_code == 409
         assert "expired" in (await r.get_json())["detail"]
-        again = await client.post(
-            "/v1/queues/q/messages", json={"body": 2, "idempotency_key": "k"}
-        )
+        again = await client.post("/v1/queues/q/messages", json={"body": 2, "idempotency_key": "k"})
         assert again.status_code == 200
         assert (await again.get_json())["status"] == "expired"
 
 
 async def test_expiry_counts_from_publish_and_must_outlast_the_delay(connect: Connect) -> None:
     async with connect({"q": {"handler": "tests.handlers:echo"}}) as (client, _):
-        cases = [
+        cases: list[tuple[dict[str, Any], str]] = [
             ({"expires_in_s": 0}, "expires_in_s"),
             ({"expires_in_s": -1}, "expires_in_s"),
             ({"expires_in_s": 30 * 86400 + 1}, "expires_in_s"),
@@ -121,7 +120,9 @@ async def test_expiry_counts_from_publish_and_must_outlast_the_delay(connect: Co
             assert r.status_code == 422, (extra, await r.get_data())
             assert r.headers["content-type"] == "application/problem+json"
             assert (await r.get_json())["field"] == field, extra
-        r = await publish_batch(client, "q", [{"body": 1}, {"body": 2, "delay_s": 9, "expires_in_s": 3}])
+        r = await publish_batch(
+            client, "q", [{"body": 1}, {"body": 2, "delay_s": 9, "expires_in_s": 3}]
+        )
         assert r.status_code == 422
         assert (await r.get_json())["field"] == "messages[1].expires_in_s"
         assert (await figures(client, "q"))["counts"]["published"] == 0
