@@ -93,8 +93,9 @@ class Envelope(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, gc=Fals
     expires_in_s: Annotated[
         Annotated[float, msgspec.Meta(gt=0, le=MAX_EXPIRY_S)] | None,
         msgspec.Meta(
-            description="seconds from publish (a delay included): not started by then, it "
-            "is never run and becomes `expired`; overrides the queue's expires_in_s"
+            description="seconds from publish, a delay included (so more than delay_s): "
+            "not started by then, it is never run and becomes `expired`; overrides the "
+            "queue's expires_in_s"
         ),
     ] = None
 
