@@ -76,12 +76,7 @@ def create_app(settings: Settings, runtime: Runtime, *, fast_publish: bool = Tru
     auth = Authenticator(settings.auth)
     recorder = Recorder(runtime.metrics)
     directory = QueueDirectory(settings.queues)
-    publisher = Publisher(
-        runtime.broker,
-        runtime.metrics,
-        settings.server.max_batch,
-        {name: q.expires_in_s for name, q in settings.queues.items()},
-    )
+    publisher = Publisher(runtime.broker, runtime.metrics, settings.server.max_batch)
     provide(
         app.extensions,
         broker=runtime.broker,

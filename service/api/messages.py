@@ -2,15 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from operator import attrgetter
 from typing import Any
 
 from quart import Blueprint, Response, current_app
 
 from ..broker.base import Broker
-from ..broker.policy import expiry_problem
-from ..errors import Invalid, NotFound
+from ..errors import Invalid, InvalidEnvelope, NotFound
 from ..metrics import Metrics
 from ..model import Batch, Envelope, Message
 from .answers import accepted_view, batch_answer
@@ -22,7 +20,6 @@ bp = Blueprint("messages", __name__)
 
 MAX_WAIT_S = 60.0
 _created, _message = attrgetter("created"), attrgetter("message")
-_expires, _delay = attrgetter("expires_in_s"), attrgetter("delay_s")
 
 
 PUBLISHER = "spool.publisher"
@@ -36,30 +33,14 @@ class Publisher:
     """What a publish does once its body is decoded: shared by the routes below and the
     fast path (fastpath.py), so both do exactly the same."""
 
-    __slots__ = ("_broker", "_expiries", "_metrics", "max_batch")
+    __slots__ = ("_broker", "_metrics", "max_batch")
 
-    def __init__(
-        self, broker: Broker, metrics: Metrics, max_batch: int, expiries: dict[str, float]
-    ) -> None:
+    def __init__(self, broker: Broker, metrics: Metrics, max_batch: int) -> None:
         self._broker = broker
         self._metrics = metrics
         self.max_batch = max_batch
-        self._expiries = expiries  # each queue's expires_in_s (0: none)
-
-    def _check_expiry(self, queue: str, envelopes: Sequence[Envelope], batch: bool) -> None:
-        """422 naming the field of the first envelope whose expiry would come before its
-        delay is over. Two C loops when no envelope sets either (the usual publish)."""
-        default = self._expiries.get(queue, 0.0)
-        if not (any(map(_expires, envelopes)) or (default and any(map(_delay, envelopes)))):
-            return
-        for n, env in enumerate(envelopes):
-            problem = expiry_problem(env, default)
-            if problem is not None:
-                field = f"messages[{n}].{problem[0]}" if batch else problem[0]
-                raise Invalid(f"{field}: {problem[1]}", field=field)
 
     async def one(self, queue: str, envelope: Envelope) -> Answer:
-        self._check_expiry(queue, (envelope,), False)
         (published,) = await self._broker.publish(queue, [envelope])
         message = published.message
         if not published.created:
@@ -74,8 +55,10 @@ class Publisher:
                 f"messages: {len(batch.messages)} messages; server.max_batch allows {limit}",
                 field="messages",
             )
-        self._check_expiry(queue, batch.messages, True)
-        published = await self._broker.publish(queue, batch.messages)
+        try:
+            published = await self._broker.publish(queue, batch.messages)
+        except InvalidEnvelope as exc:
+            raise exc.in_batch() from None
         created = sum(map(_created, published))  # C loops: a batch has a thousand
         if created:
             self._metrics.queues[queue].published.inc(created)

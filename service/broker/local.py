@@ -25,6 +25,7 @@ from ..model import NO_HEADERS, Envelope, Message, Status, new_id, new_message, 
 from .actions import OperatorActions
 from .base import DeadPage, Finished, Listener, Outcome, Published, QueueStats, Redriven
 from .policy import (
+    check_expiries,
     check_room,
     dead_page,
     give_back,
@@ -109,6 +110,8 @@ class LocalBroker:
         keyed = any(map(_key, envelopes))  # keys are never empty: a set one is truthy
         default_expiry = q.settings.expires_in_s
         expiring = bool(default_expiry) or any(map(_expires, envelopes))
+        if expiring:
+            check_expiries(envelopes, default_expiry)
         all_queued = False  # known to be queued every one, without a look at each
         if keyed:
             out = resolve_keys(

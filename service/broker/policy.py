@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from ..config import QueueSettings
-from ..errors import Conflict, QueueFull, UnknownQueue
+from ..errors import Conflict, InvalidEnvelope, QueueFull, UnknownQueue
 from ..model import Envelope, Message, Status
 from .base import PROCESS_DIED, Failed, Outcome, Published, Succeeded
 
@@ -176,6 +176,16 @@ def expiry_problem(env: Envelope, default_expiry_s: float) -> tuple[str, str] | 
             "run; set a longer expires_in_s in the message"
         )
     return None
+
+
+def check_expiries(envelopes: Iterable[Envelope], default_expiry_s: float) -> None:
+    """Raises InvalidEnvelope (422) for the first envelope whose expiry comes before its
+    delay is over. Called by a broker only when the publish sets an expiry (or the queue
+    has one), so the usual publish makes no pass over its envelopes for it."""
+    for n, env in enumerate(envelopes):
+        problem = expiry_problem(env, default_expiry_s)
+        if problem is not None:
+            raise InvalidEnvelope(problem[1], field=problem[0], index=n)
 
 
 # ---------------------------------------------------------------------- publishing

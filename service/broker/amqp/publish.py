@@ -48,6 +48,8 @@ class Publisher:
     async def publish(self, queue: str, envelopes: Sequence[Envelope]) -> list[Published]:
         qs = queue_settings(self._queues, queue)
         link = await self._state.usable_link()
+        if qs.expires_in_s or any(env.expires_in_s for env in envelopes):
+            policy.check_expiries(envelopes, qs.expires_in_s)
         created_at = self._clock()
         out = policy.resolve_keys(
             envelopes,
