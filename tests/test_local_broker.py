@@ -19,7 +19,7 @@ from service.broker.storage import NoStorage, SnapshotStorage
 from service.config import QueueSettings, ResultsSettings
 from service.model import Envelope, ErrorInfo, Message, Status
 
-from .journal_tools import eventually, writer_held, writes_waiting
+from .journal_tools import count_rows, eventually, writer_held, writes_waiting
 
 _T = TypeVar("_T")
 
@@ -119,3 +119,29 @@ async def test_a_snapshot_keeps_expiry_and_an_older_snapshot_still_reads(tmp_pat
     old = await third.get("0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b")
     assert old is not None and old.status is Status.QUEUED and old.expires_at is None
     await third.close()
+
+
+async def test_results_past_a_lowered_max_entries_leave_the_journal(tmp_path: Path) -> None:
+    """A restart with a lower results.max_entries leaves more results than the bound: the
+    upkeep deletes the excess. Its retention commit must not also count those same results
+    as evictions of its own (a result claimed twice left claims behind that kept the excess,
+    and the stop, waiting forever)."""
+    path = tmp_path / "spool.db"
+    queues = {"q": QueueSettings(handler="tests.handlers:echo")}
+    first = LocalBroker(queues, ResultsSettings(max_entries=10), storage=SqliteJournal(path))
+    await first.start()
+    for _ in range(10):
+        await first.publish("q", [envelope()])
+        await first.finish(await first.take("q"), Succeeded(b"1"))
+    await first.close()
+
+    second = LocalBroker(queues, ResultsSettings(max_entries=4), storage=SqliteJournal(path))
+    await second.start()
+    upkeep = asyncio.ensure_future(second.run())
+    try:
+        await eventually(lambda: count_rows(path) == 4)
+        await eventually(lambda: not second._commits.claims)
+        assert len(second._state.finals) == 4
+    finally:
+        upkeep.cancel()
+        await second.close()
