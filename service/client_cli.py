@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TextIO, TypeVar
 
@@ -37,6 +39,7 @@ from .client import (
     Redriven,
     Unauthorized,
 )
+from .client.plans import MAX_PUBLISH_WAIT_S
 from .model import rfc3339
 
 T = TypeVar("T")
@@ -145,29 +148,9 @@ def exit_code(exc: ClientError) -> int:
 
 
 def run(client: Client, args: argparse.Namespace, body: Any, out: TextIO) -> int:
-    def show(value: T, as_table: Callable[[T], str]) -> None:
-        if args.json:
-            print(msgspec.json.format(msgspec.json.encode(as_api_writes(value))).decode(), file=out)
-        else:
-            print(as_table(value), file=out)
-
+    show = Show(args.json, out)
     if args.command == "publish":
-        message = client.publish(
-            args.queue,
-            body,
-            delay_s=args.delay,
-            priority=args.priority,
-            idempotency_key=args.key,
-            expires_in_s=args.expires,
-        )
-        if args.wait is None:
-            show(message, message_table)
-            return OK
-        message = client.wait(message.id, timeout=args.wait)
-        show(message, message_table)
-        if not message.final:
-            return TIMED_OUT
-        return OK if message.status == "succeeded" else MESSAGE_FAILED
+        return publish(client, args, body, show)
     if args.command == "get":
         show(client.get(args.id), message_table)
     elif args.command == "queues":
@@ -181,6 +164,48 @@ def run(client: Client, args: argparse.Namespace, body: Any, out: TextIO) -> int
         action = client.pause if args.command == "pause" else client.resume
         show(action(args.queue), lambda q: queues_table([q]))
     return OK
+
+
+@dataclass(frozen=True)
+class Show:
+    """Prints an answer as the API's JSON (--json) or as a table for people."""
+
+    as_json: bool
+    out: TextIO
+
+    def __call__(self, value: T, as_table: Callable[[T], str]) -> None:
+        if self.as_json:
+            text = msgspec.json.format(msgspec.json.encode(as_api_writes(value))).decode()
+            print(text, file=self.out)
+        else:
+            print(as_table(value), file=self.out)
+
+
+def publish(client: Client, args: argparse.Namespace, body: Any, show: Show) -> int:
+    """`spool publish`, and with --wait the outcome's exit code."""
+    # --wait S: the publish itself waits (Prefer: wait, at most 30 s on the server), and
+    # only a longer S long-polls for the rest.
+    started = time.monotonic()
+    held = min(args.wait, MAX_PUBLISH_WAIT_S) if args.wait and args.wait > 0 else None
+    message = client.publish(
+        args.queue,
+        body,
+        delay_s=args.delay,
+        priority=args.priority,
+        idempotency_key=args.key,
+        wait=held,
+        expires_in_s=args.expires,
+    )
+    if args.wait is None:
+        show(message, message_table)
+        return OK
+    left = args.wait - (time.monotonic() - started)
+    if not message.final and left > 0:
+        message = client.wait(message.id, timeout=left)
+    show(message, message_table)
+    if not message.final:
+        return TIMED_OUT
+    return OK if message.status == "succeeded" else MESSAGE_FAILED
 
 
 def redriven_text(done: Redriven) -> str:
@@ -231,6 +256,13 @@ def message_table(m: Message) -> str:
         rows.append(("result", msgspec.json.encode(m.result).decode()))
     if m.error is not None:
         rows.append(("error", f"{m.error.type}: {m.error.message}"))
+    if m.progress is not None:
+        detail = (
+            ""
+            if m.progress.detail is None
+            else " " + msgspec.json.encode(m.progress.detail).decode()
+        )
+        rows.append(("progress", f"{m.progress.fraction:.0%}{detail}"))
     width = max(len(k) for k, _ in rows)
     return "\n".join(f"{k.ljust(width)}  {v}" for k, v in rows)
 

@@ -33,9 +33,7 @@ from prometheus_client.utils import floatToGoString
 from .broker.queues import DEPTH_STATUSES
 
 OUTCOMES = ("succeeded", "retried", "failed", "cancelled")
-# Outcomes the broker decides on its own (no attempt ends, no request asks): read from its
-# counts at scrape time rather than counted where they happen, deep inside a take or sweep.
-BROKER_OUTCOMES = ("expired",)
+BROKER_OUTCOMES = ("expired",)  # decided by the broker alone: read from its counts
 LATENCY_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
 LAG_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5)
 HTTP_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5, 30, 60)
@@ -137,7 +135,7 @@ def _le(bound: float) -> str:
 class QueueMetrics:
     """The label children of one queue, bound once."""
 
-    __slots__ = ("processed", "processing", "published", "timeouts", "wait")
+    __slots__ = ("processed", "processing", "published", "snoozed", "throttled", "timeouts", "wait")
 
     def __init__(self, metrics: Metrics, queue: str) -> None:
         self.published = metrics.published.labels(queue)
@@ -145,6 +143,8 @@ class QueueMetrics:
         self.timeouts = metrics.timeouts.labels(queue)
         self.wait = metrics.wait.labels(queue)
         self.processing = metrics.processing.labels(queue)
+        self.snoozed = metrics.snoozed.labels(queue)
+        self.throttled = metrics.rate_limited.labels(queue)
 
 
 class Metrics:
@@ -158,8 +158,7 @@ class Metrics:
         )
         self.processed = LightCounters(
             "spool_messages_processed",
-            "Attempt ends, cancels and expiries, by outcome "
-            "(succeeded, retried, failed, cancelled, expired).",
+            "Attempt ends, cancels and expiries, by outcome.",
             ["queue", "outcome"],
         )
         self.timeouts = LightCounters(
@@ -170,6 +169,16 @@ class Metrics:
         )
         self.processing = LightHistograms(
             "spool_processing_seconds", "Handler run time per attempt.", ["queue"], LATENCY_BUCKETS
+        )
+        self.snoozed = LightCounters(
+            "spool_messages_snoozed",
+            "Attempts a handler ended with RateLimited: run again later, not counted.",
+            ["queue"],
+        )
+        self.rate_limited = LightCounters(
+            "spool_rate_limited",
+            "Times a consumer waited for its queue's rate limit before taking a message.",
+            ["queue"],
         )
         self.http_requests = LightCounters(
             "spool_http_requests",
@@ -194,6 +203,8 @@ class Metrics:
             self.processed,
             self.wait,
             self.processing,
+            self.snoozed,
+            self.rate_limited,
             self.http_requests,
             self.http_duration,
             lag,
@@ -203,12 +214,10 @@ class Metrics:
         self.queues = {name: QueueMetrics(self, name) for name in queues}
 
     def attach(self, state: LiveState, executors: ExecutorGauges) -> None:
-        """Read `state` and `executors` at every scrape, for the gauges (and the outcomes the
-        broker decides alone)."""
+        """Read `state` and `executors` at every scrape (gauges, the broker's outcomes)."""
         for name in self.queues:
             for outcome in BROKER_OUTCOMES:
-                read = partial(_count_of, state, name, outcome)
-                self.processed.read_from((name, outcome), read)
+                self.processed.read_from((name, outcome), partial(_count_of, state, name, outcome))
         self.registry.register(StateCollector(list(self.queues), state, executors))
 
     def render(self) -> bytes:
@@ -218,18 +227,15 @@ class Metrics:
 class LiveState(Protocol):
     """What the queue gauges read at scrape time, read-only (the Runtime provides it)."""
 
-    def queue_depth(self, queue: str) -> Mapping[str, int]:
-        """Messages of `queue` by status, without I/O."""
+    def queue_depth(self, queue: str) -> Mapping[str, int]: ...  # by status, no I/O
 
     def live_consumers(self, queue: str) -> int: ...
 
-    def queue_counts(self, queue: str) -> object:
-        """The queue's totals (broker.base.QueueCounts), without I/O."""
+    def queue_counts(self, queue: str) -> object: ...  # broker.base.QueueCounts, no I/O
 
 
 def _count_of(state: LiveState, queue: str, outcome: str) -> int:
-    count: int = getattr(state.queue_counts(queue), outcome)
-    return count
+    return int(getattr(state.queue_counts(queue), outcome))
 
 
 class ExecutorGauges(Protocol):

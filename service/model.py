@@ -5,14 +5,17 @@ from __future__ import annotations
 import enum
 import math
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
-from typing import Annotated, Any, Final, NoReturn, overload
+from typing import Annotated, overload
 
 import msgspec
 import uuid_utils
+
+# The handler's context lives in context.py, with its progress checks; handlers and tests
+# import it from here, where it always was.
+from .context import HandlerContext as HandlerContext
+from .no_headers import NO_HEADERS as NO_HEADERS
 
 
 class Status(enum.StrEnum):
@@ -38,27 +41,6 @@ class Status(enum.StrEnum):
     def cancellable(self) -> bool:
         return self in (Status.SCHEDULED, Status.QUEUED, Status.RETRYING)
 
-
-class _NoHeaders(dict[str, str]):
-    """The type of NO_HEADERS: an empty dict that refuses every change. A dict, not a
-    MappingProxyType, because msgspec encodes dicts (and so their subclasses) natively, and
-    writes it `{}` like any empty dict; a proxy would need an enc_hook call per message."""
-
-    __slots__ = ()
-
-    def _refuse(self, *args: object, **kwargs: object) -> NoReturn:
-        raise TypeError(
-            "NO_HEADERS is shared by every message published without headers: "
-            "give the message its own dict instead of changing this one"
-        )
-
-    __setitem__ = __delitem__ = __ior__ = _refuse
-    clear = pop = popitem = setdefault = update = _refuse
-
-
-# The headers of every message published without any, shared by them all (64 bytes less per
-# message): a change to it would reach every one, so it refuses changes.
-NO_HEADERS: Final[dict[str, str]] = _NoHeaders()
 
 # The longest expiry an envelope or a queue may set: past a month a message is not
 # "stale work" any more, and a deadline that far is a schedule, not an expiry.
@@ -148,6 +130,12 @@ class Message(msgspec.Struct, eq=False, gc=False):
     finished_at: float | None = None
     idempotency_key: str | None = None
     enqueued_at: float | None = None
+    # Times a handler snoozed it (RateLimited): each such attempt is taken back out of
+    # `attempts`, and amqp versions its events by attempts + snoozes, which only grows.
+    snoozes: int = 0
+    # What the handler last reported of its attempt (ctx.progress): kept in this process
+    # only, never in a record (a restart, or another amqp node, does not see it).
+    progress: Progress | None = None
     expires_at: float | None = None  # not started by then: expired instead of run
 
     def view(self) -> MessageView:
@@ -167,8 +155,31 @@ class Message(msgspec.Struct, eq=False, gc=False):
             rfc3339(self.scheduled_for),
             rfc3339(self.started_at),
             rfc3339(self.finished_at),
+            None if self.progress is None else self.progress.view(),
             rfc3339(self.expires_at),
         )
+
+
+class Progress(msgspec.Struct, frozen=True, gc=False):
+    """A handler's report of how far its attempt got: `detail` is JSON it sent, encoded."""
+
+    fraction: float
+    detail: bytes | None
+    at: float
+
+    def view(self) -> ProgressView:
+        detail = None if self.detail is None else msgspec.Raw(self.detail)
+        return ProgressView(self.fraction, detail, _rfc3339(self.at))
+
+
+class ProgressView(msgspec.Struct, gc=False):
+    """The latest progress a handler reported for the running (or last) attempt."""
+
+    fraction: Annotated[float, msgspec.Meta(ge=0, le=1, description="0 to 1")]
+    detail: Annotated[
+        msgspec.Raw | None, msgspec.Meta(description="the handler's JSON detail, if any")
+    ]
+    at: Annotated[str, msgspec.Meta(description="when it was reported")]
 
 
 class MessageView(msgspec.Struct, gc=False):
@@ -191,6 +202,10 @@ class MessageView(msgspec.Struct, gc=False):
     scheduled_for: Annotated[str | None, msgspec.Meta(description="when a delay is due")]
     started_at: Annotated[str | None, msgspec.Meta(description="the last attempt's start")]
     finished_at: Annotated[str | None, msgspec.Meta(description="when it became final")]
+    progress: Annotated[
+        ProgressView | None,
+        msgspec.Meta(description="the handler's latest ctx.progress report (this node's)"),
+    ]
     expires_at: Annotated[
         str | None, msgspec.Meta(description="not started by then, it becomes `expired`")
     ]
@@ -279,14 +294,3 @@ def _to_the_second(second: int) -> str:
 
 def _slow_rfc3339(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-@dataclass(frozen=True, slots=True)
-class HandlerContext:
-    """What a handler may know about the message it runs: small, picklable, read-only."""
-
-    id: str
-    queue: str
-    attempt: int
-    headers: Mapping[str, str]
-    options: Mapping[str, Any]

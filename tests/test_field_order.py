@@ -19,13 +19,22 @@ import pytest
 
 from service.api.answers import accepted_view
 from service.broker.records import MessageRecord, decode_message, encode_message
-from service.model import NO_HEADERS, Envelope, ErrorInfo, Message, MessageView, Status, new_message
+from service.model import (
+    NO_HEADERS,
+    Envelope,
+    ErrorInfo,
+    Message,
+    MessageView,
+    Progress,
+    Status,
+    new_message,
+)
 
 from .conftest import ROOT
 
 # What each positional construction passes, in order, and where it is.
 POSITIONAL_CALLS = {
-    # service/broker/local.py LocalBroker.publish (the batch path, benchmark B2); the
+    # service/broker/fresh.py fresh_messages (the batch path, benchmark B2); the
     # fields after created_at are passed by keyword.
     Message: ("id", "queue", "status", "body", "headers", "priority", "created_at"),
     # service/model.py Message.view and service/api/answers.py accepted_view.
@@ -43,6 +52,7 @@ POSITIONAL_CALLS = {
         "scheduled_for",
         "started_at",
         "finished_at",
+        "progress",
         "expires_at",
     ),
     # service/broker/records.py encode_message (every journal row).
@@ -62,13 +72,15 @@ POSITIONAL_CALLS = {
         "started_at",
         "finished_at",
         "idempotency_key",
+        "snoozes",
         "expires_at",
     ),
 }
 
 # Message fields a record does not keep: the time a message was last queued only feeds the
-# wait-time histogram of this process (a restored message has none).
-NOT_RECORDED = {"enqueued_at"}
+# wait-time histogram of this process (a restored message has none); a handler's progress
+# is this node's alone (SPEC: not persisted, not shared between amqp nodes).
+NOT_RECORDED = {"enqueued_at", "progress"}
 
 
 @pytest.mark.parametrize("kind", list(POSITIONAL_CALLS), ids=lambda k: k.__name__)
@@ -99,6 +111,8 @@ def every_field_set() -> Message:
         finished_at=1_790_000_004.0,
         idempotency_key="key",
         enqueued_at=1_790_000_005.0,
+        snoozes=4,
+        progress=Progress(0.25, b'{"step":"s"}', 1_790_000_006.0),
         expires_at=1_790_000_006.0,
     )
 
@@ -120,6 +134,7 @@ def test_a_view_shows_each_field_of_its_message_under_its_own_name() -> None:
         "scheduled_for": "2026-09-21T14:13:22.000Z",
         "started_at": "2026-09-21T14:13:23.000Z",
         "finished_at": "2026-09-21T14:13:24.000Z",
+        "progress": {"fraction": 0.25, "detail": {"step": "s"}, "at": "2026-09-21T14:13:26.000Z"},
         "expires_at": "2026-09-21T14:13:26.000Z",
     }
     accepted = json.loads(msgspec.json.encode(accepted_view(msg)))
@@ -132,6 +147,7 @@ def test_a_view_shows_each_field_of_its_message_under_its_own_name() -> None:
         "error": None,
         "started_at": None,
         "finished_at": None,
+        "progress": None,
     }
 
 
@@ -178,11 +194,17 @@ JUSTIFIED_MODULE_STATE = {
     "service/handlers/registry.py:resolve_cached": "lru_cache: a worker process's handlers",
     "service/broker/sqlite_store.py:_upsert_sql": "lru_cache: SQL text for n rows (pure)",
     "service/api/common.py:_decoders": "a Decoder per request type (types are code: bounded)",
+    # A worker process's own end of its progress pipe, set once as it starts (init_worker);
+    # the server process never sets it.
+    "service/calls.py:_progress_sink": "a worker process's progress pipe (set at its start)",
     # Constant tables, never written.
     "service/broker/sqlite.py:_STATUS_TEXT": "constant table",
     "service/client/errors.py:_BY_STATUS": "constant table",
-    "service/openapi.py:QUEUE": "constant: part of the OpenAPI document",
-    "service/openapi.py:MESSAGE_ID": "constant: part of the OpenAPI document",
+    "service/openapi_parts.py:QUEUE": "constant: part of the OpenAPI document",
+    "service/openapi_parts.py:MESSAGE_ID": "constant: part of the OpenAPI document",
+    "service/openapi_parts.py:PREFER": "constant: part of the OpenAPI document",
+    "service/openapi_parts.py:PREFERENCE_APPLIED": "constant: part of the OpenAPI document",
+    "service/serving.py:BIND_FAILURES": "constant: what a failed bind means, by errno",
 }
 
 _MUTABLE_CALLS = {"dict", "list", "set", "bytearray", "defaultdict", "Counter", "deque"}

@@ -287,6 +287,39 @@ async def test_a_journal_of_schema_1_opens_and_is_carried_to_schema_2(
     conn.close()
 
 
+async def test_a_schema_2_journal_without_expired_counts_gains_them_and_counts_expiry(
+    tmp_settings: Callable[..., Settings],
+) -> None:
+    # Schema 2 as kept counts first wrote it, before expiry: a counts table without an
+    # `expired` column, and no trigger to count one.
+    settings = sqlite_settings(tmp_settings)
+    path = Path(settings.broker.sqlite_path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with sqlite3.connect(path) as conn:
+        for statement in SCHEMA_1[:-1]:
+            conn.execute(statement)
+        conn.execute(
+            "CREATE TABLE counts (queue TEXT PRIMARY KEY, published INTEGER NOT NULL DEFAULT 0, "
+            "succeeded INTEGER NOT NULL DEFAULT 0, retried INTEGER NOT NULL DEFAULT 0, "
+            "failed INTEGER NOT NULL DEFAULT 0, cancelled INTEGER NOT NULL DEFAULT 0)"
+        )
+        conn.execute("INSERT INTO counts (queue, published, failed) VALUES ('work', 5, 2)")
+        conn.execute("PRAGMA user_version = 2")
+    conn.close()
+    async with client_for(settings) as (client, runtime):
+        await runtime.broker.pause("work")
+        r = await client.post(Q, json={"body": 1, "expires_in_s": 0.2})
+        gone = (await r.get_json())["id"]
+        msg = await runtime.broker.wait(gone, 20)
+        assert msg is not None and msg.status is Status.EXPIRED
+        counts = (await (await client.get("/v1/queues/work")).get_json())["counts"]
+        assert (counts["published"], counts["failed"], counts["expired"]) == (6, 2, 1)
+    with sqlite3.connect(path) as conn:
+        kept = conn.execute("SELECT published, expired FROM counts WHERE queue = 'work'")
+        assert kept.fetchone() == (6, 1)  # counted in the journal too, by its trigger
+    conn.close()
+
+
 async def test_a_journal_of_a_later_schema_is_refused_by_name(
     tmp_settings: Callable[..., Settings],
 ) -> None:

@@ -19,13 +19,16 @@ from typing import TypeVar
 from ..config import QueueSettings
 from ..errors import Conflict, InvalidEnvelope, QueueFull, UnknownQueue
 from ..model import Envelope, Message, Status
-from .base import PROCESS_DIED, Failed, Outcome, Published, Succeeded
+from .base import PROCESS_DIED, Failed, Outcome, Published, Snoozed, Succeeded
 
 # Looked up once: in Python 3.11 every `Status.X` is a descriptor call on the enum class,
 # and record_outcome runs once per message.
 _SUCCEEDED, _RETRYING, _FAILED = Status.SUCCEEDED, Status.RETRYING, Status.FAILED
 _QUEUED, _RUNNING, _CANCELLED = Status.QUEUED, Status.RUNNING, Status.CANCELLED
 _EXPIRED = Status.EXPIRED
+_SCHEDULED = Status.SCHEDULED
+# The longest a handler may snooze a message (RateLimited(retry_after_s) is cut to it).
+MAX_SNOOZE_S = 86_400.0
 _Q = TypeVar("_Q")
 
 
@@ -82,17 +85,22 @@ def start_attempt(msg: Message, now: float) -> None:
     msg.status = _RUNNING
     msg.attempts += 1
     msg.started_at = now
+    msg.progress = None  # progress is the attempt's: a new one starts with none
 
 
 def record_outcome(
     msg: Message, outcome: Outcome, settings: QueueSettings, now: float, rng: random.Random
 ) -> str:
-    """An attempt ended: succeeded, retrying (with its backoff) or failed (a dead letter).
-    Returns the outcome's metric label: succeeded | retried | failed."""
-    msg.finished_at = now
+    """An attempt ended: succeeded, retrying (with its backoff), failed (a dead letter) or
+    snoozed. Returns the outcome's metric label: succeeded | retried | failed | snoozed."""
     if isinstance(outcome, Succeeded):
+        msg.finished_at = now
         msg.status, msg.result, msg.error = _SUCCEEDED, outcome.result, None
         return "succeeded"
+    if isinstance(outcome, Snoozed):
+        snooze(msg, outcome.retry_after_s, now)
+        return "snoozed"
+    msg.finished_at = now
     assert isinstance(outcome, Failed)
     msg.error = outcome.error
     msg.failures += 1
@@ -102,6 +110,17 @@ def record_outcome(
         return "retried"
     msg.status = _FAILED
     return "failed"
+
+
+def snooze(msg: Message, retry_after_s: float, now: float) -> None:
+    """The handler raised (or returned) RateLimited: scheduled again after retry_after_s
+    (0 to MAX_SNOOZE_S), the attempt not counted and no failure, so a snooze can never push a
+    message into the dead letters. Its error, if an earlier attempt left one, stays."""
+    delay = min(retry_after_s if retry_after_s >= 0 else 0.0, MAX_SNOOZE_S)  # NaN: 0
+    msg.status, msg.scheduled_for = _SCHEDULED, now + delay
+    msg.attempts -= 1
+    msg.snoozes += 1
+    msg.started_at = None
 
 
 def give_back(msg: Message) -> None:
@@ -145,9 +164,8 @@ def reset_for_redrive(msg: Message, now: float) -> None:
 
 # ---------------------------------------------------------------------- expiry
 def past_expiry(msg: Message, now: float) -> bool:
-    """Whether `msg` waits (scheduled, queued, retrying) and was not started by its
-    expires_at: it is never run, but expired (a consumer that meets it, the scheduler that
-    finds it due, or the sweep). Running and final messages never expire."""
+    """Whether `msg` waits and was not started by its expires_at: never run, but expired (by
+    a consumer that meets it, the scheduler, the sweep). Running or final: never expires."""
     expires_at = msg.expires_at
     return expires_at is not None and now >= expires_at and msg.status.cancellable
 
@@ -160,9 +178,8 @@ def mark_expired(msg: Message, now: float) -> str:
 
 
 def expiry_problem(env: Envelope, default_expiry_s: float) -> tuple[str, str] | None:
-    """(field, detail) when the envelope's expiry, or the queue's default where it sets
-    none, would come before its delay is over: it could never run. Expiry counts from
-    publish, the delay included."""
+    """(field, detail) when the envelope's expiry (or the queue's, where it sets none) comes
+    before its delay is over: it could never run. Expiry counts from publish."""
     if env.expires_in_s is not None:
         if env.expires_in_s <= env.delay_s:
             return "expires_in_s", (
@@ -179,9 +196,8 @@ def expiry_problem(env: Envelope, default_expiry_s: float) -> tuple[str, str] | 
 
 
 def check_expiries(envelopes: Iterable[Envelope], default_expiry_s: float) -> None:
-    """Raises InvalidEnvelope (422) for the first envelope whose expiry comes before its
-    delay is over. Called by a broker only when the publish sets an expiry (or the queue
-    has one), so the usual publish makes no pass over its envelopes for it."""
+    """InvalidEnvelope (422) for the first envelope that could never run. Called only when
+    the publish or its queue sets an expiry: the usual publish makes no pass for it."""
     for n, env in enumerate(envelopes):
         problem = expiry_problem(env, default_expiry_s)
         if problem is not None:

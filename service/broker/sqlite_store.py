@@ -1,6 +1,9 @@
 """The SQLite side of the sqlite journal: runs only on the journal's writer thread.
 
-One row per message (its latest record), the paused queues, and a small meta table.
+One row per message (its latest record), the paused queues, each queue's counts, and a
+small meta table. The counts are kept by triggers on the messages table, so each outcome
+is counted in the very commit that records it (a kill -9 can lose neither without the
+other), with no extra statement on the hot path.
 Every call here blocks; the asyncio side (sqlite.py) never calls it from the event loop.
 """
 
@@ -21,13 +24,11 @@ import msgspec
 
 from ..errors import NotCommitted, StartupError
 from ..model import Message
+from .base import QueueCounts
 from .records import decode_message
+from .sqlite_schema import COUNTED, READABLE_SCHEMAS, SCHEMA_VERSION, create_tables
 
-# 2: records may carry expires_at and a message may be `expired`. Schema 1 files open and are
-# carried to 2 as they are (their records read back without an expiry); a schema 2 file is
-# refused by name by a Spool that reads 1, instead of failing on a record it cannot read.
-SCHEMA_VERSION = 2
-READABLE_SCHEMAS = (0, 1, SCHEMA_VERSION)  # 0: a new, empty file
+Loaded = tuple[list[Message], list[str], dict[str, QueueCounts]]
 # The WAL is truncated back to this after a checkpoint, so a burst does not leave it large.
 WAL_SIZE_LIMIT = 64 * 1024 * 1024
 # Give pages back to the file system once this share of the file is free (and at least
@@ -124,7 +125,7 @@ class Store:
         assert self._conn is not None, "the store is not open"
         return self._conn
 
-    def open(self) -> tuple[list[Message], list[str]]:
+    def open(self) -> Loaded:
         try:
             self._conn = sqlite3.connect(self.path, isolation_level=None, check_same_thread=True)
             self._configure()
@@ -157,16 +158,10 @@ class Store:
         if self._max_pages is not None:
             conn.execute(f"PRAGMA max_page_count = {int(self._max_pages)}")
         conn.execute("BEGIN IMMEDIATE")
-        conn.execute(
-            "CREATE TABLE IF NOT EXISTS messages ("
-            "id TEXT PRIMARY KEY, queue TEXT NOT NULL, status TEXT NOT NULL, record BLOB NOT NULL)"
-        )
-        conn.execute("CREATE TABLE IF NOT EXISTS paused (queue TEXT PRIMARY KEY)")
-        conn.execute("CREATE TABLE IF NOT EXISTS meta (key TEXT PRIMARY KEY, value BLOB)")
-        conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+        create_tables(conn)
         conn.execute("COMMIT")
 
-    def _load(self) -> tuple[list[Message], list[str]]:
+    def _load(self) -> Loaded:
         messages: list[Message] = []
         for mid, record in self.conn.execute("SELECT id, record FROM messages ORDER BY id"):
             try:
@@ -177,7 +172,13 @@ class Store:
                     f"message {mid!r} ({exc}); the file is left as it is"
                 ) from None
         paused = [name for (name,) in self.conn.execute("SELECT queue FROM paused ORDER BY queue")]
-        return messages, paused
+        counts = {
+            name: QueueCounts(published, *outcomes)
+            for name, published, *outcomes in self.conn.execute(
+                "SELECT queue, published, " + ", ".join(COUNTED) + " FROM counts"
+            )
+        }
+        return messages, paused, counts
 
     def commit(
         self, rows: Sequence[Row], paused: Sequence[str] | None, deletes: Sequence[str]

@@ -24,7 +24,17 @@ from .errors import (
     Unavailable,
     UnsupportedMediaType,
 )
-from .models import Counts, DeadPage, Depth, Envelope, ErrorInfo, Message, QueueInfo, Redriven
+from .models import (
+    Counts,
+    DeadPage,
+    Depth,
+    Envelope,
+    ErrorInfo,
+    Message,
+    Progress,
+    QueueInfo,
+    Redriven,
+)
 
 __all__ = [
     "AsyncClient",
@@ -44,6 +54,7 @@ __all__ = [
     "Message",
     "NotFound",
     "PayloadTooLarge",
+    "Progress",
     "QueueFull",
     "QueueInfo",
     "Redriven",

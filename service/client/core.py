@@ -47,7 +47,7 @@ def _request_args(call: Call) -> dict[str, Any]:
     args: dict[str, Any] = {"params": call.params}
     if call.json is not NO_BODY:
         args["content"] = msgspec.json.encode(call.json)
-        args["headers"] = {"Content-Type": "application/json"}
+        args["headers"] = {"Content-Type": "application/json", **(call.headers or {})}
     if call.timeout is not None:
         args["timeout"] = call.timeout
     return args
@@ -119,13 +119,24 @@ class Client(_Plans):
         priority: int | None = None,
         idempotency_key: str | None = None,
         headers: dict[str, str] | None = None,
+        wait: float | None = None,
         expires_in_s: float | None = None,
     ) -> Message:
-        """Publish one message; a key is made when `idempotency_key` is None. Not started
+        """Publish one message; a key is made when `idempotency_key` is None. With `wait`
+        (0 < wait <= 30 s), the server holds the answer until the message is final or
+        `wait` has passed (Prefer: wait): check `.final` on what comes back. Not started
         within `expires_in_s` of now (a delay included), it is never run: `expired`."""
         return self._run(
             self._publish(
-                queue, body, delay_s, priority, idempotency_key, headers or {}, expires_in_s
+                queue,
+                body,
+                delay_s,
+                priority,
+                idempotency_key,
+                headers or {},
+                wait,
+                self.timeout,
+                expires_in_s,
             )
         )
 
@@ -224,11 +235,20 @@ class AsyncClient(_Plans):
         priority: int | None = None,
         idempotency_key: str | None = None,
         headers: dict[str, str] | None = None,
+        wait: float | None = None,
         expires_in_s: float | None = None,
     ) -> Message:
         return await self._run(
             self._publish(
-                queue, body, delay_s, priority, idempotency_key, headers or {}, expires_in_s
+                queue,
+                body,
+                delay_s,
+                priority,
+                idempotency_key,
+                headers or {},
+                wait,
+                self.timeout,
+                expires_in_s,
             )
         )
 

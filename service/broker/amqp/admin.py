@@ -5,12 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import aiormq
 
-from ...config import QueueSettings
 from ...errors import NotFound
 from ...model import Message
 from .. import policy
@@ -20,9 +19,9 @@ from . import topology, wire
 from .figures import Figures
 from .intake import Intake
 from .link import Link
-from .state import NodeState, queue_settings
-from .stream import Stream
-from .view import FINAL, GEN, NEW, View, version
+from .node import Node
+from .state import queue_settings
+from .view import FINAL, GEN, NEW, turns, version
 
 log = logging.getLogger(__name__)
 
@@ -30,35 +29,22 @@ EXPIRY_SWEEP_S = 1.0  # as the local broker's sweep: depth holds expired work th
 
 
 class Admin:
-    def __init__(
-        self,
-        queues: dict[str, QueueSettings],
-        state: NodeState,
-        view: View,
-        stream: Stream,
-        intake: Intake,
-        figures: Figures,
-        clock: Callable[[], float],
-    ) -> None:
-        self._queues = queues
-        self._state = state
-        self._view = view
-        self._stream = stream
+    def __init__(self, node: Node, intake: Intake, figures: Figures) -> None:
+        self._node = node
         self._intake = intake
         self._figures = figures
-        self._clock = clock
 
     async def cancel(self, message_id: str) -> Message:
-        known = self._view.messages.get(message_id)
+        known = self._node.view.messages.get(message_id)
         if known is None:
             raise NotFound(f"message {message_id!r} is not known")
         policy.check_cancellable(known)
-        link = await self._state.usable_link()
-        gen = self._view.versions[message_id] // GEN
+        link = await self._node.state.usable_link()
+        gen = self._node.view.versions[message_id] // GEN
         msg = decode_message(encode_message(known))
-        policy.mark_cancelled(msg, self._clock())
+        policy.mark_cancelled(msg, self._node.clock())
         # The copy in RabbitMQ stays until a consumer meets it and drops it (a final status).
-        await self._stream.emit(msg, version(gen, msg.attempts, FINAL), "cancelled", link)
+        await self._node.stream.emit(msg, version(gen, turns(msg), FINAL), "cancelled", link)
         return msg
 
     async def keep_expiring(self) -> None:
@@ -69,8 +55,8 @@ class Admin:
         versions make a second node's event for the same message a no-op."""
         while True:
             await asyncio.sleep(EXPIRY_SWEEP_S)
-            link = self._state.live_link()
-            if link is None or not self._state.caught_up.is_set():
+            link = self._node.state.live_link()
+            if link is None or not self._node.state.caught_up.is_set():
                 continue
             try:
                 await self._expire(link)
@@ -80,30 +66,31 @@ class Admin:
                 log.warning("the expiry sweep failed; retrying in a second", exc_info=True)
 
     async def _expire(self, link: Link) -> None:
-        now = self._clock()
-        for known in self._view.past_expiry(now):
+        now = self._node.clock()
+        view = self._node.view
+        for known in view.past_expiry(now):
             msg = decode_message(encode_message(known))
             label = policy.mark_expired(msg, now)
-            gen = self._view.versions[known.id] // GEN
+            gen = view.versions[known.id] // GEN
             try:
-                await self._stream.emit(msg, version(gen, msg.attempts, FINAL), label, link)
+                await self._node.stream.emit(msg, version(gen, turns(msg), FINAL), label, link)
             except BaseException:
-                self._view.expire_later(known)  # swept again next time
+                view.expire_later(known)  # swept again next time
                 raise
 
     async def set_paused(self, queue: str, paused: bool) -> QueueStats:
-        queue_settings(self._queues, queue)
-        link = await self._state.usable_link()
+        queue_settings(self._node.queues, queue)
+        link = await self._node.state.usable_link()
         # The state queue keeps the last word for nodes that start later; the stream tells
         # the nodes that run now.
         await self._intake.remember_pause(link, queue, paused)
-        await self._stream.announce_pause(link, queue, paused)
+        await self._node.stream.announce_pause(link, queue, paused)
         await self._intake.set_paused(queue, paused)
         return self._figures.stats(queue)
 
     async def redrive(self, queue: str, ids: Sequence[str] | None) -> Redriven:
-        qs = queue_settings(self._queues, queue)
-        link = await self._state.usable_link()
+        qs = queue_settings(self._node.queues, queue)
+        link = await self._node.state.usable_link()
         # A channel of its own: what it holds and does not ack goes back when it closes.
         channel = await link.connection.channel(publisher_confirms=False)
         try:
@@ -129,13 +116,13 @@ class Admin:
             done = 0
             for mid in chosen:
                 got, msg, gen = letters[mid]
-                policy.reset_for_redrive(msg, self._clock())
+                policy.reset_for_redrive(msg, self._node.clock())
                 try:
-                    await wire.send(link, msg, gen + 1, self._clock())
+                    await wire.send(link, msg, gen + 1, self._node.clock())
                 except aiormq.exceptions.DeliveryError:
                     skipped.extend(i for i in chosen[done:])
                     break
-                await self._stream.emit(msg, version(gen + 1, 0, NEW), None, link)
+                await self._node.stream.emit(msg, version(gen + 1, 0, NEW), None, link)
                 await got.ack()
                 done += 1
             chosen_set = set(chosen[:done])
