@@ -5,7 +5,7 @@ http://127.0.0.1:8000), the token `--token` or $SPOOL_TOKEN.
 
 Exit codes (scripts can branch on them):
   0  done (publish --wait: the message succeeded)
-  1  publish --wait: the message failed or was cancelled
+  1  publish --wait: the message failed, was cancelled or expired
   2  usage, or the server rejected the request as invalid (400, 409, 413, 415, 422)
   3  not found: unknown queue or message
   4  unauthorized or forbidden (401, 403)
@@ -40,7 +40,7 @@ from .client import (
     Unauthorized,
 )
 from .client.plans import MAX_PUBLISH_WAIT_S
-from .model import rfc3339
+from .timestamps import rfc3339
 
 T = TypeVar("T")
 
@@ -74,6 +74,12 @@ def parser() -> argparse.ArgumentParser:
     )
     publish.add_argument("--wait", type=float, metavar="S", help="wait up to S s for the end")
     publish.add_argument("--delay", type=float, metavar="S", help="run it no sooner than in S s")
+    publish.add_argument(
+        "--expires",
+        type=float,
+        metavar="S",
+        help="not started within S s of now (a delay included), it is never run: expired",
+    )
     publish.add_argument("--priority", type=int, help="0-9, higher first")
     publish.add_argument("--key", help="idempotency key (default: one is made)")
     sub.add_parser("get", parents=[common], help="a message by id").add_argument("id")
@@ -188,6 +194,7 @@ def publish(client: Client, args: argparse.Namespace, body: Any, show: Show) -> 
         priority=args.priority,
         idempotency_key=args.key,
         wait=held,
+        expires_in_s=args.expires,
     )
     if args.wait is None:
         show(message, message_table)
@@ -217,14 +224,14 @@ def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
 
 def queues_table(queues: Sequence[QueueInfo]) -> str:
     headers = ["QUEUE", "PAUSED", "CONSUMERS", "SCHEDULED", "QUEUED", "RUNNING", "RETRYING"]
-    headers += ["DEAD", "PUBLISHED", "SUCCEEDED", "FAILED"]
+    headers += ["DEAD", "PUBLISHED", "SUCCEEDED", "FAILED", "EXPIRED"]
     rows = [
         (
             q.name,
             "yes" if q.paused else "no",
             q.consumers,
             *(q.depth.scheduled, q.depth.queued, q.depth.running, q.depth.retrying, q.depth.dead),
-            *(q.counts.published, q.counts.succeeded, q.counts.failed),
+            *(q.counts.published, q.counts.succeeded, q.counts.failed, q.counts.expired),
         )
         for q in queues
     ]
@@ -242,6 +249,7 @@ def message_table(m: Message) -> str:
         ("scheduled_for", when_text(m.scheduled_for)),
         ("started_at", when_text(m.started_at)),
         ("finished_at", when_text(m.finished_at)),
+        ("expires_at", when_text(m.expires_at)),
         ("body", msgspec.json.encode(m.body).decode()),
     ]
     if m.result is not None:
@@ -269,7 +277,7 @@ def dead_table(page: DeadPage) -> str:
 
 
 def when_text(value: datetime | None) -> str:
-    """A timestamp as the API writes it (model.rfc3339: milliseconds, Z), or '-'."""
+    """A timestamp as the API writes it (timestamps.rfc3339: milliseconds, Z), or '-'."""
     return rfc3339(None if value is None else value.timestamp()) or "-"
 
 

@@ -27,6 +27,7 @@ from .config_values import (
     suggest_key,
 )
 from .errors import ConfigError
+from .model import MAX_EXPIRY_S
 
 QUEUE_NAME = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
 # What the command line reads when neither --config nor SPOOL_CONFIG names a file (cli.py).
@@ -135,6 +136,9 @@ class QueueSettings(_Section, frozen=True):
     rate_limit: str | None = None
     # Tokens the bucket holds when full; None: a tenth of a second's worth (at least 1).
     rate_limit_burst: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] | None = None
+    # The expiry of a message whose envelope sets none (0: none), counted from publish.
+    # TOML has no null, hence 0 for "none"; the bound is the envelope's (model.MAX_EXPIRY_S).
+    expires_in_s: Annotated[float, msgspec.Meta(ge=0, le=MAX_EXPIRY_S)] = 0.0
     options: dict[str, Any] = msgspec.field(default_factory=dict)
 
 

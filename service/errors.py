@@ -94,6 +94,19 @@ class Invalid(SpoolError):
         self.field = field
 
 
+class InvalidEnvelope(Invalid):
+    """An envelope of a publish that the broker refuses (an expiry within its delay):
+    `index` is its place in the publish, for the batch route to name `messages[index]`."""
+
+    def __init__(self, detail: str, *, field: str, index: int) -> None:
+        super().__init__(f"{field}: {detail}", field=field)
+        self.reason, self.index = detail, index
+
+    def in_batch(self) -> Invalid:
+        field = f"messages[{self.index}].{self.field}"
+        return Invalid(f"{field}: {self.reason}", field=field)
+
+
 class QueueFull(SpoolError):
     status = 429
     title = "Queue full"

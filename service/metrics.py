@@ -33,6 +33,7 @@ from prometheus_client.utils import floatToGoString
 from .broker.queues import DEPTH_STATUSES
 
 OUTCOMES = ("succeeded", "retried", "failed", "cancelled")
+BROKER_OUTCOMES = ("expired",)  # decided by the broker alone: read from its counts
 LATENCY_BUCKETS = (0.001, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30, 60, 300)
 LAG_BUCKETS = (0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5)
 HTTP_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 5, 30, 60)
@@ -110,11 +111,18 @@ class LightCounters(_LightFamily[LightCounter]):
 
     def __init__(self, name: str, doc: str, labels: list[str]) -> None:
         super().__init__(name, doc, labels, LightCounter)
+        self._read: dict[tuple[str, ...], Callable[[], int]] = {}
+
+    def read_from(self, values: tuple[str, ...], read: Callable[[], int]) -> None:
+        """The label set `values`, whose count is `read()` at each scrape."""
+        self._read[values] = read
 
     def collect(self) -> Iterable[Metric]:
         family = CounterMetricFamily(self._name, self._doc, labels=self._labels)
         for values, child in self._children.items():
             family.add_metric(list(values), child.value)
+        for values, read in self._read.items():
+            family.add_metric(list(values), read())
         yield family
 
 
@@ -150,7 +158,7 @@ class Metrics:
         )
         self.processed = LightCounters(
             "spool_messages_processed",
-            "Attempt ends and cancels, by outcome (succeeded, retried, failed, cancelled).",
+            "Attempt ends, cancels and expiries, by outcome.",
             ["queue", "outcome"],
         )
         self.timeouts = LightCounters(
@@ -206,7 +214,10 @@ class Metrics:
         self.queues = {name: QueueMetrics(self, name) for name in queues}
 
     def attach(self, state: LiveState, executors: ExecutorGauges) -> None:
-        """Read `state` and `executors` at every scrape, for the gauges."""
+        """Read `state` and `executors` at every scrape (gauges, the broker's outcomes)."""
+        for name in self.queues:
+            for outcome in BROKER_OUTCOMES:
+                self.processed.read_from((name, outcome), partial(_count_of, state, name, outcome))
         self.registry.register(StateCollector(list(self.queues), state, executors))
 
     def render(self) -> bytes:
@@ -216,10 +227,15 @@ class Metrics:
 class LiveState(Protocol):
     """What the queue gauges read at scrape time, read-only (the Runtime provides it)."""
 
-    def queue_depth(self, queue: str) -> Mapping[str, int]:
-        """Messages of `queue` by status, without I/O."""
+    def queue_depth(self, queue: str) -> Mapping[str, int]: ...  # by status, no I/O
 
     def live_consumers(self, queue: str) -> int: ...
+
+    def queue_counts(self, queue: str) -> object: ...  # broker.base.QueueCounts, no I/O
+
+
+def _count_of(state: LiveState, queue: str, outcome: str) -> int:
+    return int(getattr(state.queue_counts(queue), outcome))
 
 
 class ExecutorGauges(Protocol):

@@ -3,16 +3,15 @@
 from __future__ import annotations
 
 import enum
-import math
 import time
-from datetime import UTC, datetime
-from functools import lru_cache
-from typing import Annotated, Final, NoReturn, overload
+from typing import Annotated
 
 import msgspec
 import uuid_utils
 
 from .context import HandlerContext as HandlerContext  # handlers import it from here, as ever
+from .no_headers import NO_HEADERS as NO_HEADERS
+from .timestamps import _rfc3339, rfc3339
 from .tracing import Incoming, TraceView
 
 
@@ -24,6 +23,8 @@ class Status(enum.StrEnum):
     RETRYING = "retrying"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    # Not started by its expires_at: never run (a SPEC addition, final like the three above).
+    EXPIRED = "expired"
 
     # Enum's own __hash__ is Python code; a StrEnum member hashes as its str, in C. Statuses
     # key the per-queue counters, so this runs several times per message.
@@ -38,28 +39,11 @@ class Status(enum.StrEnum):
         return self in (Status.SCHEDULED, Status.QUEUED, Status.RETRYING)
 
 
-class _NoHeaders(dict[str, str]):
-    """The type of NO_HEADERS: an empty dict that refuses every change. A dict, not a
-    MappingProxyType, because msgspec encodes dicts (and so their subclasses) natively, and
-    writes it `{}` like any empty dict; a proxy would need an enc_hook call per message."""
+# The longest expiry an envelope or a queue may set: past a month a message is not
+# "stale work" any more, and a deadline that far is a schedule, not an expiry.
+MAX_EXPIRY_S = 30 * 86400
 
-    __slots__ = ()
-
-    def _refuse(self, *args: object, **kwargs: object) -> NoReturn:
-        raise TypeError(
-            "NO_HEADERS is shared by every message published without headers: "
-            "give the message its own dict instead of changing this one"
-        )
-
-    __setitem__ = __delitem__ = __ior__ = _refuse
-    clear = pop = popitem = setdefault = update = _refuse
-
-
-# The headers of every message published without any, shared by them all (64 bytes less per
-# message): a change to it would reach every one, so it refuses changes.
-NO_HEADERS: Final[dict[str, str]] = _NoHeaders()
-
-FINAL = frozenset({Status.SUCCEEDED, Status.FAILED, Status.CANCELLED})
+FINAL = frozenset({Status.SUCCEEDED, Status.FAILED, Status.CANCELLED, Status.EXPIRED})
 LIVE_DEPTH_STATUSES = (Status.SCHEDULED, Status.QUEUED, Status.RUNNING, Status.RETRYING)
 # What counts against max_size: work that is waiting, not work already running.
 WAITING = frozenset({Status.SCHEDULED, Status.QUEUED, Status.RETRYING})
@@ -85,6 +69,14 @@ class Envelope(msgspec.Struct, forbid_unknown_fields=True, kw_only=True, gc=Fals
     headers: Annotated[
         dict[str, str], msgspec.Meta(description="handed to the handler in its context")
     ] = msgspec.field(default_factory=dict)
+    expires_in_s: Annotated[
+        Annotated[float, msgspec.Meta(gt=0, le=MAX_EXPIRY_S)] | None,
+        msgspec.Meta(
+            description="seconds from publish, a delay included (so more than delay_s): "
+            "not started by then, it is never run and becomes `expired`; overrides the "
+            "queue's expires_in_s"
+        ),
+    ] = None
 
 
 class Batch(msgspec.Struct, forbid_unknown_fields=True):
@@ -144,6 +136,7 @@ class Message(msgspec.Struct, eq=False, gc=False):
     # W3C Trace Context of the publish (tracing.py), version 00; None for most messages.
     traceparent: str | None = None
     tracestate: str | None = None
+    expires_at: float | None = None  # not started by then: expired instead of run
 
     def view(self) -> MessageView:
         # Positional (twice as fast as keywords), in MessageView's order, which
@@ -164,6 +157,7 @@ class Message(msgspec.Struct, eq=False, gc=False):
             rfc3339(self.finished_at),
             None if self.progress is None else self.progress.view(),
             None if self.traceparent is None else TraceView(self.traceparent, self.tracestate),
+            rfc3339(self.expires_at),
         )
 
 
@@ -215,14 +209,24 @@ class MessageView(msgspec.Struct, gc=False):
     trace: Annotated[
         TraceView | None, msgspec.Meta(description="the publish request's trace context")
     ]
+    expires_at: Annotated[
+        str | None, msgspec.Meta(description="not started by then, it becomes `expired`")
+    ]
 
 
 def new_message(
-    queue: str, env: Envelope, created_at: float, trace: Incoming | None = None
+    queue: str,
+    env: Envelope,
+    created_at: float,
+    default_expiry_s: float = 0.0,
+    trace: Incoming | None = None,
 ) -> Message:
     """The message an envelope publishes (every broker builds its messages here; the memory
-    broker's batch path inlines the undelayed case)."""
+    broker's batch path inlines the undelayed case without expiry). Expiry counts from
+    publish, a delay included; the envelope's overrides the queue's `default_expiry_s`
+    (0: none)."""
     delayed = env.delay_s > 0
+    expiry = env.expires_in_s or default_expiry_s
     return Message(
         id=new_id(),
         queue=queue,
@@ -238,6 +242,7 @@ def new_message(
         enqueued_at=None if delayed else created_at,
         traceparent=None if trace is None else trace.traceparent,
         tracestate=None if trace is None else trace.tracestate,
+        expires_at=created_at + expiry if expiry else None,
     )
 
 
@@ -248,53 +253,3 @@ def new_id() -> str:
 
 def now() -> float:
     return time.time()
-
-
-@overload
-def rfc3339(ts: float) -> str: ...
-
-
-@overload
-def rfc3339(ts: float | None) -> str | None: ...
-
-
-def rfc3339(ts: float | None) -> str | None:
-    if ts is None:
-        return None
-    return _rfc3339(ts)
-
-
-def _rfc3339(ts: float) -> str:
-    """What datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds") writes (with
-    Z), in under half the time: the date and time to the second come from a small cache,
-    since they change once a second, and only the milliseconds are new. The microseconds
-    are rounded half to even first, as datetime does."""
-    global _last_written
-    last = _last_written
-    if last[0] == ts:
-        return last[1]  # a batch's messages share their created_at: written once for all
-    if ts < 0:
-        return _slow_rfc3339(ts)
-    fraction, whole = math.modf(ts)
-    micros = round(fraction * 1e6)
-    second = int(whole)
-    if micros >= 1_000_000:
-        second, micros = second + 1, micros - 1_000_000
-    text = f"{_to_the_second(second)}.{micros // 1000:03d}Z"
-    _last_written = (ts, text)  # one tuple: threads read it whole
-    return text
-
-
-# Module-level, like _to_the_second's cache: memos of pure functions of the time alone, so
-# apps side by side share them without leaking anything between them (the census in
-# tests/test_field_order.py lists each; test_hot_path.py checks them against datetime).
-_last_written: tuple[float, str] = (math.nan, "")  # NaN equals nothing
-
-
-@lru_cache(maxsize=256)
-def _to_the_second(second: int) -> str:
-    return datetime.fromtimestamp(second, UTC).strftime("%Y-%m-%dT%H:%M:%S")
-
-
-def _slow_rfc3339(ts: float) -> str:
-    return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")

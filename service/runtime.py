@@ -15,7 +15,7 @@ from typing import Protocol
 
 from . import grace
 from .broker import create_broker
-from .broker.base import Broker
+from .broker.base import Broker, QueueCounts
 from .config import Settings
 from .consumer import Attempts, QueueWork, consume
 from .executor import Executors
@@ -87,6 +87,9 @@ class Runtime:
 
     def queue_depth(self, queue: str) -> Mapping[str, int]:
         return self.broker.cached_stats(queue).depth
+
+    def queue_counts(self, queue: str) -> QueueCounts:
+        return self.broker.cached_stats(queue).counts
 
     def health(self) -> dict[str, dict[str, object]]:
         lag_ok = self.loop_lag_s * 1000 < self.settings.health.max_loop_lag_ms

@@ -10,12 +10,15 @@ from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 from quart.typing import TestClientProtocol as Client
 
 from service import Runtime, Settings, grace
 from service.broker.amqp import AmqpBroker
+from service.broker.base import Succeeded
 from service.errors import StartupError
+from service.model import Envelope, Status
 
 from .conftest import client_for, free_port, make_settings
 from .rabbit import Rabbit, delete_spool_queues
@@ -294,3 +297,35 @@ async def test_a_rabbitmq_that_stops_answering_does_not_hold_the_close(
         closing.result()
     finally:
         os.killpg(rabbit.process.pid, signal.SIGCONT)
+
+
+class ManualClock:
+    def __init__(self) -> None:
+        self.now = 1_000_000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+async def test_a_consumer_that_meets_an_expired_delivery_records_it_and_skips_it(
+    amqp_settings: Callable[..., Settings], rabbit: Rabbit
+) -> None:
+    # No run(): no sweep, so only the take can see the expiry (the clock says it has come).
+    settings = amqp_settings({"work": {"handler": "tests.handlers:echo"}})
+    clock = ManualClock()
+    broker = AmqpBroker(settings.queues, settings.results, rabbit.url, clock=clock)
+    await broker.start()
+    try:
+        body = msgspec.Raw(b"1")
+        (stale,) = await broker.publish("work", [Envelope(body=body, expires_in_s=5)])
+        (fresh,) = await broker.publish("work", [Envelope(body=body)])
+        clock.now += 5
+        taken = await asyncio.wait_for(broker.take("work"), 20)
+        assert taken.id == fresh.message.id
+        known = await broker.get(stale.message.id)
+        assert known is not None and known.status is Status.EXPIRED
+        assert (known.attempts, known.finished_at) == (0, clock.now)
+        assert broker.cached_stats("work").counts.expired == 1
+        await broker.finish(taken, Succeeded(b"1"))
+    finally:
+        await broker.close()

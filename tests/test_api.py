@@ -67,6 +67,7 @@ async def test_publish_returns_202_with_location_and_the_message(client: Client)
         "finished_at",
         "progress",
         "trace",
+        "expires_at",
     }
     assert msg["trace"] is None  # published without a traceparent
 
@@ -206,7 +207,14 @@ async def test_queue_figures(client: Client) -> None:
     held = doc["queues"][3]
     assert held["paused"] is True and held["consumers"] == 4 and held["max_size"] == 3
     assert set(held["depth"]) == {"scheduled", "queued", "running", "retrying", "dead"}
-    assert set(held["counts"]) == {"published", "succeeded", "retried", "failed", "cancelled"}
+    assert set(held["counts"]) == {
+        "published",
+        "succeeded",
+        "retried",
+        "failed",
+        "cancelled",
+        "expired",
+    }
 
 
 async def test_probes_and_openapi(client: Client) -> None:

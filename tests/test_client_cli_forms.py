@@ -15,9 +15,9 @@ from .conftest import Server, free_port, toml_config
 from .live import start_server
 from .test_client_cli import as_json, spool
 
-# What the API writes (model.rfc3339): milliseconds and Z, never microseconds or +00:00.
+# What the API writes (timestamps.rfc3339): milliseconds and Z, never microseconds or +00:00.
 API_TIME = re.compile(r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z")
-TIME_KEYS = ("created_at", "scheduled_for", "started_at", "finished_at")
+TIME_KEYS = ("created_at", "scheduled_for", "started_at", "finished_at", "expires_at")
 QUEUES = """
 [queues.work]
 handler = "tests.handlers:echo"
@@ -66,6 +66,17 @@ def test_json_output_writes_timestamps_as_the_api_does(server: Server) -> None:
     assert API_TIME.fullmatch(printed["finished_at"])
     got = as_json(spool(server, "get", printed["id"], "--json", token=None))
     assert {k: got[k] for k in TIME_KEYS} == {k: api[k] for k in TIME_KEYS}
+
+
+def test_publish_expires_sets_the_expiry_and_a_bad_one_is_a_usage_error(server: Server) -> None:
+    done = spool(server, "publish", "work", "1", "--expires", "60", "--json", token=None)
+    assert done.returncode == 0, done.stderr
+    printed = as_json(done)
+    assert printed["expires_at"] == api_message(server, printed["id"])["expires_at"]
+    assert API_TIME.fullmatch(printed["expires_at"])
+    refused = spool(server, "publish", "work", "1", "--delay", "5", "--expires", "2", token=None)
+    assert refused.returncode == 2
+    assert "expires_in_s" in refused.stderr
 
 
 def test_tables_write_timestamps_as_the_api_does(server: Server) -> None:

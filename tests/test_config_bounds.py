@@ -35,6 +35,7 @@ BOUNDS: dict[str, tuple[float, float]] = {
     "queues.q.retry_backoff_s": (0, 86_400),
     "queues.q.retry_backoff_max_s": (0, 86_400),
     "queues.q.timeout_s": (0.01, 86_400),
+    "queues.q.expires_in_s": (0, 30 * 86_400),
 }
 FLOAT_KEYS = [k for k in BOUNDS if k.endswith(("_s", "_ms"))]
 INT_KEYS = [k for k in BOUNDS if k not in FLOAT_KEYS]

@@ -1,4 +1,4 @@
-"""Per-queue counts (published, succeeded, retried, failed, cancelled) outlive a restart with
+"""Per-queue counts (published, succeeded, retried, failed, cancelled, expired) outlive a restart with
 the backend's state: the memory snapshot at a graceful stop, the sqlite journal even after a
 kill -9 (counted in the commit of the outcome). A restarted node must never show fewer
 failures than the dead letters it still holds (issue 16, item 3).
@@ -23,6 +23,9 @@ QUEUES = """
 [queues.work]
 handler = "tests.handlers:echo"
 
+[queues.stale]
+handler = "tests.handlers:echo"
+
 [queues.broken]
 handler = "tests.handlers:fail"
 max_retries = 1
@@ -39,14 +42,18 @@ def counts_of(server: Server, queue: str) -> dict[str, Any]:
 
 
 def make_history(server: Server) -> None:
-    """3 successes in `work`, 2 dead letters in `broken` (each retried once)."""
+    """3 successes in `work`, 2 dead letters in `broken` (each retried once), and one
+    message of the paused `stale` that expired unstarted."""
     with Client(server.url) as spool:
+        spool.pause("stale")
+        stale = spool.publish("stale", 0, expires_in_s=0.2)
         done = [spool.publish("work", i) for i in range(3)]
         dead = [spool.publish("broken", i) for i in range(2)]
         for message in done:
             assert spool.wait(message.id, timeout=20).status == "succeeded"
         for message in dead:
             assert spool.wait(message.id, timeout=20).status == "failed"
+        assert spool.wait(stale.id, timeout=20).status == "expired"
 
 
 def assert_history_kept(server: Server) -> None:
@@ -57,6 +64,7 @@ def assert_history_kept(server: Server) -> None:
         "retried": 0,
         "failed": 0,
         "cancelled": 0,
+        "expired": 0,
     }
     assert broken["depth"]["dead"] == 2
     assert broken["counts"] == {
@@ -65,6 +73,15 @@ def assert_history_kept(server: Server) -> None:
         "retried": 2,
         "failed": 2,
         "cancelled": 0,
+        "expired": 0,
+    }
+    assert counts_of(server, "stale")["counts"] == {
+        "published": 1,
+        "succeeded": 0,
+        "retried": 0,
+        "failed": 0,
+        "cancelled": 0,
+        "expired": 1,
     }
     listed = httpx.get(f"{server.url}/v1/queues", timeout=5).json()["queues"]
     for queue in listed:

@@ -34,7 +34,7 @@ from .conftest import ROOT
 
 # What each positional construction passes, in order, and where it is.
 POSITIONAL_CALLS = {
-    # service/broker/local.py LocalBroker.publish (the batch path, benchmark B2); the
+    # service/broker/fresh.py fresh_messages (the batch path, benchmark B2); the
     # fields after created_at are passed by keyword.
     Message: ("id", "queue", "status", "body", "headers", "priority", "created_at"),
     # service/model.py Message.view and service/api/answers.py accepted_view.
@@ -54,6 +54,7 @@ POSITIONAL_CALLS = {
         "finished_at",
         "progress",
         "trace",
+        "expires_at",
     ),
     # service/broker/records.py encode_message (every journal row).
     MessageRecord: (
@@ -75,6 +76,7 @@ POSITIONAL_CALLS = {
         "snoozes",
         "traceparent",
         "tracestate",
+        "expires_at",
     ),
 }
 
@@ -116,6 +118,7 @@ def every_field_set() -> Message:
         progress=Progress(0.25, b'{"step":"s"}', 1_790_000_006.0),
         traceparent="00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
         tracestate="rojo=1",
+        expires_at=1_790_000_006.0,
     )
 
 
@@ -141,6 +144,7 @@ def test_a_view_shows_each_field_of_its_message_under_its_own_name() -> None:
             "traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
             "tracestate": "rojo=1",
         },
+        "expires_at": "2026-09-21T14:13:26.000Z",
     }
     accepted = json.loads(msgspec.json.encode(accepted_view(msg)))
     # As its publish accepted it: a delayed message, no attempt yet.
@@ -194,8 +198,8 @@ def test_no_headers_refuses_every_change_and_writes_as_an_empty_object() -> None
 JUSTIFIED_MODULE_STATE = {
     # Caches of pure functions: an answer depends on the argument alone, so sharing it
     # between apps cannot leak anything from one to another; each is bounded.
-    "service/model.py:_to_the_second": "lru_cache: a second's text (pure, 256 entries)",
-    "service/model.py:_last_written": "the last time written and its text (pure, one entry)",
+    "service/timestamps.py:_to_the_second": "lru_cache: a second's text (pure, 256 entries)",
+    "service/timestamps.py:_last_written": "the last time written and its text (pure, one entry)",
     "service/handlers/registry.py:resolve_cached": "lru_cache: a worker process's handlers",
     "service/broker/sqlite_store.py:_upsert_sql": "lru_cache: SQL text for n rows (pure)",
     "service/api/common.py:_decoders": "a Decoder per request type (types are code: bounded)",

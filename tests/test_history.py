@@ -43,6 +43,9 @@ async def test_history_keeps_the_last_five_minutes_of_samples_oldest_first(
             idle = await (await client.get("/v1/queues/idle/history")).get_json()
             assert len(idle["samples"]) == HISTORY_SAMPLES
             assert {s["published"] for s in idle["samples"]} == {0}
+            # Every count of the queue's figures, the broker's own outcomes included.
+            figures = await (await client.get("/v1/queues/work")).get_json()
+            assert set(samples[-1]) == {"t", *figures["counts"]}
 
 
 async def test_history_samples_by_itself_once_the_app_serves(

@@ -18,8 +18,9 @@ from service.config import ExecutorSettings
 from service.executor import Executors, HandlerTimeout
 from service.handlers.registry import resolve
 from service.metrics import LightHistogram, Metrics
-from service.model import HandlerContext, _rfc3339, _slow_rfc3339
+from service.model import HandlerContext
 from service.tasks import TaskOwner
+from service.timestamps import _rfc3339, _slow_rfc3339
 
 from .waits import gate_body, until
 

@@ -89,6 +89,38 @@ async def test_the_storage_decides_how_every_change_is_made(tmp_path: Path) -> N
         await journaled.close()
 
 
+async def test_a_snapshot_keeps_expiry_and_an_older_snapshot_still_reads(tmp_path: Path) -> None:
+    path = tmp_path / "s.jsonl"
+    first = broker(SnapshotStorage(path))
+    await first.start()
+    await first.pause("q")
+    (gone,) = await first.publish("q", [envelope(expires_in_s=1)])
+    (held,) = await first.publish("q", [envelope(expires_in_s=3600)])
+    gone.message.expires_at = 0.0  # long past: the next take meets it
+    await first.resume("q")
+    taken = await first.take("q")
+    assert taken is held.message and gone.message.status is Status.EXPIRED
+    await first.close()
+    second = broker(SnapshotStorage(path))
+    await second.start()
+    back = await second.get(held.message.id)
+    assert back is not None and back.expires_at == held.message.expires_at
+    expired = await second.get(gone.message.id)
+    assert expired is not None and expired.status is Status.EXPIRED
+    await second.close()
+    # A snapshot written before expiry existed (version 1, no expires_at) reads back.
+    path.write_bytes(
+        b'{"format":"spool-snapshot","version":1,"paused":[]}\n'
+        b'{"id":"0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b","queue":"q","status":"queued",'
+        b'"body":1,"priority":0,"created_at":1.0}\n'
+    )
+    third = broker(SnapshotStorage(path))
+    await third.start()
+    old = await third.get("0190a1b2-c3d4-7e5f-8a9b-0c1d2e3f4a5b")
+    assert old is not None and old.status is Status.QUEUED and old.expires_at is None
+    await third.close()
+
+
 async def test_results_past_a_lowered_max_entries_leave_the_journal(tmp_path: Path) -> None:
     """A restart with a lower results.max_entries leaves more results than the bound: the
     upkeep deletes the excess. Its retention commit must not also count those same results

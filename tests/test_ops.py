@@ -73,7 +73,7 @@ async def test_every_spec_metric_exists_with_help_and_zero_series_per_queue(
         assert samples(text, "spool_messages_published_total")[(("queue", queue),)] == 0
         assert samples(text, "spool_attempt_timeouts_total")[(("queue", queue),)] == 0
         processed = samples(text, "spool_messages_processed_total")
-        for outcome in ("succeeded", "retried", "failed", "cancelled"):
+        for outcome in ("succeeded", "retried", "failed", "cancelled", "expired"):
             assert processed[(("outcome", outcome), ("queue", queue))] == 0
         depth = samples(text, "spool_queue_depth")
         for status in ("scheduled", "queued", "running", "retrying", "dead"):

@@ -307,3 +307,57 @@ def test_snoozes_never_count_as_attempts_or_failures(outcomes: list[str], max_re
         if label != "failed":
             msg.status = Status.QUEUED  # the scheduler releases it
     assert msg.attempts == msg.failures
+
+
+# ---------------------------------------------------------------------- expiry
+def timed_envelope(**kw: object) -> Envelope:
+    return msgspec.convert({"body": msgspec.Raw(b"1"), **kw}, Envelope)
+
+
+def test_expiry_counts_from_publish_and_the_envelope_overrides_the_queue() -> None:
+    assert new_message("q", timed_envelope(), 100.0).expires_at is None
+    assert new_message("q", timed_envelope(expires_in_s=5), 100.0).expires_at == 105.0
+    assert new_message("q", timed_envelope(), 100.0, default_expiry_s=7).expires_at == 107.0
+    own = new_message("q", timed_envelope(delay_s=2, expires_in_s=5), 100.0, default_expiry_s=7)
+    assert (own.scheduled_for, own.expires_at) == (102.0, 105.0)
+
+
+def test_an_expiry_within_the_delay_names_the_field_at_fault() -> None:
+    assert policy.expiry_problem(timed_envelope(delay_s=5, expires_in_s=6), 0) is None
+    field, detail = policy.expiry_problem(timed_envelope(delay_s=5, expires_in_s=5), 0) or ("", "")
+    assert field == "expires_in_s" and "delay_s" in detail
+    field, detail = policy.expiry_problem(timed_envelope(delay_s=9), 9) or ("", "")
+    assert field == "delay_s" and "expires_in_s" in detail
+    assert policy.expiry_problem(timed_envelope(delay_s=9, expires_in_s=10), 9) is None
+    assert policy.expiry_problem(timed_envelope(delay_s=9), 0) is None
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    status=st.sampled_from(list(Status)),
+    expires_at=st.none() | st.floats(min_value=0, max_value=1e6),
+    now=st.floats(min_value=0, max_value=1e6),
+)
+def test_only_waiting_work_past_its_expiry_expires(
+    status: Status, expires_at: float | None, now: float
+) -> None:
+    msg = message(status, expires_at=expires_at)
+    due = policy.past_expiry(msg, now)
+    assert due == (status.cancellable and expires_at is not None and now >= expires_at)
+    if due:
+        assert policy.mark_expired(msg, now) == "expired"
+        assert (msg.status, msg.finished_at) == (Status.EXPIRED, now)
+        assert msg.status.final and not msg.status.cancellable
+        assert not policy.past_expiry(msg, now)  # once: a final status never expires again
+
+
+def test_an_expired_message_cannot_be_cancelled() -> None:
+    msg = message(Status.EXPIRED)
+    with pytest.raises(Conflict, match="expired"):
+        policy.check_cancellable(msg)
+
+
+def test_a_redriven_dead_letter_runs_whatever_its_old_expiry() -> None:
+    msg = message(Status.FAILED, expires_at=5.0, attempts=2, failures=2)
+    policy.reset_for_redrive(msg, 10.0)
+    assert (msg.status, msg.expires_at) == (Status.QUEUED, None)

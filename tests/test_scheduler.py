@@ -103,3 +103,63 @@ async def test_delayed_messages_do_not_each_get_a_task(
         for _ in range(200):
             await publish(client, "q", 1, delay_s=60)
         assert len(asyncio.all_tasks()) <= before + 1
+
+
+async def test_a_consumer_that_meets_an_expired_message_skips_it(clock: ManualClock) -> None:
+    # No scheduler runs: the take alone must see the expiry (the sweep may not have yet).
+    broker = broker_with(clock)
+    (stale,), (fresh,) = [
+        [p.message for p in await broker.publish("q", [envelope(b'"s"', expires_in_s=5)])],
+        [p.message for p in await broker.publish("q", [envelope(b'"f"')])],
+    ]
+    clock.now += 5
+    taken = await asyncio.wait_for(broker.take("q"), 2)
+    assert taken is fresh
+    assert (stale.status, stale.attempts, stale.finished_at) == (Status.EXPIRED, 0, clock.now)
+    stats = broker.cached_stats("q")
+    assert stats.counts.expired == 1
+    assert stats.depth == {"scheduled": 0, "queued": 0, "running": 1, "retrying": 0, "dead": 0}
+    assert (await broker.wait(stale.id, 0)) is stale
+
+
+async def test_the_sweep_expires_waiting_work_so_depth_holds_none(clock: ManualClock) -> None:
+    broker = broker_with(clock, retry_backoff_s=100, retry_backoff_max_s=100)
+    await broker.publish(
+        "q",
+        [
+            envelope(b'"queued"', expires_in_s=10),
+            envelope(b'"scheduled"', delay_s=5, expires_in_s=10),
+            envelope(b'"kept"', expires_in_s=30),
+        ],
+    )
+    await broker.pause("q")
+    task = asyncio.create_task(broker.run())
+    try:
+        await asyncio.sleep(0)
+        assert broker.cached_stats("q").depth["queued"] == 2
+        clock.now += 10
+        broker.wake()
+        deadline = asyncio.get_running_loop().time() + 5
+        while broker.cached_stats("q").counts.expired < 2:
+            assert asyncio.get_running_loop().time() < deadline, broker.cached_stats("q")
+            await asyncio.sleep(0.01)
+        depth = broker.cached_stats("q").depth
+        assert (depth["queued"], depth["scheduled"]) == (1, 0)
+    finally:
+        task.cancel()
+
+
+async def test_a_retry_due_after_the_expiry_expires_instead(clock: ManualClock) -> None:
+    broker = broker_with(clock, retry_backoff_s=100, retry_backoff_max_s=100)
+    task = asyncio.create_task(broker.run())
+    try:
+        await broker.publish("q", [envelope(expires_in_s=50)])
+        msg = await asyncio.wait_for(broker.take("q"), 2)
+        assert (await broker.finish(msg, Failed(ErrorInfo("E", "boom")))).outcome == "retried"
+        clock.now += 200
+        broker.wake()
+        final = await broker.wait(msg.id, 5)
+        assert final is msg and msg.status is Status.EXPIRED and msg.attempts == 1
+        assert msg.error == ErrorInfo("E", "boom")
+    finally:
+        task.cancel()

@@ -9,9 +9,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from service import Settings
 from service.broker.records import encode_message
 from service.broker.sqlite import SqliteJournal
+from service.errors import StartupError
 from service.model import ErrorInfo, Message, Status, new_id
 
 from .conftest import client_for, running
@@ -244,3 +247,112 @@ async def test_sqlite_synchronous_reaches_the_connection(
             got = await journal._call(lambda: pragma("synchronous"))
             mode = await journal._call(lambda: pragma("journal_mode"))
             assert (got, mode) == (level, "wal")
+
+
+SCHEMA_1 = (
+    "CREATE TABLE messages (id TEXT PRIMARY KEY, queue TEXT NOT NULL, status TEXT NOT NULL, "
+    "record BLOB NOT NULL)",
+    "CREATE TABLE paused (queue TEXT PRIMARY KEY)",
+    "CREATE TABLE meta (key TEXT PRIMARY KEY, value BLOB)",
+    "PRAGMA user_version = 1",
+)
+
+
+async def test_a_journal_of_schema_1_opens_and_is_carried_to_schema_2(
+    tmp_settings: Callable[..., Settings],
+) -> None:
+    settings = sqlite_settings(tmp_settings)
+    path = Path(settings.broker.sqlite_path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    mid = new_id()
+    # A record exactly as Spool wrote it before expiry existed: no expires_at at all.
+    old = (
+        f'{{"id":"{mid}","queue":"work","status":"queued","body":{{"n":1}},"priority":0,'
+        f'"created_at":{time.time()}}}'
+    ).encode()
+    with sqlite3.connect(path) as conn:
+        for statement in SCHEMA_1:
+            conn.execute(statement)
+        conn.execute("INSERT INTO paused (queue) VALUES ('work')")
+        conn.execute(
+            "INSERT INTO messages (id, queue, status, record) VALUES (?, 'work', 'queued', ?)",
+            (mid, old),
+        )
+    conn.close()
+    async with client_for(settings) as (client, _):
+        doc = await (await client.get(f"/v1/messages/{mid}")).get_json()
+        assert (doc["status"], doc["body"], doc["expires_at"]) == ("queued", {"n": 1}, None)
+    with sqlite3.connect(path) as conn:
+        assert conn.execute("PRAGMA user_version").fetchone()[0] == 2
+    conn.close()
+
+
+async def test_a_schema_2_journal_without_expired_counts_gains_them_and_counts_expiry(
+    tmp_settings: Callable[..., Settings],
+) -> None:
+    # Schema 2 as kept counts first wrote it, before expiry: a counts table without an
+    # `expired` column, and no trigger to count one.
+    settings = sqlite_settings(tmp_settings)
+    path = Path(settings.broker.sqlite_path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with sqlite3.connect(path) as conn:
+        for statement in SCHEMA_1[:-1]:
+            conn.execute(statement)
+        conn.execute(
+            "CREATE TABLE counts (queue TEXT PRIMARY KEY, published INTEGER NOT NULL DEFAULT 0, "
+            "succeeded INTEGER NOT NULL DEFAULT 0, retried INTEGER NOT NULL DEFAULT 0, "
+            "failed INTEGER NOT NULL DEFAULT 0, cancelled INTEGER NOT NULL DEFAULT 0)"
+        )
+        conn.execute("INSERT INTO counts (queue, published, failed) VALUES ('work', 5, 2)")
+        conn.execute("PRAGMA user_version = 2")
+    conn.close()
+    async with client_for(settings) as (client, runtime):
+        await runtime.broker.pause("work")
+        r = await client.post(Q, json={"body": 1, "expires_in_s": 0.2})
+        gone = (await r.get_json())["id"]
+        msg = await runtime.broker.wait(gone, 20)
+        assert msg is not None and msg.status is Status.EXPIRED
+        counts = (await (await client.get("/v1/queues/work")).get_json())["counts"]
+        assert (counts["published"], counts["failed"], counts["expired"]) == (6, 2, 1)
+    with sqlite3.connect(path) as conn:
+        kept = conn.execute("SELECT published, expired FROM counts WHERE queue = 'work'")
+        assert kept.fetchone() == (6, 1)  # counted in the journal too, by its trigger
+    conn.close()
+
+
+async def test_a_journal_of_a_later_schema_is_refused_by_name(
+    tmp_settings: Callable[..., Settings],
+) -> None:
+    settings = sqlite_settings(tmp_settings)
+    path = Path(settings.broker.sqlite_path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    with sqlite3.connect(path) as conn:
+        conn.execute("PRAGMA user_version = 3")
+    conn.close()
+    with pytest.raises(StartupError, match="journal schema 3; this Spool reads schema 2"):
+        async with running(settings):
+            pass
+
+
+async def test_expiry_survives_a_restart_and_a_crash_image_expires_at_start(
+    tmp_settings: Callable[..., Settings],
+) -> None:
+    settings = sqlite_settings(tmp_settings)
+    path = Path(settings.broker.sqlite_path)
+    async with client_for(settings) as (client, runtime):
+        await runtime.broker.pause("work")
+        r = await client.post(Q, json={"body": 1, "expires_in_s": 3600})
+        kept = await r.get_json()
+        r = await client.post(Q, json={"body": 2, "expires_in_s": 0.2})
+        gone = (await r.get_json())["id"]
+        msg = await runtime.broker.wait(gone, 20)
+        assert msg is not None and msg.status is Status.EXPIRED
+        assert rows(path)[gone] == "expired"
+    stale = message(Status.QUEUED, expires_at=time.time() - 1)
+    crash_image(path, [stale], paused=[])
+    async with client_for(settings) as (client, runtime):
+        doc = await (await client.get(f"/v1/messages/{kept['id']}")).get_json()
+        assert (doc["status"], doc["expires_at"]) == ("queued", kept["expires_at"])
+        assert (await (await client.get(f"/v1/messages/{gone}")).get_json())["status"] == "expired"
+        msg = await runtime.broker.wait(stale.id, 20)
+        assert msg is not None and msg.status is Status.EXPIRED and msg.attempts == 0

@@ -14,7 +14,7 @@ import pytest
 
 from service import Settings
 from service.broker.records import decode_message, encode_message
-from service.broker.sqlite_store import SCHEMA_VERSION
+from service.broker.sqlite_schema import SCHEMA_VERSION
 from service.model import Message, Status, new_id
 
 from .conftest import client_for

@@ -19,13 +19,14 @@ from operator import attrgetter
 
 import msgspec
 
-from ..model import Envelope, Message, MessageView, Status, rfc3339
+from ..model import Envelope, Message, MessageView, Status
+from ..timestamps import rfc3339
 from ..tracing import TraceView
 
 _id, _body = attrgetter("id"), attrgetter("body")
 _delay, _priority = attrgetter("delay_s"), attrgetter("priority")
 _key, _headers = attrgetter("idempotency_key"), attrgetter("headers")
-_created_at = attrgetter("created_at")
+_created_at, _expires = attrgetter("created_at"), attrgetter("expires_in_s")
 _encode = msgspec.json.Encoder().encode
 # Placeholders for the cuts: neither can occur in the rendered rest of a message.
 _ID_MARK = "\x00id"
@@ -52,6 +53,7 @@ def accepted_view(msg: Message) -> MessageView:
         None,
         None,
         None if msg.traceparent is None else TraceView(msg.traceparent, msg.tracestate),
+        rfc3339(msg.expires_at),
     )
 
 
@@ -65,13 +67,13 @@ def batch_answer(envelopes: Sequence[Envelope], new: Sequence[Message]) -> bytes
 
 def _alike(envelopes: Sequence[Envelope], new: Sequence[Message]) -> bool:
     """Whether the accepted messages differ only by id and body: no envelope sets a delay,
-    a key or headers, all share one priority, and all one created_at (each test one C-level
+    a key, an expiry or headers (a queue's expiry is the same for all), all share one priority, and all one created_at (each test one C-level
     pass, at most 16 ns a message). Every broker stamps a publish's messages with one time
     (Broker.publish), so the last test holds; it is made anyway, since the spliced answer
     writes the first message's time for all and would be wrong for any that differed."""
     if not new or any(map(_delay, envelopes)) or any(map(_headers, envelopes)):
         return False
-    if any(map(_key, envelopes)):  # keys are never empty, so a set one is truthy
+    if any(map(_key, envelopes)) or any(map(_expires, envelopes)):  # set ones are truthy
         return False
     first = new[0]
     if not all(map(first.priority.__eq__, map(_priority, envelopes))):

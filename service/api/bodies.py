@@ -63,6 +63,7 @@ class Counts(msgspec.Struct):
     retried: int
     failed: int
     cancelled: int
+    expired: Annotated[int, msgspec.Meta(description="not started by their expires_at")]
 
 
 class QueueFigures(msgspec.Struct):
@@ -151,6 +152,7 @@ class CountsSample(msgspec.Struct):
     retried: int
     failed: int
     cancelled: int
+    expired: int
 
 
 class QueueHistory(msgspec.Struct):

@@ -17,7 +17,7 @@ from collections import deque
 from collections.abc import Iterable
 
 from ..broker.base import Broker
-from ..model import rfc3339
+from ..timestamps import rfc3339
 from .bodies import CountsSample, QueueHistory
 
 SAMPLE_S = 1.0  # one sample a second…
@@ -29,7 +29,7 @@ class RateHistory:
 
     def __init__(self, broker: Broker, queues: Iterable[str]) -> None:
         self._broker = broker
-        self._rings: dict[str, deque[tuple[float, int, int, int, int, int]]] = {
+        self._rings: dict[str, deque[tuple[float, int, int, int, int, int, int]]] = {
             name: deque(maxlen=HISTORY_SAMPLES) for name in queues
         }
         self._timer: asyncio.TimerHandle | None = None
@@ -60,7 +60,9 @@ class RateHistory:
         when = time.time() if now is None else now
         for name, ring in self._rings.items():
             c = self._broker.cached_stats(name).counts
-            ring.append((when, c.published, c.succeeded, c.retried, c.failed, c.cancelled))
+            ring.append(
+                (when, c.published, c.succeeded, c.retried, c.failed, c.cancelled, c.expired)
+            )
 
     def of(self, queue: str) -> QueueHistory:
         """The queue's samples, oldest first (the caller checked that the queue exists)."""

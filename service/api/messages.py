@@ -12,7 +12,7 @@ from quart import Blueprint, Response, current_app, request
 from ..broker.base import Broker
 from ..config import QueueSettings
 from ..config_values import parse_rate
-from ..errors import BadRequest, Invalid, NotFound
+from ..errors import BadRequest, Invalid, InvalidEnvelope, NotFound
 from ..metrics import Metrics
 from ..model import Batch, Envelope, Message
 from ..tracing import Incoming, Spans, incoming
@@ -116,7 +116,10 @@ class Publisher:
                 f"messages: {len(batch.messages)} messages; server.max_batch allows {limit}",
                 field="messages",
             )
-        published = await self._broker.publish(queue, batch.messages, trace)
+        try:
+            published = await self._broker.publish(queue, batch.messages, trace)
+        except InvalidEnvelope as exc:
+            raise exc.in_batch() from None
         created = sum(map(_created, published))  # C loops: a batch has a thousand
         if created:
             self._metrics.queues[queue].published.inc(created)

@@ -35,6 +35,7 @@ class QueueCounts:
     retried: int = 0
     failed: int = 0
     cancelled: int = 0
+    expired: int = 0
 
 
 @dataclass(slots=True)

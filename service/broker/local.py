@@ -21,21 +21,24 @@ from itertools import repeat
 from operator import attrgetter
 
 from ..config import QueueSettings, ResultsSettings
-from ..model import NO_HEADERS, Envelope, Message, Progress, Status, new_id, new_message, now
+from ..model import Envelope, Message, Progress, Status, new_message, now
 from ..tasks import BrokerTasks, TaskOwner
 from ..tracing import Incoming
 from . import base
 from .actions import OperatorActions
-from .base import (
-    DeadPage,
-    Finished,
-    Listener,
-    Outcome,
-    ProgressListener,
-    Published,
-    QueueStats,
+from .base import DeadPage, Finished, Listener, Outcome, ProgressListener, Published, QueueStats
+from .fresh import fresh_messages
+from .policy import (
+    check_expiries,
+    check_room,
+    dead_page,
+    give_back,
+    mark_expired,
+    past_expiry,
+    record_outcome,
+    resolve_keys,
+    start_attempt,
 )
-from .policy import check_room, dead_page, give_back, record_outcome, resolve_keys, start_attempt
 from .queues import LocalQueue
 from .state import QUEUED, RETRYING, RUNNING, SCHEDULED, LocalState
 from .storage import NoStorage, Storage
@@ -45,6 +48,7 @@ log = logging.getLogger(__name__)
 
 _id, _status, _priority = attrgetter("id"), attrgetter("status"), attrgetter("priority")
 _key, _delay = attrgetter("idempotency_key"), attrgetter("delay_s")
+_expires = attrgetter("expires_in_s")
 
 
 class LocalBroker(base.OperatorActionsOf):
@@ -121,34 +125,22 @@ class LocalBroker(base.OperatorActionsOf):
         q = self._queues[queue]
         created_at = self._clock()
         keyed = any(map(_key, envelopes))  # keys are never empty: a set one is truthy
+        default_expiry = q.settings.expires_in_s
+        expiring = bool(default_expiry) or any(map(_expires, envelopes))
+        if expiring:
+            check_expiries(envelopes, default_expiry)
         all_queued = False  # known to be queued every one, without a look at each
         if keyed:
             out = resolve_keys(
                 envelopes,
                 partial(self._state.by_key, q),
-                lambda env: new_message(queue, env, created_at, trace),
+                lambda env: new_message(queue, env, created_at, default_expiry, trace),
             )
             fresh = [p.message for p in out if p.created]
         else:
-            # The common case, a batch without keys, in as few Python steps as it takes:
-            # a batch of 1,000 spends most of its time here.
-            if trace is not None or any(map(_delay, envelopes)):
-                fresh = [new_message(queue, env, created_at, trace) for env in envelopes]
-            else:  # nothing delayed (the usual batch): new_message's queued case, inlined
-                all_queued = True
-                fresh = [
-                    Message(  # positional: tests/test_field_order.py pins Message's order
-                        new_id(),
-                        queue,
-                        QUEUED,
-                        bytes(env.body),
-                        env.headers or NO_HEADERS,
-                        env.priority,
-                        created_at,
-                        enqueued_at=created_at,
-                    )
-                    for env in envelopes
-                ]
+            fresh, all_queued = fresh_messages(
+                queue, envelopes, created_at, default_expiry, expiring, trace
+            )
             out = list(map(Published, fresh, repeat(True)))
         check_room(queue, q.waiting(), q.settings.max_size, len(fresh), reserved=q.reserved)
         # Hold the capacity and the keys before any await, so concurrent publishes see them.
@@ -167,6 +159,7 @@ class LocalBroker(base.OperatorActionsOf):
             q,
             fresh,
             all_queued,
+            expiring,
             claim=False,  # new: nothing else can reach them before they land
             undo=partial(self._unhold, q, fresh),
         )
@@ -182,8 +175,10 @@ class LocalBroker(base.OperatorActionsOf):
             if msg.idempotency_key is not None:
                 q.idempotency.pop(msg.idempotency_key, None)
 
-    def _land(self, q: LocalQueue, fresh: list[Message], all_queued: bool) -> None:
+    def _land(self, q: LocalQueue, fresh: list[Message], all_queued: bool, expiring: bool) -> None:
         q.counts.published += len(fresh)
+        if expiring:
+            self._state.watch_expiry(fresh)
         priorities = set(map(_priority, fresh))
         if len(priorities) == 1 and (all_queued or all(map(QUEUED.__eq__, map(_status, fresh)))):
             q.ready.push_many(map(_id, fresh), priorities.pop())  # the usual batch: one step
@@ -212,14 +207,25 @@ class LocalBroker(base.OperatorActionsOf):
             if mid in commits.claims:
                 commits.claims.displace(mid)
                 continue  # its cancel is committing; should that fail, it comes back
+            at = self._clock()
+            if msg.expires_at is not None and past_expiry(msg, at):
+                await self._expire(q, msg, at)  # met before the sweep: never run
+                continue
             started = commits.draft(msg)
-            start_attempt(started, self._clock())
+            start_attempt(started, at)
             # "running" is committed first: if the process dies now, the attempt still
             # counts. Not committed: it never started, and is back at the front.
             committing = commits.change_one(started, self._state.moved, q, msg, QUEUED, True)
             if committing is not None:
                 await committing
             return msg
+
+    async def _expire(self, q: LocalQueue, msg: Message, at: float) -> None:
+        expired = self._commits.draft(msg)
+        mark_expired(expired, at)  # not committed: back at the front (displaced)
+        committing = self._commits.change_one(expired, self._state.moved, q, msg, QUEUED, True)
+        if committing is not None:
+            await committing
 
     async def finish(self, message: Message, outcome: Outcome) -> Finished:
         """Raises (the journal's NotCommitted) with nothing changed when the outcome cannot
@@ -237,6 +243,8 @@ class LocalBroker(base.OperatorActionsOf):
         self._state.moved(q, msg, old)
         if msg.status is RETRYING or msg.status is SCHEDULED:  # a retry, or a snooze
             self._state.schedule(msg)
+            if msg.expires_at is not None:
+                self._state.watch_expiry((msg,))  # a backoff past it: expired on time
 
     async def interrupt(self, message: Message) -> None:
         """Raises with nothing changed when the journal cannot commit it: the message stays
@@ -252,6 +260,8 @@ class LocalBroker(base.OperatorActionsOf):
     def _given_back(self, q: LocalQueue, msg: Message, old: Status) -> None:
         self._state.moved(q, msg, old)
         q.ready.push_front(msg.id, msg.priority)
+        if msg.expires_at is not None:
+            self._state.watch_expiry((msg,))
 
     # ------------------------------------------------------------------ reading
     async def get(self, message_id: str) -> Message | None:

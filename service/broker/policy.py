@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from typing import TypeVar
 
 from ..config import QueueSettings
-from ..errors import Conflict, QueueFull, UnknownQueue
+from ..errors import Conflict, InvalidEnvelope, QueueFull, UnknownQueue
 from ..model import Envelope, Message, Status
 from .base import PROCESS_DIED, Failed, Outcome, Published, Snoozed, Succeeded
 
@@ -25,6 +25,7 @@ from .base import PROCESS_DIED, Failed, Outcome, Published, Snoozed, Succeeded
 # and record_outcome runs once per message.
 _SUCCEEDED, _RETRYING, _FAILED = Status.SUCCEEDED, Status.RETRYING, Status.FAILED
 _QUEUED, _RUNNING, _CANCELLED = Status.QUEUED, Status.RUNNING, Status.CANCELLED
+_EXPIRED = Status.EXPIRED
 _SCHEDULED = Status.SCHEDULED
 # The longest a handler may snooze a message (RateLimited(retry_after_s) is cut to it).
 MAX_SNOOZE_S = 86_400.0
@@ -152,12 +153,55 @@ def mark_cancelled(msg: Message, now: float) -> None:
 
 
 def reset_for_redrive(msg: Message, now: float) -> None:
-    """A dead letter redriven: attempts start again from 0 (SPEC), as if just published."""
+    """A dead letter redriven: attempts start again from 0 (SPEC), as if just published.
+    Its expiry goes too: an operator who redrives it wants it run, however late."""
     msg.attempts = msg.failures = 0
     msg.result = msg.error = msg.started_at = msg.finished_at = None
-    msg.scheduled_for = None
+    msg.scheduled_for = msg.expires_at = None
     msg.status = _QUEUED
     msg.enqueued_at = now
+
+
+# ---------------------------------------------------------------------- expiry
+def past_expiry(msg: Message, now: float) -> bool:
+    """Whether `msg` waits and was not started by its expires_at: never run, but expired (by
+    a consumer that meets it, the scheduler, the sweep). Running or final: never expires."""
+    expires_at = msg.expires_at
+    return expires_at is not None and now >= expires_at and msg.status.cancellable
+
+
+def mark_expired(msg: Message, now: float) -> str:
+    """Final: not run, never retried. Its last error (a retry that never came) stays.
+    Returns the metric label."""
+    msg.status, msg.finished_at = _EXPIRED, now
+    return "expired"
+
+
+def expiry_problem(env: Envelope, default_expiry_s: float) -> tuple[str, str] | None:
+    """(field, detail) when the envelope's expiry (or the queue's, where it sets none) comes
+    before its delay is over: it could never run. Expiry counts from publish."""
+    if env.expires_in_s is not None:
+        if env.expires_in_s <= env.delay_s:
+            return "expires_in_s", (
+                f"must be greater than delay_s ({env.delay_s:g}): expiry counts from "
+                "publish, the delay included"
+            )
+        return None
+    if default_expiry_s and default_expiry_s <= env.delay_s:
+        return "delay_s", (
+            f"reaches the queue's expires_in_s ({default_expiry_s:g}), so it could never "
+            "run; set a longer expires_in_s in the message"
+        )
+    return None
+
+
+def check_expiries(envelopes: Iterable[Envelope], default_expiry_s: float) -> None:
+    """InvalidEnvelope (422) for the first envelope that could never run. Called only when
+    the publish or its queue sets an expiry: the usual publish makes no pass for it."""
+    for n, env in enumerate(envelopes):
+        problem = expiry_problem(env, default_expiry_s)
+        if problem is not None:
+            raise InvalidEnvelope(problem[1], field=problem[0], index=n)
 
 
 # ---------------------------------------------------------------------- publishing

@@ -30,6 +30,8 @@ class MessageRecord(msgspec.Struct, omit_defaults=True, forbid_unknown_fields=Tr
     # Appended (records are positional): a record from before traces decodes with None.
     traceparent: str | None = None
     tracestate: str | None = None
+    # Absent from records written before expiry existed: they read back as None.
+    expires_at: float | None = None
 
 
 _encoder = msgspec.json.Encoder()
@@ -59,6 +61,7 @@ def encode_message(msg: Message) -> bytes:
             msg.snoozes,
             msg.traceparent,
             msg.tracestate,
+            msg.expires_at,
         )
     )
 
@@ -86,4 +89,5 @@ def decode_message(data: bytes | str) -> Message:
         snoozes=rec.snoozes,
         traceparent=rec.traceparent,
         tracestate=rec.tracestate,
+        expires_at=rec.expires_at,
     )

@@ -19,7 +19,10 @@ from .base import QueueCounts
 from .records import decode_message, encode_message
 
 FORMAT = "spool-snapshot"
-VERSION = 1
+# 2: records may carry expires_at, and a message may be `expired`. A version 1 snapshot
+# reads as it is (no expiry); a Spool that reads 1 refuses a 2 by name.
+VERSION = 2
+READABLE_VERSIONS = (1, VERSION)
 
 
 class Header(msgspec.Struct, forbid_unknown_fields=True):
@@ -67,7 +70,7 @@ def read(path: Path) -> tuple[list[Message], list[str], dict[str, QueueCounts]] 
         header = msgspec.json.decode(lines[0], type=Header) if lines else None
     except (msgspec.DecodeError, msgspec.ValidationError):
         header = None
-    if header is None or header.format != FORMAT or header.version != VERSION:
+    if header is None or header.format != FORMAT or header.version not in READABLE_VERSIONS:
         raise StartupError(
             f"broker.snapshot_path: {str(path)!r} is not a Spool snapshot (version {VERSION}); "
             "move it away to start empty"

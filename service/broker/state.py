@@ -10,6 +10,7 @@ import dataclasses
 import heapq
 import itertools
 import logging
+import math
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Sequence
 
@@ -31,6 +32,7 @@ log = logging.getLogger(__name__)
 # descriptor call on the enum class.
 QUEUED, SCHEDULED, RUNNING = Status.QUEUED, Status.SCHEDULED, Status.RUNNING
 SUCCEEDED, RETRYING, FAILED = Status.SUCCEEDED, Status.RETRYING, Status.FAILED
+EXPIRED = Status.EXPIRED
 
 
 class LocalState:
@@ -52,6 +54,9 @@ class LocalState:
         )
         self.finals: OrderedDict[str, None] = OrderedDict()  # retention order
         self.due: list[tuple[float, int, str]] = []  # scheduled + retrying, by due time
+        # Waiting messages with an expiry, by expires_at: the sweep expires them on time,
+        # so the depth figures never hold work that will not run.
+        self.expiring: list[tuple[float, int, str]] = []
         self._seq = itertools.count()
         self.wake = asyncio.Event()  # the upkeep task looks at the clock and retention
         self.waiters = Waiters()
@@ -96,6 +101,8 @@ class LocalState:
                 self.finals[msg.id] = None
                 if status is SUCCEEDED:
                     q.counts.succeeded += 1
+                elif status is EXPIRED:
+                    q.counts.expired += 1
                 else:
                     q.counts.cancelled += 1
                 self.waiters.wake(msg.id)
@@ -111,6 +118,16 @@ class LocalState:
         heapq.heappush(self.due, (msg.scheduled_for, next(self._seq), msg.id))
         if self.due[0][2] == msg.id:
             self.wake.set()  # it is the new earliest: the scheduler must sleep less
+
+    def watch_expiry(self, msgs: Sequence[Message]) -> None:
+        """Into the sweep's heap: each waiting message of `msgs` with an expiry."""
+        expiring, seq = self.expiring, self._seq
+        first = expiring[0][0] if expiring else math.inf
+        for msg in msgs:
+            if msg.expires_at is not None and msg.status.cancellable:
+                heapq.heappush(expiring, (msg.expires_at, next(seq), msg.id))
+        if expiring and expiring[0][0] < first:
+            self.wake.set()  # a new earliest: the sweep must sleep less
 
     def put_back(self, mid: str) -> None:
         """A message whose entry was popped while a change that then failed held it: back
@@ -219,6 +236,8 @@ class LocalState:
             queue.push(msg)
         else:
             self.schedule(msg)
+        if not msg.status.final:
+            self.watch_expiry((msg,))  # one already past it expires at the first sweep
         return was_running
 
 

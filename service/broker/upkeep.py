@@ -1,5 +1,6 @@
-"""The local broker's one background task: the scheduler (delays and retry backoff) and
-retention (results.ttl_s and results.max_entries).
+"""The local broker's one background task: the scheduler (delays and retry backoff), the
+expiry sweep (waiting messages past their expires_at) and retention (results.ttl_s and
+results.max_entries).
 
 Both follow the one rule (commits.py): where the storage commits, a due message is `queued`
 only once that is committed, and a message leaves memory only once its delete is. A commit
@@ -12,9 +13,10 @@ import asyncio
 import heapq
 import logging
 import math
+from functools import partial
 
 from ..model import Message, Status
-from .policy import expired, over_limit
+from .policy import expired, mark_expired, over_limit, past_expiry
 from .state import QUEUED, RETRYING, SCHEDULED, LocalState
 
 log = logging.getLogger(__name__)
@@ -47,9 +49,11 @@ class Upkeep:
             await self._sleep(current)
 
     async def _round(self, current: float) -> None:
-        """Due messages to queued, then retention; a failed commit holds off the next round."""
+        """Due messages to queued (or expired), waiting ones past their expiry to expired,
+        then retention; a failed commit holds off the next round."""
         try:
             await self._release(current)
+            await self._expire(current)
             sweep = current >= self._next_sweep
             if await self._retain(current, expire=sweep):
                 self._state.wake.set()  # more than one batch: go on at once
@@ -72,8 +76,10 @@ class Upkeep:
         sleep = SCHEDULER_MAX_SLEEP_S
         if current < self._hold_off_until:
             sleep = min(sleep, self._hold_off_until - current)
-        elif state.due:
-            sleep = min(sleep, max(0.0, state.due[0][0] - current))
+        else:
+            for heap in (state.due, state.expiring):
+                if heap:
+                    sleep = min(sleep, max(0.0, heap[0][0] - current))
         try:
             await asyncio.wait_for(state.wake.wait(), timeout=sleep)
         except TimeoutError:
@@ -101,7 +107,10 @@ class Upkeep:
         olds = [msg.status for msg in due]  # before the drafts: a draft may be the message
         drafts = [self._commits.draft(msg) for msg in due]
         for draft in drafts:
-            draft.status, draft.enqueued_at = QUEUED, current
+            if draft.expires_at is not None and past_expiry(draft, current):
+                mark_expired(draft, current)  # due, but too late: never run
+            else:
+                draft.status, draft.enqueued_at = QUEUED, current
         committing = self._commits.change(drafts, self._queue_all, due, olds, displaced=True)
         if committing is not None:
             await committing
@@ -110,7 +119,42 @@ class Upkeep:
         for msg, old in zip(due, olds, strict=True):
             q = self._state.queues[msg.queue]
             self._state.moved(q, msg, old)
-            q.push(msg)
+            if msg.status is QUEUED:
+                q.push(msg)
+
+    # ------------------------------------------------------------------ the expiry sweep
+    def _pop_expired(self, current: float) -> list[Message]:
+        state, out = self._state, []
+        while state.expiring and state.expiring[0][0] <= current:
+            at, _, mid = heapq.heappop(state.expiring)
+            msg = state.messages.get(mid)
+            if msg is None or msg.expires_at != at or not past_expiry(msg, current):
+                continue  # gone, redriven, running or final since
+            if mid in self._commits.claims:
+                # A change of it is committing (a take, a cancel): that decides. Should it
+                # fail, the message waits again, and the next take expires it.
+                continue
+            out.append(msg)
+        return out
+
+    async def _expire(self, current: float) -> None:
+        """Waiting messages past their expiry become `expired`, committed first where the
+        storage commits. Their ready and heap entries become tombstones."""
+        msgs = self._pop_expired(current)
+        if not msgs:
+            return
+        olds = [msg.status for msg in msgs]
+        drafts = [self._commits.draft(msg) for msg in msgs]
+        for draft in drafts:
+            mark_expired(draft, current)
+        undo = partial(self._state.watch_expiry, msgs)  # not committed: swept again later
+        committing = self._commits.change(drafts, self._expired_all, msgs, olds, undo=undo)
+        if committing is not None:
+            await committing
+
+    def _expired_all(self, msgs: list[Message], olds: list[Status]) -> None:
+        for msg, old in zip(msgs, olds, strict=True):
+            self._state.moved(self._state.queues[msg.queue], msg, old)
 
     # ------------------------------------------------------------------ retention
     async def _retain(self, current: float, *, expire: bool) -> bool:

@@ -120,13 +120,23 @@ class Client(_Plans):
         idempotency_key: str | None = None,
         headers: dict[str, str] | None = None,
         wait: float | None = None,
+        expires_in_s: float | None = None,
     ) -> Message:
         """Publish one message; a key is made when `idempotency_key` is None. With `wait`
         (0 < wait <= 30 s), the server holds the answer until the message is final or
-        `wait` has passed (Prefer: wait): check `.final` on what comes back."""
+        `wait` has passed (Prefer: wait): check `.final` on what comes back. Not started
+        within `expires_in_s` of now (a delay included), it is never run: `expired`."""
         return self._run(
             self._publish(
-                queue, body, delay_s, priority, idempotency_key, headers or {}, wait, self.timeout
+                queue,
+                body,
+                delay_s,
+                priority,
+                idempotency_key,
+                headers or {},
+                wait,
+                self.timeout,
+                expires_in_s,
             )
         )
 
@@ -226,10 +236,19 @@ class AsyncClient(_Plans):
         idempotency_key: str | None = None,
         headers: dict[str, str] | None = None,
         wait: float | None = None,
+        expires_in_s: float | None = None,
     ) -> Message:
         return await self._run(
             self._publish(
-                queue, body, delay_s, priority, idempotency_key, headers or {}, wait, self.timeout
+                queue,
+                body,
+                delay_s,
+                priority,
+                idempotency_key,
+                headers or {},
+                wait,
+                self.timeout,
+                expires_in_s,
             )
         )
 

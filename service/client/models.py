@@ -8,7 +8,7 @@ from typing import Any
 
 import msgspec
 
-FINAL = frozenset({"succeeded", "failed", "cancelled"})
+FINAL = frozenset({"succeeded", "failed", "cancelled", "expired"})
 
 
 class ErrorInfo(msgspec.Struct, frozen=True):
@@ -47,6 +47,7 @@ class Message(msgspec.Struct, frozen=True, kw_only=True):
     finished_at: datetime | None
     progress: Progress | None = None  # servers before progress do not send it
     trace: TraceView | None = None  # a default: servers before traces do not write it
+    expires_at: datetime | None = None  # absent from servers before expiry existed
 
     @property
     def final(self) -> bool:
@@ -67,6 +68,7 @@ class Counts(msgspec.Struct, frozen=True):
     retried: int = 0
     failed: int = 0
     cancelled: int = 0
+    expired: int = 0
 
 
 class QueueInfo(msgspec.Struct, frozen=True, kw_only=True):
@@ -97,6 +99,7 @@ class Envelope:
     priority: int | None = None
     idempotency_key: str | None = None
     headers: dict[str, str] = field(default_factory=dict)
+    expires_in_s: float | None = None
 
     def to_json(self, default_key: str) -> dict[str, Any]:
         doc: dict[str, Any] = {"body": self.body, "idempotency_key": self.idempotency_key}
@@ -108,4 +111,6 @@ class Envelope:
             doc["priority"] = self.priority
         if self.headers:
             doc["headers"] = dict(self.headers)
+        if self.expires_in_s is not None:
+            doc["expires_in_s"] = self.expires_in_s
         return doc

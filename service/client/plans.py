@@ -87,6 +87,7 @@ class _Plans:
         headers: dict[str, str],
         wait: float | None = None,
         request_timeout: float | None = None,
+        expires_in_s: float | None = None,
     ) -> Plan[Message]:
         envelope = Envelope(
             body=body,
@@ -94,6 +95,7 @@ class _Plans:
             priority=priority,
             idempotency_key=idempotency_key,
             headers=headers,
+            expires_in_s=expires_in_s,
         )
         path = f"/v1/queues/{_segment(queue)}/messages"
         doc = envelope.to_json(new_idempotency_key())

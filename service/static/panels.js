@@ -31,6 +31,7 @@ function queueCard(name) {
   // so they cover only the events it still holds (README, "amqp backend").
   const kept = document.body.dataset.backend === "amqp" ? " (events still on the stream)" : "";
   fact(`Published / succeeded / failed${kept}`, "totals");
+  fact("Cancelled / expired", "ended");
   const card = el("article", { class: "queue", "data-queue": name, "aria-labelledby": `${id}-t` },
     el("header", {},
       el("h3", { id: `${id}-t`, text: name }),
@@ -73,6 +74,7 @@ function updateCard(entry, q) {
   for (const status of STATUSES) put(status, String(q.depth[status] ?? 0));
   put("consumers", String(q.consumers));
   put("totals", `${q.counts.published} / ${q.counts.succeeded} / ${q.counts.failed}`);
+  put("ended", `${q.counts.cancelled} / ${q.counts.expired ?? 0}`);
   if (q.latency) {
     put("wait", `${fmtSeconds(q.latency.wait_s.p50)} / ${fmtSeconds(q.latency.wait_s.p95)}`);
     put("processing", `${fmtSeconds(q.latency.processing_s.p50)} / ${fmtSeconds(q.latency.processing_s.p95)}`);
@@ -219,6 +221,7 @@ async function lookup(id) {
     ["Id", m.id], ["Queue", m.queue], ["Status", m.status], ["Attempts", String(m.attempts)],
     ["Created", m.created_at], ["Scheduled for", m.scheduled_for || "–"],
     ["Started", m.started_at || "–"], ["Finished", m.finished_at || "–"],
+    ["Expires", m.expires_at || "–"],
     ["Processing", ms(m.started_at, m.finished_at)],
   ];
   const nodes = [];

@@ -129,6 +129,12 @@ def test_page_shows_queues_and_follows_them_live(page: Page, server: Server) -> 
         spool.resume("work")
         expect(work.locator('td[data-k="queued"]')).to_have_text("0")
         expect(work.locator('dd[data-k="totals"]')).to_have_text("3 / 3 / 0")
+        expect(work.locator('dd[data-k="ended"]')).to_have_text("0 / 0")
+        spool.pause("work")
+        stale = spool.publish("work", {"stale": True}, expires_in_s=0.2)
+        expect(work.locator('dd[data-k="ended"]')).to_have_text("0 / 1")
+        assert spool.get(stale.id).status == "expired"
+        spool.resume("work")
         expect(work.locator('dd[data-k="processing"]')).to_have_text(MEASURED)
         points = work.locator("polyline.published").get_attribute("points")
         assert points and len(points.split()) >= 2  # the rate chart draws

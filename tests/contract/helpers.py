@@ -8,7 +8,7 @@ from typing import Any
 
 from quart.typing import TestClientProtocol as Client
 
-FINAL = {"succeeded", "failed", "cancelled"}
+FINAL = {"succeeded", "failed", "cancelled", "expired"}
 
 
 async def publish(client: Client, queue: str, body: Any = None, **envelope: Any) -> dict[str, Any]:

@@ -1,8 +1,9 @@
-"""The amqp backend's operator actions: cancel, pause and resume for every node, and redrive
-from the dead-letter queue."""
+"""The amqp backend's operator actions: cancel, pause and resume for every node, redrive
+from the dead-letter queue; and the expiry sweep, a cancel the clock makes."""
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Sequence
 from typing import Any
@@ -17,11 +18,14 @@ from ..records import decode_message, encode_message
 from . import topology, wire
 from .figures import Figures
 from .intake import Intake
+from .link import Link
 from .node import Node
 from .state import queue_settings
 from .view import FINAL, GEN, NEW, turns, version
 
 log = logging.getLogger(__name__)
+
+EXPIRY_SWEEP_S = 1.0  # as the local broker's sweep: depth holds expired work this long at most
 
 
 class Admin:
@@ -42,6 +46,37 @@ class Admin:
         # The copy in RabbitMQ stays until a consumer meets it and drops it (a final status).
         await self._node.stream.emit(msg, version(gen, turns(msg), FINAL), "cancelled", link)
         return msg
+
+    async def keep_expiring(self) -> None:
+        """Once a second, until cancelled: waiting messages past their expiry become
+        `expired`, as a cancel does (the event now; the copy in RabbitMQ stays until a
+        consumer meets it and drops it). Only once caught up with the stream: a node that
+        has not replayed it yet does not know what already ran. Every node sweeps; the
+        versions make a second node's event for the same message a no-op."""
+        while True:
+            await asyncio.sleep(EXPIRY_SWEEP_S)
+            link = self._node.state.live_link()
+            if link is None or not self._node.state.caught_up.is_set():
+                continue
+            try:
+                await self._expire(link)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.warning("the expiry sweep failed; retrying in a second", exc_info=True)
+
+    async def _expire(self, link: Link) -> None:
+        now = self._node.clock()
+        view = self._node.view
+        for known in view.past_expiry(now):
+            msg = decode_message(encode_message(known))
+            label = policy.mark_expired(msg, now)
+            gen = view.versions[known.id] // GEN
+            try:
+                await self._node.stream.emit(msg, version(gen, turns(msg), FINAL), label, link)
+            except BaseException:
+                view.expire_later(known)  # swept again next time
+                raise
 
     async def set_paused(self, queue: str, paused: bool) -> QueueStats:
         queue_settings(self._node.queues, queue)

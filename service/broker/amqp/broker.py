@@ -20,7 +20,7 @@ with exactly what it uses; none of them knows the broker:
     Connection  connect, reconnect, close                        (connection.py)
     Publisher   publish                                          (publish.py)
     Deliveries  take, finish, interrupt                          (consume.py)
-    Admin       cancel, pause / resume, redrive                  (admin.py)
+    Admin       cancel, pause / resume, redrive, expiry sweep    (admin.py)
     Presence    the live nodes, which share each rate limit      (presence.py)
 """
 
@@ -93,7 +93,8 @@ class AmqpBroker(base.OperatorActionsOf):
         node = Node(queues, self._state, self._view, self._stream, clock)
         self._publisher = Publisher(node, self._figures)
         self._deliveries = Deliveries(node, self._intake, rng or random.Random())
-        self.operations = Admin(node, self._intake, self._figures)  # cancel, pause, …
+        self._admin = Admin(node, self._intake, self._figures)
+        self.operations = self._admin  # cancel, pause, …
 
     @property
     def link(self) -> Link | None:
@@ -106,12 +107,14 @@ class AmqpBroker(base.OperatorActionsOf):
         await self._figures.refresh(self._state.live_link())
 
     async def run(self) -> None:
-        """Keeps the connection (reopened with backoff when it drops) and the figures fresh."""
+        """Keeps the connection (reopened with backoff when it drops) and the figures fresh,
+        and sweeps expired messages."""
         async with asyncio.TaskGroup() as tg:
             tg.create_task(
                 self._figures.keep_fresh(self._state, self._view.sweep), name="amqp-figures"
             )
             tg.create_task(self._connection.keep(), name="amqp-connection")
+            tg.create_task(self._admin.keep_expiring(), name="amqp-expiry")
             if self._limited:
                 # Only where a limit is shared: otherwise the stream carries no heartbeats.
                 tg.create_task(self._presence.beat(self._state, self._stream), name="amqp-beat")

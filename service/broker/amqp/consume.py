@@ -70,7 +70,7 @@ class Deliveries:
         self, link: Link, qs: QueueSettings, delivery: AbstractIncomingMessage
     ) -> Message | None:
         """The delivery as a running message, or None when it is handled here (not due yet,
-        cancelled, already final, paused, unreadable)."""
+        cancelled, already final, expired now, paused, unreadable)."""
         try:
             msg = decode_message(delivery.body)
         except Exception:
@@ -83,7 +83,9 @@ class Deliveries:
         gen = wire.header_int(delivery, wire.H_GEN)
         msg.attempts = max(msg.attempts, wire.header_int(delivery, wire.H_ATTEMPTS))
         msg.failures = max(msg.failures, wire.header_int(delivery, wire.H_FAILURES))
-        remaining = wire.still_waiting(msg, self._node.clock())
+        # Past its expiry it waits for nothing more: no further hop down the ladder.
+        expiring = policy.past_expiry(msg, self._node.clock())
+        remaining = 0.0 if expiring else wire.still_waiting(msg, self._node.clock())
         if remaining > topology.DUE_SLACK_S:
             await wire.send(link, msg, gen, self._node.clock())  # the next hop down the ladder
             await delivery.ack()
@@ -94,6 +96,8 @@ class Deliveries:
             # cost).
             await asyncio.sleep(remaining)
         if await self._settled_by_history(link, qs, delivery, msg, gen):
+            return None
+        if await self._expired_here(link, delivery, msg, gen):
             return None
         policy.start_attempt(msg, self._node.clock())
         msg.enqueued_at = msg.scheduled_for or msg.created_at
@@ -144,6 +148,20 @@ class Deliveries:
                 await delivery.ack()
                 return True
         return False
+
+    async def _expired_here(
+        self, link: Link, delivery: AbstractIncomingMessage, msg: Message, gen: int
+    ) -> bool:
+        """True when the message was not started by its expiry: never run, but expired here.
+        The event first, then the ack, as for every outcome (a node that dies between them
+        leaves a redelivery that the next consumer finds final)."""
+        now = self._node.clock()
+        if not policy.past_expiry(msg, now):
+            return False
+        label = policy.mark_expired(msg, now)
+        await self._node.stream.emit(msg, version(gen, turns(msg), FINAL), label, link)
+        await delivery.ack()
+        return True
 
     async def _dead_letter(self, link: Link, msg: Message, gen: int) -> None:
         """Records a message the policy made a dead letter: the copy, then the event."""

@@ -39,11 +39,13 @@ class Publisher:
     ) -> list[Published]:
         qs = queue_settings(self._node.queues, queue)
         link = await self._node.state.usable_link()
+        if qs.expires_in_s or any(env.expires_in_s for env in envelopes):
+            policy.check_expiries(envelopes, qs.expires_in_s)
         created_at = self._node.clock()
         out = policy.resolve_keys(
             envelopes,
             lambda key: self._pending_keys.get((queue, key)) or self._node.view.by_key(queue, key),
-            lambda env: new_message(queue, env, created_at, trace),
+            lambda env: new_message(queue, env, created_at, qs.expires_in_s, trace),
         )
         fresh = [p.message for p in out if p.created]
         if not fresh:

@@ -10,6 +10,8 @@ on every node. Final messages are kept by results.ttl_s / max_entries, as on one
 from __future__ import annotations
 
 import asyncio
+import heapq
+import itertools
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Iterable
 from typing import Literal
@@ -23,6 +25,8 @@ from ..base import DeadPage, Listener, ProgressListener, QueueCounts
 from ..records import decode_message, encode_message
 from ..waiters import Waiters
 
+# Final while their copy still waits in the work queue: the queued figure leaves them out.
+_DROPPED_WHILE_QUEUED = frozenset({Status.CANCELLED, Status.EXPIRED})
 # Steps of one attempt, in the order they happen.
 NEW, RUNNING, REQUEUED, FINAL = 0, 1, 2, 3
 GEN = 1_000_000_000
@@ -87,12 +91,15 @@ class View:
         self.status_counts: dict[str, Counter[Status]] = {n: Counter() for n in names}
         self.counts: dict[str, QueueCounts] = {n: QueueCounts() for n in names}
         self.paused: dict[str, bool] = dict.fromkeys(names, False)
-        # Cancelled while queued: their copies still sit in RabbitMQ until a consumer meets
+        # Cancelled or expired while queued: their copies still sit in RabbitMQ until a consumer meets
         # and drops them, so the queued figure leaves them out.
         self.tombstones: dict[str, set[str]] = {n: set() for n in names}
         self._waiters = Waiters()
         self._listeners: list[Listener] = []
         self._progress_listeners: list[ProgressListener] = []
+        # Waiting messages with an expiry, by expires_at, for the expiry sweep (admin.py).
+        self._expiring: list[tuple[float, int, str]] = []
+        self._seq = itertools.count()
 
     # ------------------------------------------------------------------ applying
     def apply(self, msg: Message, ver: int, count: str | None) -> bool:
@@ -119,7 +126,7 @@ class View:
                 and msg.status is not Status.RUNNING
             ):
                 msg.progress = old.progress  # this node's report outlives its attempt's end
-            if msg.status is Status.CANCELLED and old.status is Status.QUEUED:
+            if msg.status in _DROPPED_WHILE_QUEUED and old.status is Status.QUEUED:
                 self.tombstones[msg.queue].add(msg.id)
         self.messages[msg.id] = msg
         self.versions[msg.id] = ver
@@ -140,6 +147,8 @@ class View:
                 self.drop(mid)
             return
         self.status_counts[msg.queue][msg.status] += 1
+        if msg.expires_at is not None and msg.status.cancellable:
+            self.expire_later(msg)
         if msg.status.final:
             self.finals[msg.id] = None
             for mid in policy.over_limit(self.finals, self._results.max_entries):
@@ -169,6 +178,21 @@ class View:
         ended = ((mid, self.messages[mid].finished_at) for mid in self.finals)
         for mid in policy.expired(ended, self._clock() - self._results.ttl_s):
             self.drop(mid)
+
+    def expire_later(self, msg: Message) -> None:
+        """Into the expiry sweep's heap (a waiting message with an expiry)."""
+        assert msg.expires_at is not None
+        heapq.heappush(self._expiring, (msg.expires_at, next(self._seq), msg.id))
+
+    def past_expiry(self, now: float) -> list[Message]:
+        """The waiting messages whose expiry has come, each once (popped from the heap)."""
+        out = []
+        while self._expiring and self._expiring[0][0] <= now:
+            at, _, mid = heapq.heappop(self._expiring)
+            msg = self.messages.get(mid)
+            if msg is not None and msg.expires_at == at and policy.past_expiry(msg, now):
+                out.append(msg)
+        return out
 
     # ------------------------------------------------------------------ reading
     def by_key(self, queue: str, key: str) -> Message | None:
