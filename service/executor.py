@@ -269,16 +269,16 @@ class Executors:
                 slot.starting = slot.pool.submit(os.getpid)
         return [slot.starting for slot in self._slots if slot.starting is not None]
 
-    def shutdown(self) -> None:
-        """Stop every worker and wait, at most POOL_CLOSE_TIMEOUT_S in all, until every pool
-        (those retired on the way included) has closed its queues."""
+    def shutdown(self, bound_s: float = POOL_CLOSE_TIMEOUT_S) -> None:
+        """Stop every worker and wait, at most `bound_s` in all (the stop's grace), until
+        every pool (those retired on the way included) has closed its queues."""
         self._threads.close()
         for slot in self._slots:
             self._retire(slot.pool)
             _close_pipe(slot)
         self._slots.clear()
         self._free_slots = None
-        deadline = time.monotonic() + POOL_CLOSE_TIMEOUT_S
+        deadline = time.monotonic() + bound_s
         for ref in self._closing:
             manager = ref()
             if manager is not None:
