@@ -18,6 +18,7 @@ from typing import Annotated, Any, Literal, TypeVar
 import msgspec
 
 from .config_env import ENV_PREFIX, apply_env_overrides, setting_path, unused_variables
+from .config_schedules import ScheduleSettings, read_schedules
 from .config_values import describe_value, name_the_variable, parse_bind, suggest_key
 from .errors import ConfigError
 
@@ -135,6 +136,7 @@ class Settings(_Section, frozen=True):
     log: LogSettings = msgspec.field(default_factory=LogSettings)
     auth: AuthSettings = msgspec.field(default_factory=AuthSettings)
     queues: dict[str, QueueSettings] = msgspec.field(default_factory=dict)
+    schedules: dict[str, ScheduleSettings] = msgspec.field(default_factory=dict)
 
 
 def load_settings(
@@ -184,7 +186,7 @@ def setting_variables(raw: dict[str, Any], environ: Mapping[str, str]) -> list[s
     keys = [
         f"{section.name}__{f.name}"
         for section in msgspec.structs.fields(Settings)
-        if section.name != "queues"
+        if section.name not in ("queues", "schedules")
         for f in msgspec.structs.fields(section.type)
     ]
     keys += [f"queues__{queue}__{field}" for queue in names for field in fields]
@@ -221,6 +223,9 @@ def settings_from_dict(raw: dict[str, Any]) -> Settings:
     queues_raw = raw.pop("queues", {})
     if not isinstance(queues_raw, dict):
         raise ConfigError("queues: expected a table of [queues.NAME] tables")
+    schedules_raw = raw.pop("schedules", {})
+    if not isinstance(schedules_raw, dict):
+        raise ConfigError("schedules: expected a table of [schedules.NAME] tables")
     settings = _convert(raw, Settings, prefix="")
     queues: dict[str, QueueSettings] = {}
     consumers = 0
@@ -250,7 +255,8 @@ def settings_from_dict(raw: dict[str, Any]) -> Settings:
         parse_bind(settings.server.bind)
     except ValueError as exc:
         raise ConfigError(f"server.bind: {exc}") from None
-    return msgspec.structs.replace(settings, queues=queues)
+    schedules = read_schedules(schedules_raw, queues, settings.server.max_body_bytes, _convert)
+    return msgspec.structs.replace(settings, queues=queues, schedules=schedules)
 
 
 def _convert(data: dict[str, Any], kind: type[_T], prefix: str) -> _T:
