@@ -14,13 +14,14 @@ from collections.abc import Mapping
 from typing import Protocol
 
 from . import grace
-from .broker import create_broker
+from .broker import create_broker, create_schedule_store
 from .broker.base import Broker
 from .config import Settings
 from .consumer import Attempts, QueueWork, consume
 from .executor import Executors
 from .handlers.registry import ResolvedHandler, resolve_queue_handlers
 from .metrics import Metrics
+from .scheduler import Scheduler
 from .tasks import TaskOwner
 
 log = logging.getLogger(__name__)
@@ -51,6 +52,12 @@ class Runtime:
         self.tasks = tasks if tasks is not None else TaskOwner()  # (empty is falsy)
         self.broker: Broker = broker or create_broker(settings)
         self.executors = executors or Executors(settings.executor)
+        # Its loop is background work like the broker's: cancelled with it at a stop.
+        self.scheduler = (
+            Scheduler(settings.schedules, self.broker, create_schedule_store(settings, self.broker))
+            if settings.schedules
+            else None
+        )
         self.attempts = Attempts()
         self.ready = asyncio.Event()  # consumers are running
         self.stopped = asyncio.Event()  # everything is persisted and closed
@@ -127,6 +134,8 @@ class Runtime:
     async def run(self) -> None:
         await self.broker.start()
         try:
+            if self.scheduler is not None:
+                await self.scheduler.start()
             if any(q.mode == "process" for q in self.settings.queues.values()):
                 await asyncio.gather(*map(asyncio.wrap_future, self.executors.warm_up()))
             async with asyncio.TaskGroup() as tg:
@@ -134,6 +143,8 @@ class Runtime:
                     tg.create_task(self.broker.run(), name="broker"),
                     tg.create_task(self._monitor_loop_lag(), name="loop-lag"),
                 ]
+                if self.scheduler is not None:
+                    self._background.append(tg.create_task(self.scheduler.run(), name="schedules"))
                 for name, queue in self.settings.queues.items():
                     work = self._work_of(name)
                     self._consumers[name] = [

@@ -74,12 +74,13 @@ class Scheduler:
     def names(self) -> list[str]:
         return list(self._settings)
 
+    async def start(self) -> None:
+        """Once the broker has started: the state each schedule was left in."""
+        self._states.update(await self._store.load(self.names))
+
     async def run(self) -> None:
         """Until cancelled: first the one missed tick of each schedule that catches up,
         then every tick as it comes."""
-        if not self._settings:
-            return
-        self._states.update(await self._store.load(self.names))
         started = self._clock()
         for name, cron in self._crons.items():
             last = self._states[name].last_run

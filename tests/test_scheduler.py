@@ -1,105 +1,120 @@
-"""The scheduler: one task for every delay and backoff, with a manual clock."""
+"""The schedules' loop with the clock moved by the test (scheduler.py): a tick publishes one
+message with its key, and a restart after downtime runs the one missed tick only with
+catch_up, on the node-local backends' state file (broker/schedule_store.py)."""
 
 from __future__ import annotations
 
 import asyncio
-import random
-from collections.abc import Callable
+from datetime import UTC, datetime
+from pathlib import Path
 
 import pytest
 
-from service import Settings
-from service.broker.base import Failed
 from service.broker.local import LocalBroker
-from service.broker.policy import backoff
-from service.config import QueueSettings, ResultsSettings
-from service.model import Envelope, ErrorInfo, Status
+from service.broker.schedule_store import FileScheduleStore
+from service.broker.storage import NoStorage
+from service.model import Envelope
+from service.scheduler import Scheduler
+from service.schedules import tick_key
 
-from .conftest import client_for
-from .contract.helpers import publish
+from .conftest import make_settings
+from .waits import until
 
-
-class ManualClock:
-    def __init__(self) -> None:
-        self.now = 1_000_000.0
-
-    def __call__(self) -> float:
-        return self.now
+QUEUES = {"q": {"handler": "tests.handlers:echo"}}
 
 
-def envelope(body: bytes = b"1", **kw: object) -> Envelope:
-    import msgspec
-
-    return msgspec.convert({"body": msgspec.Raw(body), **kw}, Envelope)
+def hourly(catch_up: bool) -> dict[str, object]:
+    return {"cron": "0 * * * *", "queue": "q", "catch_up": catch_up, "body": {"n": 1}}
 
 
-@pytest.fixture
-def clock() -> ManualClock:
-    return ManualClock()
+class Clock:
+    def __init__(self, at: datetime) -> None:
+        self.at = at
+        self.reads = 0
+
+    def __call__(self) -> datetime:
+        self.reads += 1
+        return self.at
 
 
-def broker_with(clock: ManualClock, **queue: object) -> LocalBroker:
-    qs = QueueSettings(handler="tests.handlers:echo", **queue)  # type: ignore[arg-type]
-    return LocalBroker({"q": qs}, ResultsSettings(), clock=clock, rng=random.Random(7))
+async def published(broker: LocalBroker) -> int:
+    return (await broker.stats("q")).counts.published
 
 
-async def test_backoff_is_full_jitter_under_the_exponential_cap(clock: ManualClock) -> None:
-    broker = broker_with(clock, retry_backoff_s=1.0, retry_backoff_max_s=5.0)
-    qs = broker.queue("q").settings
-    for failures, ceiling in [(1, 1.0), (2, 2.0), (3, 4.0), (4, 5.0), (10, 5.0)]:
-        samples = [backoff(qs, failures, broker._rng) for _ in range(500)]
-        assert all(0 <= s <= ceiling for s in samples)
-        assert max(samples) > ceiling * 0.8  # jitter spans the range, not a constant
+async def key_is_held(broker: LocalBroker, key: str) -> bool:
+    """A repeat of `key` answers with the earlier message (created False), and a key never
+    published is taken: so this asks without changing what is held (it cancels that)."""
+    [done] = await broker.publish("q", [Envelope(body=b"0", idempotency_key=key)])  # type: ignore[arg-type]
+    if done.created:
+        await broker.cancel(done.message.id)
+    return not done.created
 
 
-async def test_delays_release_in_due_order_by_the_clock(clock: ManualClock) -> None:
-    broker = broker_with(clock)
-    await broker.publish(
-        "q",
-        [envelope(b'"c"', delay_s=30), envelope(b'"a"', delay_s=10), envelope(b'"b"', delay_s=20)],
-    )
-    task = asyncio.create_task(broker.run())
-    try:
-        # One turn of the loop runs the scheduler's first pass (its task was queued first):
-        # with the manual clock nothing is due, whatever the real time says.
-        await asyncio.sleep(0)
-        assert broker.cached_stats("q").depth["scheduled"] == 3
-        clock.now += 25
-        broker.wake()
-        first = await asyncio.wait_for(broker.take("q"), 2)
-        second = await asyncio.wait_for(broker.take("q"), 2)
-        assert (first.body, second.body) == (b'"a"', b'"b"')
-        assert broker.cached_stats("q").depth["scheduled"] == 1
-    finally:
-        task.cancel()
-
-
-async def test_retry_waits_for_its_backoff_on_the_clock(clock: ManualClock) -> None:
-    broker = broker_with(clock, retry_backoff_s=10, retry_backoff_max_s=10)
-    task = asyncio.create_task(broker.run())
-    try:
-        await broker.publish("q", [envelope()])
-        msg = await asyncio.wait_for(broker.take("q"), 2)
-        finished = await broker.finish(msg, Failed(ErrorInfo("E", "boom")))
-        assert finished.outcome == "retried"
-        assert msg.status is Status.RETRYING
-        assert msg.scheduled_for is not None
-        assert msg.scheduled_for <= clock.now + 10
-        clock.now += 10.001
-        broker.wake()
-        again = await asyncio.wait_for(broker.take("q"), 2)
-        assert again is msg
-        assert msg.attempts == 2
-    finally:
-        task.cancel()
-
-
-async def test_delayed_messages_do_not_each_get_a_task(
-    tmp_settings: Callable[..., Settings],
+@pytest.mark.parametrize("catch_up", [True, False])
+async def test_restart_after_downtime_runs_one_missed_tick_only_with_catch_up(
+    tmp_path: Path, catch_up: bool
 ) -> None:
-    settings = tmp_settings({"q": {"handler": "tests.handlers:echo"}})
-    async with client_for(settings) as (client, _):
-        before = len(asyncio.all_tasks())
-        for _ in range(200):
-            await publish(client, "q", 1, delay_s=60)
-        assert len(asyncio.all_tasks()) <= before + 1
+    settings = make_settings(QUEUES, schedules={"hourly": hourly(catch_up)})
+    broker = LocalBroker(settings.queues, settings.results, storage=NoStorage())
+    await broker.start()
+    path = tmp_path / "schedules.json"
+    clock = Clock(datetime(2026, 1, 1, 0, 59, 59, tzinfo=UTC))
+    first = Scheduler(settings.schedules, broker, FileScheduleStore(path), clock=clock)
+    await first.start()
+    task = asyncio.create_task(first.run())
+    await until(lambda: clock.reads > 0, "the loop's start")  # it starts at 00:59:59
+    clock.at = datetime(2026, 1, 1, 1, 0, 0, tzinfo=UTC)
+    try:
+        while (await first.view("hourly")).last_run is None:
+            assert not task.done()
+            await asyncio.sleep(0.02)
+    finally:
+        task.cancel()
+    assert (await first.view("hourly")).last_run == "2026-01-01T01:00:00Z"
+    assert await published(broker) == 1
+    # Down from 01:00 to 05:30: the ticks of 02:00 to 05:00 were missed.
+    clock.at = datetime(2026, 1, 1, 5, 30, tzinfo=UTC)
+    second = Scheduler(settings.schedules, broker, FileScheduleStore(path), clock=clock)
+    await second.start()
+    task = asyncio.create_task(second.run())
+    try:
+        # The catch-up is the loop's first step; without it, the first step is the sleep.
+        while (await second.view("hourly")).last_run != "2026-01-01T05:00:00Z" and catch_up:
+            assert not task.done()
+            await asyncio.sleep(0.02)
+        await asyncio.sleep(0.1)
+    finally:
+        task.cancel()
+    assert await published(broker) == (2 if catch_up else 1)
+    missed = datetime(2026, 1, 1, 5, tzinfo=UTC)
+    assert await key_is_held(broker, tick_key("hourly", missed)) is catch_up
+    for hour in (2, 3, 4):
+        assert not await key_is_held(broker, tick_key("hourly", missed.replace(hour=hour)))
+    assert (await second.view("hourly")).next_run == "2026-01-01T06:00:00Z"
+    await broker.close()
+
+
+async def test_a_paused_schedule_publishes_nothing_and_stays_paused_after_a_restart(
+    tmp_path: Path,
+) -> None:
+    settings = make_settings(QUEUES, schedules={"hourly": hourly(True)})
+    broker = LocalBroker(settings.queues, settings.results, storage=NoStorage())
+    await broker.start()
+    path = tmp_path / "schedules.json"
+    clock = Clock(datetime(2026, 1, 1, 0, 59, 59, tzinfo=UTC))
+    scheduler = Scheduler(settings.schedules, broker, FileScheduleStore(path), clock=clock)
+    await scheduler.start()
+    view = await scheduler.set_paused("hourly", True)
+    assert view.paused and view.next_run is None
+    task = asyncio.create_task(scheduler.run())
+    await until(lambda: clock.reads > 1, "the loop's start")
+    clock.at = datetime(2026, 1, 1, 1, 0, 0, tzinfo=UTC)
+    # The loop looks at the clock at least once a second: two looks past the tick.
+    await asyncio.sleep(2.5)
+    task.cancel()
+    assert await published(broker) == 0
+    again = Scheduler(settings.schedules, broker, FileScheduleStore(path), clock=clock)
+    await again.start()
+    assert (await again.view("hourly")).paused
+    assert not (await again.set_paused("hourly", False)).paused
+    await broker.close()

@@ -12,9 +12,10 @@ from ..config import Settings
 from ..errors import StartupError
 from .base import Broker
 from .local import LocalBroker
+from .schedule_store import FileScheduleStore, ScheduleStore
 from .storage import SnapshotStorage
 
-__all__ = ["Broker", "LocalBroker", "create_broker"]
+__all__ = ["Broker", "LocalBroker", "create_broker", "create_schedule_store"]
 
 
 def create_broker(settings: Settings) -> Broker:
@@ -34,3 +35,17 @@ def create_broker(settings: Settings) -> Broker:
 
         return AmqpBroker(settings.queues, settings.results, settings.broker.amqp_url)
     raise StartupError(f"broker.backend: {backend!r} is not available in this build")
+
+
+def create_schedule_store(settings: Settings, broker: Broker) -> ScheduleStore:
+    """Where the schedules' last runs and pauses are kept: beside the local backend's file,
+    or in RabbitMQ, shared by every node (amqp/schedules.py)."""
+    backend = settings.broker.backend
+    if backend == "amqp":
+        from .amqp import AmqpBroker
+        from .amqp.schedules import AmqpScheduleStore
+
+        assert isinstance(broker, AmqpBroker)
+        return AmqpScheduleStore(broker.node_state)
+    path = settings.broker.snapshot_path if backend == "memory" else settings.broker.sqlite_path
+    return FileScheduleStore(Path(f"{path}.schedules.json"))
