@@ -66,11 +66,12 @@ def ticks_between(cron: Cron, after: datetime, until: datetime) -> list[datetime
     """Every tick t with after < t <= until, in order, as UTC instants."""
     if until <= after:
         return []
-    offsets = [
-        cron.zone.utcoffset(datetime.fromtimestamp(at.timestamp(), UTC).replace(tzinfo=None))
-        or timedelta(0)
-        for at in (after - _OFFSET_SPAN, after, until, until + _OFFSET_SPAN)
-    ]
+    # A schedule that keeps real pace has no tick at a skipped wall time, so the offsets
+    # at both ends cover its instants; a fixed-hour one's skipped wall time becomes an
+    # instant an hour on, which a window just after a change must still see: it looks a
+    # day either side (a few more steps of a schedule that runs a few times an hour).
+    ends = (after, until) if cron.keeps_real_pace else (after - _OFFSET_SPAN, until + _OFFSET_SPAN)
+    offsets = [at.astimezone(cron.zone).utcoffset() or timedelta(0) for at in (*ends, after, until)]
     # The wall times whose instants can fall in (after, until]: a wall time w is the
     # instant w - offset, with the offset somewhere between the least and the largest.
     first_wall = _naive_utc(after) + min(offsets) - _STEP_BACK
@@ -85,13 +86,15 @@ def ticks_between(cron: Cron, after: datetime, until: datetime) -> list[datetime
 
 
 def next_tick(cron: Cron, after: datetime) -> datetime:
-    """The first tick after `after` (a schedule ticks at least once a year)."""
-    window = timedelta(days=1)
+    """The first tick after `after` (a schedule ticks at least once a year). Looked for in
+    growing windows: a per-second schedule's answer is in the first, a yearly one's in the
+    tenth or so."""
+    window = timedelta(seconds=2)
     while True:
         ticks = ticks_between(cron, after, after + window)
         if ticks:
             return ticks[0]
-        after, window = after + window, min(window * 4, timedelta(days=400))
+        after, window = after + window, min(window * 8, timedelta(days=400))
 
 
 def tick_to_catch_up(
