@@ -19,11 +19,13 @@ from .api.bodies import (
     QueuesEvent,
     Readiness,
     Redriven,
+    ScheduleList,
     ref,
 )
 from .api.events import openapi_paths
 from .api.hub import MessageEvent
 from .model import Batch, Envelope, ErrorInfo, MessageView, RedriveRequest
+from .scheduler import ScheduleView
 
 # The component schemas, generated from the types the routes decode and encode (with every
 # type they hold). tests/test_openapi.py checks that every $ref of the document is here.
@@ -44,6 +46,8 @@ _TYPES = (
     NodeFigures,
     QueuesEvent,
     MessageEvent,
+    ScheduleList,
+    ScheduleView,
 )
 
 
@@ -76,6 +80,12 @@ def _with_repeat(op: dict[str, Any]) -> dict[str, Any]:
 
 QUEUE = {
     "name": "queue",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "pattern": "^[a-z0-9][a-z0-9_.-]{0,63}$"},
+}
+SCHEDULE = {
+    "name": "name",
     "in": "path",
     "required": True,
     "schema": {"type": "string", "pattern": "^[a-z0-9][a-z0-9_.-]{0,63}$"},
@@ -192,6 +202,34 @@ def openapi_document() -> dict[str, Any]:
                 *AUTH,
                 parameters=[QUEUE],
                 requestBody={"required": False, **_json(RedriveRequest)},
+            )
+        },
+        "/v1/schedules": {
+            "get": _op("Every schedule: next and last run, paused", "200", ScheduleList, *AUTH)
+        },
+        "/v1/schedules/{name}": {
+            "get": _op("One schedule", "200", ScheduleView, 404, *AUTH, parameters=[SCHEDULE])
+        },
+        "/v1/schedules/{name}/pause": {
+            "post": _op(
+                "Stop publishing its ticks (admin)",
+                "200",
+                ScheduleView,
+                404,
+                503,
+                *AUTH,
+                parameters=[SCHEDULE],
+            )
+        },
+        "/v1/schedules/{name}/resume": {
+            "post": _op(
+                "Publish its ticks again, from the next one (admin)",
+                "200",
+                ScheduleView,
+                404,
+                503,
+                *AUTH,
+                parameters=[SCHEDULE],
             )
         },
         "/healthz": {

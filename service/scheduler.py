@@ -16,6 +16,7 @@ import asyncio
 import logging
 from collections.abc import Callable
 from datetime import UTC, datetime
+from typing import Annotated
 
 import msgspec
 
@@ -40,7 +41,7 @@ def utc_now() -> datetime:
 
 
 class ScheduleView(msgspec.Struct):
-    """One schedule as GET /v1/schedules answers it."""
+    """One schedule as GET /v1/schedules answers it (times in UTC, ISO 8601)."""
 
     name: str
     cron: str
@@ -49,8 +50,8 @@ class ScheduleView(msgspec.Struct):
     priority: int
     catch_up: bool
     paused: bool
-    last_run: str | None = msgspec.field(default=None)
-    next_run: str | None = msgspec.field(default=None)
+    last_run: Annotated[str | None, msgspec.Meta(description="the last tick run; null: none")]
+    next_run: Annotated[str | None, msgspec.Meta(description="the next tick; null when paused")]
 
 
 class Scheduler:
