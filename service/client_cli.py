@@ -1,4 +1,4 @@
-"""python -m service publish|get|queues|dead|redrive|pause|resume: the client from a shell.
+"""python -m service publish|get|queues|dead|redrive|pause|resume|schedules: the client from a shell.
 
 Tables for people, `--json` for scripts. The server is `--url` or $SPOOL_URL (default
 http://127.0.0.1:8000), the token `--token` or $SPOOL_TOKEN.
@@ -35,13 +35,25 @@ from .client import (
     NotFound,
     QueueInfo,
     Redriven,
+    Schedule,
     Unauthorized,
 )
 from .model import rfc3339
 
 T = TypeVar("T")
 
-COMMANDS = ("publish", "get", "queues", "dead", "redrive", "pause", "resume")
+COMMANDS = (
+    "publish",
+    "get",
+    "queues",
+    "dead",
+    "redrive",
+    "pause",
+    "resume",
+    "schedules",
+    "pause-schedule",
+    "resume-schedule",
+)
 
 OK, MESSAGE_FAILED, USAGE, NOT_FOUND, DENIED, BUSY, UNREACHABLE, TIMED_OUT = range(8)
 
@@ -86,6 +98,13 @@ def parser() -> argparse.ArgumentParser:
         "queue"
     )
     sub.add_parser("resume", parents=[common], help="hand out messages again").add_argument("queue")
+    sub.add_parser("schedules", parents=[common], help="every schedule: last and next run")
+    sub.add_parser(
+        "pause-schedule", parents=[common], help="stop publishing a schedule's ticks"
+    ).add_argument("schedule")
+    sub.add_parser(
+        "resume-schedule", parents=[common], help="publish a schedule's ticks again"
+    ).add_argument("schedule")
     return root
 
 
@@ -169,7 +188,31 @@ def run(client: Client, args: argparse.Namespace, body: Any, out: TextIO) -> int
     elif args.command in ("pause", "resume"):
         action = client.pause if args.command == "pause" else client.resume
         show(action(args.queue), lambda q: queues_table([q]))
+    elif args.command == "schedules":
+        show(client.schedules(), schedules_table)
+    elif args.command in ("pause-schedule", "resume-schedule"):
+        change = (
+            client.pause_schedule if args.command == "pause-schedule" else client.resume_schedule
+        )
+        show(change(args.schedule), lambda found: schedules_table([found]))
     return OK
+
+
+def schedules_table(schedules: Sequence[Schedule]) -> str:
+    headers = ["SCHEDULE", "CRON", "TIMEZONE", "QUEUE", "PAUSED", "LAST RUN", "NEXT RUN"]
+    rows = [
+        (
+            f.name,
+            f.cron,
+            f.timezone,
+            f.queue,
+            "yes" if f.paused else "no",
+            when_text(f.last_run),
+            when_text(f.next_run),
+        )
+        for f in schedules
+    ]
+    return table(headers, rows)
 
 
 def redriven_text(done: Redriven) -> str:

@@ -24,7 +24,17 @@ from .errors import (
     Unavailable,
     UnsupportedMediaType,
 )
-from .models import Counts, DeadPage, Depth, Envelope, ErrorInfo, Message, QueueInfo, Redriven
+from .models import (
+    Counts,
+    DeadPage,
+    Depth,
+    Envelope,
+    ErrorInfo,
+    Message,
+    QueueInfo,
+    Redriven,
+    Schedule,
+)
 
 __all__ = [
     "AsyncClient",
@@ -47,6 +57,7 @@ __all__ = [
     "QueueFull",
     "QueueInfo",
     "Redriven",
+    "Schedule",
     "ServerError",
     "Unauthorized",
     "Unavailable",
