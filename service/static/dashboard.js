@@ -117,6 +117,7 @@ async function start() {
     const doc = await api("GET", "/v1/queues");
     renderQueues(doc.queues);
     loadDead();
+    loadSchedules();
   } catch (err) {
     notice(`Cannot load the queues: ${err.message}`);
   }
