@@ -9,7 +9,8 @@ The stop itself reads top to bottom in Runtime._stop (runtime.py); its waits, in
 | 4-5 give back + owned tasks       | CANCEL_GRACE_S               | cancelled attempts go back to queued,   |
 |                                   |                              | outcomes and commits in flight land     |
 | 5 owned tasks cancelled           | SETTLE_S                     | what the grace did not see end, ends    |
-| 5 background work cancelled       | SETTLE_S                     | the scheduler, the connection keeper    |
+| 5 background work cancelled       | SETTLE_S                     | the scheduler, the connection keeper,   |
+|                                   |                              | the schedules' loop (scheduler.py)      |
 | 7 process pools close             | POOL_CLOSE_TIMEOUT_S         | killed workers' queues close, so no     |
 |                                   |                              | semaphore leaks at exit                 |
 | 8 connections                     | CONNECTION_GRACE_S           | answers being written are finished      |
