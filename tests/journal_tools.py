@@ -27,6 +27,17 @@ async def eventually(predicate: Callable[[], bool], timeout: float = 20) -> None
         await asyncio.sleep(0.01)
 
 
+def count_rows(path: Path, status: str | None = None) -> int:
+    """Rows in the journal as a separate reader sees the file (of one status, if given)."""
+    with sqlite3.connect(path) as conn:
+        sql, args = "SELECT count(*) FROM messages", tuple[str, ...]()
+        if status is not None:
+            sql, args = sql + " WHERE status = ?", (status,)
+        count: int = conn.execute(sql, args).fetchone()[0]
+    conn.close()
+    return count
+
+
 def disk_status(path: Path, mid: str) -> str | None:
     """The message's status as a separate reader sees the file (None: no row)."""
     with sqlite3.connect(path) as conn:

@@ -19,7 +19,7 @@ from service.broker.storage import NoStorage, SnapshotStorage
 from service.config import QueueSettings, ResultsSettings
 from service.model import Envelope, ErrorInfo, Message, Status
 
-from .journal_tools import eventually, writer_held, writes_waiting
+from .journal_tools import count_rows, eventually, writer_held, writes_waiting
 
 _T = TypeVar("_T")
 
@@ -87,3 +87,29 @@ async def test_the_storage_decides_how_every_change_is_made(tmp_path: Path) -> N
         assert status_of(published.message) is Status.RUNNING
     finally:
         await journaled.close()
+
+
+async def test_results_past_a_lowered_max_entries_leave_the_journal(tmp_path: Path) -> None:
+    """A restart with a lower results.max_entries leaves more results than the bound: the
+    upkeep deletes the excess. Its retention commit must not also count those same results
+    as evictions of its own (a result claimed twice left claims behind that kept the excess,
+    and the stop, waiting forever)."""
+    path = tmp_path / "spool.db"
+    queues = {"q": QueueSettings(handler="tests.handlers:echo")}
+    first = LocalBroker(queues, ResultsSettings(max_entries=10), storage=SqliteJournal(path))
+    await first.start()
+    for _ in range(10):
+        await first.publish("q", [envelope()])
+        await first.finish(await first.take("q"), Succeeded(b"1"))
+    await first.close()
+
+    second = LocalBroker(queues, ResultsSettings(max_entries=4), storage=SqliteJournal(path))
+    await second.start()
+    upkeep = asyncio.ensure_future(second.run())
+    try:
+        await eventually(lambda: count_rows(path) == 4)
+        await eventually(lambda: not second._commits.claims)
+        assert len(second._state.finals) == 4
+    finally:
+        upkeep.cancel()
+        await second.close()

@@ -18,6 +18,7 @@ from service.broker.sqlite_store import unavailable
 from service.errors import StartupError
 
 from .conftest import Server, client_for, running, toml_config
+from .journal_tools import count_rows
 
 Q = "/v1/queues/work/messages"
 PROBLEM = "application/problem+json"
@@ -26,16 +27,6 @@ PROBLEM = "application/problem+json"
 def page_count(path: Path) -> int:
     with sqlite3.connect(path) as conn:
         count: int = conn.execute("PRAGMA page_count").fetchone()[0]
-    conn.close()
-    return count
-
-
-def count_rows(path: Path, status: str | None = None) -> int:
-    with sqlite3.connect(path) as conn:
-        sql, args = "SELECT count(*) FROM messages", tuple[str, ...]()
-        if status is not None:
-            sql, args = sql + " WHERE status = ?", (status,)
-        count: int = conn.execute(sql, args).fetchone()[0]
     conn.close()
     return count
 

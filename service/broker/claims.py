@@ -12,7 +12,7 @@ and change happen in one step anyway.
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Iterable
+from collections.abc import Sequence
 
 
 class Claim:
@@ -31,9 +31,12 @@ class Claims(dict[str, Claim]):
 
     __slots__ = ()
 
-    def hold(self, ids: Iterable[str], *, displaced: bool = False) -> None:
+    def hold(self, ids: Sequence[str], *, displaced: bool = False) -> None:
+        """Claims every one of `ids` or, when one is claimed already, none: a claim taken
+        by a change that then raises would never be released."""
         for mid in ids:
             assert mid not in self, f"message {mid} is claimed twice"
+        for mid in ids:
             self[mid] = Claim(displaced)
 
     def displace(self, mid: str) -> bool:

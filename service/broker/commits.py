@@ -34,9 +34,9 @@ _FIELDS = Message.__struct_fields__
 ApplyOne = Callable[[LocalQueue, Message, Status], None]
 
 
-# The oldest results and dead letters that the drafts, once applied, push past
-# results.max_entries, none of them claimed (LocalState.evictions).
-Evictions = Callable[[Sequence[Message], Claims], list[str]]
+# The oldest results and dead letters that the drafts, once applied and `forget` deleted,
+# push past results.max_entries, none of them claimed or in `forget` (LocalState.evictions).
+Evictions = Callable[[Sequence[Message], Sequence[str], Claims], list[str]]
 
 
 def for_storage(
@@ -138,7 +138,7 @@ class CommitThenApply:
         # What these drafts push past results.max_entries is deleted in the same commit and
         # dropped as it lands: the bound holds the moment the outcome is visible (left to
         # the upkeep, a reader could still get a result the bound had already evicted).
-        evicted = self._evictions(drafts, self.claims)
+        evicted = self._evictions(drafts, forget, self.claims)
         if evicted:
             forget = [*forget, *evicted]
         ids = [*((d.id for d in drafts) if claim else ()), *forget]

@@ -115,15 +115,24 @@ class LocalState:
             victims = over_limit(ids_oldest_first, self.results.max_entries)
             self.commits.retire(victims, self.drop_all, self.wake.set)
 
-    def evictions(self, drafts: Sequence[Message], claims: Claims) -> list[str]:
-        """The oldest results and dead letters (none of them claimed) that the drafts, once
-        applied, push past results.max_entries."""
+    def evictions(
+        self, drafts: Sequence[Message], forget: Sequence[str], claims: Claims
+    ) -> list[str]:
+        """The oldest results and dead letters that the drafts, once applied and `forget`
+        deleted, push past results.max_entries; none of them claimed, none in `forget`
+        (a retention commit forgets what is past the bound already: that is not a further
+        eviction of its own)."""
+        if not drafts:
+            return []  # nothing added: nothing pushed past the bound
         limit = self.results.max_entries
+        gone = set(forget)
         finals = sum(d.status in FINAL and d.status is not FAILED for d in drafts)
-        out = _unclaimed(self.finals, len(self.finals) + finals - limit, claims)
+        finals -= sum(mid in self.finals for mid in gone)
+        out = _unclaimed(self.finals, len(self.finals) + finals - limit, claims, gone)
         for name, dead in Counter(d.queue for d in drafts if d.status is FAILED).items():
             pool = self.queues[name].dead
-            out += _unclaimed(pool, len(pool) + dead - limit, claims)
+            dead -= sum(mid in pool for mid in gone)
+            out += _unclaimed(pool, len(pool) + dead - limit, claims, gone)
         return out
 
     def drop_all(self, ids: list[str]) -> None:
@@ -190,7 +199,7 @@ class LocalState:
         return was_running
 
 
-def _unclaimed(pool: dict[str, None], count: int, claims: Claims) -> list[str]:
+def _unclaimed(pool: dict[str, None], count: int, claims: Claims, gone: set[str]) -> list[str]:
     if count <= 0:
         return []  # the usual case: no walk at all
-    return list(itertools.islice((m for m in pool if m not in claims), count))
+    return list(itertools.islice((m for m in pool if m not in claims and m not in gone), count))
