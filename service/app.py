@@ -29,7 +29,7 @@ from .api.exchange import (
 )
 from .api.front import asgi_stack
 from .api.hub import EventHub, NodeView
-from .api.messages import PUBLISHER, Publisher
+from .api.messages import PUBLISHER, Publisher, rate_limit_policies
 from .api.services import QueueDirectory, provide
 from .config import Settings
 from .errors import HeadersTooLarge, SpoolError, UriTooLong
@@ -38,7 +38,7 @@ from .runtime import Runtime
 # A client that sends its body this slowly is cut off with a 408.
 BODY_TIMEOUT_S = 10
 # Request heads: the target (path + query) and the header block. Hypercorn refuses a head
-# that trickles in past its own bound (cli.MAX_HEAD_BYTES); these catch one that arrives
+# that trickles in past its own bound (serving.MAX_HEAD_BYTES); these catch one that arrives
 # whole, with a problem+json answer.
 MAX_TARGET_BYTES = 8 * 1024
 MAX_HEADER_BYTES = 16 * 1024
@@ -76,7 +76,12 @@ def create_app(settings: Settings, runtime: Runtime, *, fast_publish: bool = Tru
     auth = Authenticator(settings.auth)
     recorder = Recorder(runtime.metrics)
     directory = QueueDirectory(settings.queues)
-    publisher = Publisher(runtime.broker, runtime.metrics, settings.server.max_batch)
+    publisher = Publisher(
+        runtime.broker,
+        runtime.metrics,
+        settings.server.max_batch,
+        rate_limit_policies(settings.queues),
+    )
     provide(
         app.extensions,
         broker=runtime.broker,

@@ -9,13 +9,16 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+from dataclasses import replace
+from multiprocessing.connection import Connection
 from typing import Any
 
 import msgspec
 
-from .failures import HandlerExit, encode_result, failure_of
+from .failures import HandlerExit, HandlerSnoozed, encode_result, failure_of
 from .handlers.registry import ResolvedHandler, resolve_cached
 from .model import HandlerContext
+from .progress import PipeSink
 
 # Worker processes run below the loop's priority, so CPU-bound handlers never starve it.
 WORKER_NICENESS = 10
@@ -33,15 +36,37 @@ def call_sync(handler: ResolvedHandler, body: bytes, ctx: HandlerContext) -> byt
     return encode_result(result)
 
 
+# The worker's end of its slot's progress pipe (init_worker): one per worker process,
+# which runs one handler at a time.
+_progress_sink: PipeSink | None = None
+
+
 def call_in_process(ref: str, body: bytes, ctx: HandlerContext) -> tuple[bool, Any]:
     """Runs in a worker process. Never raises: an exception may not pickle, and a
     BaseException would end the server once concurrent.futures raised it there; so a
     failure comes back as (False, (type, message, traceback))."""
+    sink = _progress_sink
+    if sink is not None:
+        ctx = replace(ctx, sink=sink)
     try:
         return True, call_sync(resolve_cached(ref), body, ctx)
     except BaseException as exc:
         failure = failure_of(exc)
+        if isinstance(failure, HandlerSnoozed):
+            return False, failure.retry_after_s  # a number, where a failure is a tuple
         return False, (failure.type_name, failure.message, failure.tb)
+    finally:
+        if sink is not None:
+            _flush_progress(sink)
+
+
+def _flush_progress(sink: PipeSink) -> None:
+    """The attempt's last report, sent before its result (the server reads the pipe dry
+    before it records the outcome)."""
+    try:
+        sink.flush()
+    except (OSError, ValueError):
+        pass  # the server closed the pipe: it no longer waits for this attempt
 
 
 async def call_async(handler: ResolvedHandler, value: Any, ctx: HandlerContext) -> Any:
@@ -57,12 +82,15 @@ async def call_async(handler: ResolvedHandler, value: Any, ctx: HandlerContext) 
         raise HandlerExit(exc) from None
 
 
-def init_worker() -> None:
-    """A worker process's start. It ignores SIGINT: a Ctrl-C in a terminal reaches the whole
+def init_worker(progress: Connection | None = None) -> None:
+    """A worker process's start: keeps `progress`, the pipe ctx.progress writes to. It ignores SIGINT: a Ctrl-C in a terminal reaches the whole
     process group, and the server turns it into a graceful stop that lets a running handler
     finish; a KeyboardInterrupt in the worker would fail its attempt (or kill an idle one)."""
+    global _progress_sink
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _lower_priority()
+    if progress is not None:
+        _progress_sink = PipeSink(progress)
 
 
 def _lower_priority() -> None:

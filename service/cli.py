@@ -12,6 +12,7 @@ import asyncio
 import logging
 import os
 import signal
+import socket
 import sys
 import threading
 import urllib.error
@@ -27,21 +28,19 @@ from .app import create_app
 from .config import Settings, load_settings
 from .config_values import check_data_paths
 from .errors import SpoolError
-from .executor import stop_helper_processes
 from .failures import describe
 from .fdlimit import guard_accept
-from .grace import CONNECTION_GRACE_S, HEAD_TIMEOUT_S, STRAY_TASK_GRACE_S
+from .grace import CONNECTION_GRACE_S, STRAY_TASK_GRACE_S
 from .handlers.registry import resolve_queue_handlers
 from .logs import setup_logging
-from .process import configure_process, freeze_startup_objects
+from .process import configure_process, freeze_startup_objects, stop_helper_processes
 from .runtime import Runtime
-from .serving import HttpServer
+from .serving import HttpServer, bind, http_config
 
 log = logging.getLogger("service")
 
 DEFAULT_CONFIG = "config.toml"
 HEALTHCHECK_TIMEOUT_S = 3.0
-MAX_HEAD_BYTES = 32 * 1024  # above app.py's MAX_TARGET_BYTES + MAX_HEADER_BYTES
 
 
 def config_path(explicit: str | None) -> str | None:
@@ -106,11 +105,27 @@ def healthcheck(settings: Settings) -> int:
 
 def run_server(settings: Settings) -> int:
     setup_logging(settings.log)
+    config = http_config(settings.server)
+    try:
+        # First of all: a start that cannot have its address (in use, perhaps by a running
+        # Spool on the same snapshot or journal) ends here, having touched nothing.
+        sockets = bind(config, settings.server, os.environ)
+    except SpoolError as exc:
+        log.error("%s", exc.detail)
+        return 1
+    try:
+        return serve_on(settings, config, sockets)
+    finally:
+        for sock in sockets:
+            sock.close()  # already closed by the server, unless the start failed before it
+
+
+def serve_on(settings: Settings, config: HypercornConfig, sockets: list[socket.socket]) -> int:
     configure_process(settings)
     runtime = Runtime(settings)
     stray = False
     try:
-        code, stray = run_loop(serve(settings, runtime), runtime.stop_now)
+        code, stray = run_loop(serve(settings, runtime, config, sockets), runtime.stop_now)
     except BaseException as exc:
         # The start failed, or the runtime or the server raised: by now the runtime's own
         # `finally` has closed the broker (written the memory snapshot); say why it ended.
@@ -136,43 +151,56 @@ def run_loop(main: Coroutine[Any, Any, int], stop_now: Callable[[], None]) -> tu
     loop = asyncio.new_event_loop()
     asyncio.set_event_loop(loop)
     try:
-        task = loop.create_task(main, name="serve")
-        escaped: BaseException | None = None
-        while not task.done():
-            try:
-                code = loop.run_until_complete(task)
-            except (SystemExit, KeyboardInterrupt) as exc:
-                if escaped is None:
-                    escaped = exc
-                    log.critical(
-                        "%s reached the event loop: stopping now, after persisting what is held",
-                        describe_exit(exc),
-                        exc_info=exc,
-                    )
-                    stop_now()
-        if escaped is not None:
-            code = 1
-        pending = asyncio.all_tasks(loop)
-        for stray_task in pending:
-            stray_task.cancel()
-        if pending:
-            done, left = loop.run_until_complete(asyncio.wait(pending, timeout=STRAY_TASK_GRACE_S))
-            for stray_task in done:
-                if not stray_task.cancelled() and stray_task.exception() is not None:
-                    log.error(
-                        "task %s failed at exit",
-                        stray_task.get_name(),
-                        exc_info=stray_task.exception(),
-                    )
-            if left:
-                log.warning("%d handler tasks ignore cancellation; exiting without them", len(left))
-                return code, True
+        code = _run_to_the_end(loop, loop.create_task(main, name="serve"), stop_now)
+        if _end_stray_tasks(loop):
+            return code, True
         loop.run_until_complete(loop.shutdown_asyncgens())
         return code, False
     finally:
         asyncio.set_event_loop(None)
         if not loop.is_running():
             loop.close()
+
+
+def _run_to_the_end(
+    loop: asyncio.AbstractEventLoop, task: asyncio.Task[int], stop_now: Callable[[], None]
+) -> int:
+    """`task`'s exit code; a SystemExit or KeyboardInterrupt that reaches the loop calls
+    `stop_now()` once, the loop runs on until the task has returned, and the code is 1."""
+    escaped: BaseException | None = None
+    while not task.done():
+        try:
+            code = loop.run_until_complete(task)
+        except (SystemExit, KeyboardInterrupt) as exc:
+            if escaped is None:
+                escaped = exc
+                log.critical(
+                    "%s reached the event loop: stopping now, after persisting what is held",
+                    describe_exit(exc),
+                    exc_info=exc,
+                )
+                stop_now()
+    return 1 if escaped is not None else code
+
+
+def _end_stray_tasks(loop: asyncio.AbstractEventLoop) -> bool:
+    """Cancels the tasks still running and gives them STRAY_TASK_GRACE_S; True when some
+    ignore their cancellation (the exit goes on without them)."""
+    pending = asyncio.all_tasks(loop)
+    for stray_task in pending:
+        stray_task.cancel()
+    if not pending:
+        return False
+    done, left = loop.run_until_complete(asyncio.wait(pending, timeout=STRAY_TASK_GRACE_S))
+    for stray_task in done:
+        if not stray_task.cancelled() and stray_task.exception() is not None:
+            log.error(
+                "task %s failed at exit", stray_task.get_name(), exc_info=stray_task.exception()
+            )
+    if left:
+        log.warning("%d handler tasks ignore cancellation; exiting without them", len(left))
+        return True
+    return False
 
 
 def describe_exit(exc: BaseException) -> str:
@@ -201,7 +229,9 @@ def report_end(settings: Settings, exc: BaseException) -> int:
     return 1
 
 
-async def serve(settings: Settings, runtime: Runtime) -> int:
+async def serve(
+    settings: Settings, runtime: Runtime, config: HypercornConfig, sockets: list[socket.socket]
+) -> int:
     app = create_app(settings, runtime)
     auth = Authenticator(settings.auth)
     if not auth.enabled and settings.server.host not in ("127.0.0.1", "localhost", "::1"):
@@ -213,34 +243,25 @@ async def serve(settings: Settings, runtime: Runtime) -> int:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, runtime.request_stop)
-    config = HypercornConfig()
-    config.bind = [settings.server.bind]
-    # Hostile clients: a request head must arrive within HEAD_TIMEOUT_S (Hypercorn's idle
-    # timer runs until the head is complete) and fit in MAX_HEAD_BYTES (else 431/400); the
-    # body has the app's BODY_TIMEOUT_S. No read_timeout: it would cut off legitimate
-    # long-polls (GET ?wait=60) and event streams, where the client rightly sends nothing.
-    config.keep_alive_timeout = HEAD_TIMEOUT_S
-    config.h11_max_incomplete_size = MAX_HEAD_BYTES
-    config.read_timeout = None
-    config.include_server_header = False
-    config.accesslog = None  # the app logs each request itself, with its request id
-    config.errorlog = logging.getLogger("hypercorn.error")
-    config.workers = 1  # memory and sqlite hold their queues in this process
     # Hypercorn's own shape (asyncio/run.py): the runtime beside the server. The stop, the
     # listener's close included, is the runtime's one coroutine (Runtime._stop).
     async with asyncio.TaskGroup() as tg:
         tg.create_task(runtime.run(), name="runtime")
         await runtime.ready.wait()
         freeze_startup_objects()  # the second phase of process.py, once the broker is loaded
-        log.info("serving on http://%s (backend %s)", settings.server.bind, settings.broker.backend)
         # Not hypercorn.asyncio.serve: its writes and its stop wait on clients without bound.
         # `app` runs the whole ASGI stack (api/front.py): front door, publish fast path, Quart.
         with guard_accept(loop):
             server = await HttpServer.start(
-                app, config, send_timeout_s=settings.server.send_timeout_s
+                app, config, sockets, send_timeout_s=settings.server.send_timeout_s
             )
             try:
                 runtime.close_listener_last(server)
+                log.info(
+                    "serving on http://%s (backend %s)",
+                    settings.server.bind,
+                    settings.broker.backend,
+                )
                 await runtime.stopped.wait()
             finally:
                 # Already closed by the stop, unless this task was cancelled first.

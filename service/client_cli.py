@@ -18,7 +18,9 @@ from __future__ import annotations
 
 import argparse
 import sys
+import time
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any, TextIO, TypeVar
 
@@ -29,16 +31,19 @@ from .client import (
     Client,
     ClientError,
     ConnectionFailed,
-    DeadPage,
     Forbidden,
-    Message,
     NotFound,
-    QueueInfo,
-    Redriven,
-    Schedule,
     Unauthorized,
 )
-from .model import rfc3339
+from .client.plans import MAX_PUBLISH_WAIT_S
+from .client_tables import (
+    dead_table,
+    message_table,
+    queues_table,
+    redriven_text,
+    schedules_table,
+    when_text,
+)
 
 T = TypeVar("T")
 
@@ -158,24 +163,9 @@ def exit_code(exc: ClientError) -> int:
 
 
 def run(client: Client, args: argparse.Namespace, body: Any, out: TextIO) -> int:
-    def show(value: T, as_table: Callable[[T], str]) -> None:
-        if args.json:
-            print(msgspec.json.format(msgspec.json.encode(as_api_writes(value))).decode(), file=out)
-        else:
-            print(as_table(value), file=out)
-
+    show = Show(args.json, out)
     if args.command == "publish":
-        message = client.publish(
-            args.queue, body, delay_s=args.delay, priority=args.priority, idempotency_key=args.key
-        )
-        if args.wait is None:
-            show(message, message_table)
-            return OK
-        message = client.wait(message.id, timeout=args.wait)
-        show(message, message_table)
-        if not message.final:
-            return TIMED_OUT
-        return OK if message.status == "succeeded" else MESSAGE_FAILED
+        return publish(client, args, body, show)
     if args.command == "get":
         show(client.get(args.id), message_table)
     elif args.command == "queues":
@@ -198,86 +188,45 @@ def run(client: Client, args: argparse.Namespace, body: Any, out: TextIO) -> int
     return OK
 
 
-def schedules_table(schedules: Sequence[Schedule]) -> str:
-    headers = ["SCHEDULE", "CRON", "TIMEZONE", "QUEUE", "PAUSED", "LAST RUN", "NEXT RUN"]
-    rows = [
-        (
-            f.name,
-            f.cron,
-            f.timezone,
-            f.queue,
-            "yes" if f.paused else "no",
-            when_text(f.last_run),
-            when_text(f.next_run),
-        )
-        for f in schedules
-    ]
-    return table(headers, rows)
+@dataclass(frozen=True)
+class Show:
+    """Prints an answer as the API's JSON (--json) or as a table for people."""
+
+    as_json: bool
+    out: TextIO
+
+    def __call__(self, value: T, as_table: Callable[[T], str]) -> None:
+        if self.as_json:
+            text = msgspec.json.format(msgspec.json.encode(as_api_writes(value))).decode()
+            print(text, file=self.out)
+        else:
+            print(as_table(value), file=self.out)
 
 
-def redriven_text(done: Redriven) -> str:
-    skipped = f"; skipped (not dead letters): {' '.join(done.skipped)}" if done.skipped else ""
-    return f"redriven {done.redriven}{skipped}"
-
-
-def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
-    """Left-aligned columns two spaces apart, for people (scripts use --json)."""
-    cells = [list(map(str, headers)), *([str(c) for c in row] for row in rows)]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
-    return "\n".join(
-        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells
+def publish(client: Client, args: argparse.Namespace, body: Any, show: Show) -> int:
+    """`spool publish`, and with --wait the outcome's exit code."""
+    # --wait S: the publish itself waits (Prefer: wait, at most 30 s on the server), and
+    # only a longer S long-polls for the rest.
+    started = time.monotonic()
+    held = min(args.wait, MAX_PUBLISH_WAIT_S) if args.wait and args.wait > 0 else None
+    message = client.publish(
+        args.queue,
+        body,
+        delay_s=args.delay,
+        priority=args.priority,
+        idempotency_key=args.key,
+        wait=held,
     )
-
-
-def queues_table(queues: Sequence[QueueInfo]) -> str:
-    headers = ["QUEUE", "PAUSED", "CONSUMERS", "SCHEDULED", "QUEUED", "RUNNING", "RETRYING"]
-    headers += ["DEAD", "PUBLISHED", "SUCCEEDED", "FAILED"]
-    rows = [
-        (
-            q.name,
-            "yes" if q.paused else "no",
-            q.consumers,
-            *(q.depth.scheduled, q.depth.queued, q.depth.running, q.depth.retrying, q.depth.dead),
-            *(q.counts.published, q.counts.succeeded, q.counts.failed),
-        )
-        for q in queues
-    ]
-    return table(headers, rows)
-
-
-def message_table(m: Message) -> str:
-    rows: list[tuple[str, object]] = [
-        ("id", m.id),
-        ("queue", m.queue),
-        ("status", m.status),
-        ("attempts", m.attempts),
-        ("priority", m.priority),
-        ("created_at", when_text(m.created_at)),
-        ("scheduled_for", when_text(m.scheduled_for)),
-        ("started_at", when_text(m.started_at)),
-        ("finished_at", when_text(m.finished_at)),
-        ("body", msgspec.json.encode(m.body).decode()),
-    ]
-    if m.result is not None:
-        rows.append(("result", msgspec.json.encode(m.result).decode()))
-    if m.error is not None:
-        rows.append(("error", f"{m.error.type}: {m.error.message}"))
-    width = max(len(k) for k, _ in rows)
-    return "\n".join(f"{k.ljust(width)}  {v}" for k, v in rows)
-
-
-def dead_table(page: DeadPage) -> str:
-    rows = []
-    for m in page.messages:
-        error_type, error_text = (m.error.type, m.error.message[:60]) if m.error else ("", "")
-        rows.append((m.id, when_text(m.finished_at), m.attempts, error_type, error_text))
-    text = table(("ID", "FAILED AT", "ATTEMPTS", "ERROR", "MESSAGE"), rows)
-    return text + (f"\nmore: --cursor {page.next_cursor}" if page.next_cursor else "")
-
-
-def when_text(value: datetime | None) -> str:
-    """A timestamp as the API writes it (model.rfc3339: milliseconds, Z), or '-'."""
-    return rfc3339(None if value is None else value.timestamp()) or "-"
+    if args.wait is None:
+        show(message, message_table)
+        return OK
+    left = args.wait - (time.monotonic() - started)
+    if not message.final and left > 0:
+        message = client.wait(message.id, timeout=left)
+    show(message, message_table)
+    if not message.final:
+        return TIMED_OUT
+    return OK if message.status == "succeeded" else MESSAGE_FAILED
 
 
 def as_api_writes(value: object) -> Any:

@@ -19,7 +19,14 @@ import msgspec
 
 from .config_env import ENV_PREFIX, apply_env_overrides, setting_path, unused_variables
 from .config_schedules import ScheduleSettings, read_schedules
-from .config_values import describe_value, name_the_variable, parse_bind, suggest_key
+from .config_values import (
+    describe_validation_error,
+    describe_value,
+    name_the_variable,
+    parse_bind,
+    parse_rate,
+    suggest_key,
+)
 from .errors import ConfigError
 
 QUEUE_NAME = re.compile(r"[a-z0-9][a-z0-9_.-]{0,63}")
@@ -124,6 +131,11 @@ class QueueSettings(_Section, frozen=True):
     retry_backoff_max_s: Annotated[float, msgspec.Meta(ge=0, le=DAY_S)] = 60.0
     # Below 10 ms an attempt times out before a thread or process even takes it up.
     timeout_s: Annotated[float, msgspec.Meta(ge=0.01, le=DAY_S)] = 30.0
+    # "100/s", "30/m" or "5/h" (ratelimit.parse_rate): messages started per window, all
+    # nodes together. None: no limit, and the consumers pay nothing for it.
+    rate_limit: str | None = None
+    # Tokens the bucket holds when full; None: a tenth of a second's worth (at least 1).
+    rate_limit_burst: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] | None = None
     options: dict[str, Any] = msgspec.field(default_factory=dict)
 
 
@@ -223,9 +235,7 @@ def settings_from_dict(raw: dict[str, Any]) -> Settings:
     queues_raw = raw.pop("queues", {})
     if not isinstance(queues_raw, dict):
         raise ConfigError("queues: expected a table of [queues.NAME] tables")
-    schedules_raw = raw.pop("schedules", {})
-    if not isinstance(schedules_raw, dict):
-        raise ConfigError("schedules: expected a table of [schedules.NAME] tables")
+    schedules_raw = raw.pop("schedules", {})  # read once the queues they name are known
     settings = _convert(raw, Settings, prefix="")
     queues: dict[str, QueueSettings] = {}
     consumers = 0
@@ -242,6 +252,7 @@ def settings_from_dict(raw: dict[str, Any]) -> Settings:
             )
         if ":" not in queue.handler:
             raise ConfigError(f"queues.{name}.handler: expected 'module:function'")
+        check_rate_limit(name, queue)
         queues[name] = queue
         consumers += queue.concurrency
         if consumers > MAX_CONSUMERS:
@@ -259,11 +270,21 @@ def settings_from_dict(raw: dict[str, Any]) -> Settings:
     return msgspec.structs.replace(settings, queues=queues, schedules=schedules)
 
 
+def check_rate_limit(name: str, queue: QueueSettings) -> None:
+    if queue.rate_limit is not None:
+        try:
+            parse_rate(queue.rate_limit)
+        except ValueError as exc:
+            raise ConfigError(f"queues.{name}.rate_limit: {exc}") from None
+    elif queue.rate_limit_burst is not None:
+        raise ConfigError(f"queues.{name}.rate_limit_burst: set only with rate_limit")
+
+
 def _convert(data: dict[str, Any], kind: type[_T], prefix: str) -> _T:
     try:
         return msgspec.convert(data, kind)
     except msgspec.ValidationError as exc:
-        message = _describe(str(exc), prefix)
+        message = describe_validation_error(str(exc), prefix)
         key, _, text = message.partition(": ")
         where = key.removeprefix(prefix).lstrip(".")
         if text == "unknown key":
@@ -271,21 +292,3 @@ def _convert(data: dict[str, Any], kind: type[_T], prefix: str) -> _T:
             raise ConfigError(f"{message}; did you mean {near!r}?" if near else message) from None
         allowed = describe_value(kind, where, data)
         raise ConfigError(f"{key}: {allowed}" if allowed else message) from None
-
-
-def _describe(message: str, prefix: str) -> str:
-    """'Expected `int` >= 1 - at `$.x.y`' → 'prefix.x.y: expected `int` >= 1'."""
-    text, _, where = message.rpartition(" - at `")
-    if not text:
-        text, where = message, ""
-    path = where.rstrip("`").removeprefix("$").lstrip(".")
-    unknown = re.match(r"Object contains unknown field `([^`]+)`", text)
-    if unknown:
-        path = ".".join(p for p in (path, unknown.group(1)) if p)
-        text = "unknown key"
-    missing = re.match(r"Object missing required field `([^`]+)`", text)
-    if missing:
-        path = ".".join(p for p in (path, missing.group(1)) if p)
-        text = "required key is missing"
-    dotted = ".".join(p for p in (prefix, path) if p) or "config"
-    return f"{dotted}: {text[:1].lower()}{text[1:]}"

@@ -63,12 +63,14 @@ def check_schedule(
 
 
 def read_schedules(
-    raw: dict[str, Any],
+    raw: Any,
     queues: Container[str],
     max_body_bytes: int,
     convert: Callable[[dict[str, Any], type[ScheduleSettings], str], ScheduleSettings],
 ) -> dict[str, ScheduleSettings]:
     """Every [schedules.NAME] table, converted and checked."""
+    if not isinstance(raw, dict):
+        raise ConfigError("schedules: expected a table of [schedules.NAME] tables")
     if len(raw) > MAX_SCHEDULES:
         raise ConfigError(f"schedules: {len(raw)} schedules; at most {MAX_SCHEDULES}")
     schedules = {}

@@ -6,11 +6,13 @@ from __future__ import annotations
 
 import difflib
 import ipaddress
+import math
 import os
 import re
 import stat
 import typing
 from collections.abc import Mapping
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -41,6 +43,42 @@ SHOWN_VALUE_CHARS = 24
 SHOWN_VARIABLE_CHARS = 200
 # Keys whose values may hold a password or a token: an error names their variable only.
 SECRET_KEYS = re.compile(r"auth(\..*)?|broker\.amqp_url|queues\.[^.]+\.options(\..*)?")
+
+MAX_COUNT = 1_000_000
+RATE = re.compile(r"([1-9][0-9]{0,6})/([smh])")
+# The default burst: a tenth of a second's tokens (at least one). An asyncio sleep is late
+# by about a millisecond, so at high rates a burst of one would cap the rate below the limit.
+DEFAULT_BURST_S = 0.1
+
+
+@dataclass(frozen=True, slots=True)
+class Rate:
+    count: int
+    window_s: int
+
+    @property
+    def per_s(self) -> float:
+        return self.count / self.window_s
+
+    def default_burst(self) -> int:
+        return max(1, math.ceil(self.per_s * DEFAULT_BURST_S))
+
+    def policy(self, name: str) -> str:
+        """The RateLimit-Policy field (draft-ietf-httpapi-ratelimit-headers): quota q per
+        window w seconds."""
+        return f'"{name}";q={self.count};w={self.window_s}'
+
+
+def parse_rate(text: str) -> Rate:
+    """'100/s', '30/m', '5/h' → Rate; ValueError saying the form otherwise."""
+    match = RATE.fullmatch(text)
+    if match is None or int(match.group(1)) > MAX_COUNT:
+        raise ValueError(
+            f"expected COUNT/s, COUNT/m or COUNT/h with COUNT from 1 to {MAX_COUNT} "
+            f"(e.g. '100/s'), got {text[:24]!r}"
+        )
+    unit = match.group(2)
+    return Rate(int(match.group(1)), 1 if unit == "s" else 60 if unit == "m" else 3600)
 
 
 def parse_bind(bind: str) -> tuple[str, int]:
@@ -214,3 +252,21 @@ def shown(value: Any, limit: int = SHOWN_VALUE_CHARS) -> str:
 
 def show(bound: float) -> str:
     return str(int(bound)) if float(bound).is_integer() else repr(float(bound))
+
+
+def describe_validation_error(message: str, prefix: str) -> str:
+    """'Expected `int` >= 1 - at `$.x.y`' → 'prefix.x.y: expected `int` >= 1'."""
+    text, _, where = message.rpartition(" - at `")
+    if not text:
+        text, where = message, ""
+    path = where.rstrip("`").removeprefix("$").lstrip(".")
+    unknown = re.match(r"Object contains unknown field `([^`]+)`", text)
+    if unknown:
+        path = ".".join(p for p in (path, unknown.group(1)) if p)
+        text = "unknown key"
+    missing = re.match(r"Object missing required field `([^`]+)`", text)
+    if missing:
+        path = ".".join(p for p in (path, missing.group(1)) if p)
+        text = "required key is missing"
+    dotted = ".".join(p for p in (prefix, path) if p) or "config"
+    return f"{dotted}: {text[:1].lower()}{text[1:]}"

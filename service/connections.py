@@ -4,7 +4,7 @@ has closed it, and bounding every write to a client.
 Hypercorn 0.18's `TCPServer.run()` reads until the client's EOF and then leaves its
 connection task group, which waits for every task in it before the socket is closed. After
 a response that group still holds the keep-alive timer (`keep_alive_timeout`, the 5 s
-HEAD_TIMEOUT_S in cli.py), and nothing stops it on EOF: H11Protocol only closes a stream
+HEAD_TIMEOUT_S in grace.py), and nothing stops it on EOF: H11Protocol only closes a stream
 in progress. So every connection a client closed sat in CLOSE_WAIT, holding its fd, for
 5 s: at ~300 short connections a second that is the whole default limit of 1024 fds.
 

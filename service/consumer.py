@@ -12,14 +12,16 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from .broker.base import Broker, Failed, Finished, Outcome, Succeeded
+from .broker.base import Broker, Failed, Finished, Outcome, Snoozed, Succeeded
 from .config import QueueSettings
 from .errors import NotCommitted
 from .executor import Executors
-from .failures import HandlerFailure, HandlerTimeout, failure_of
+from .failures import HandlerFailure, HandlerSnoozed, HandlerTimeout, failure_of
 from .handlers.registry import ResolvedHandler
 from .metrics import QueueMetrics
 from .model import ErrorInfo, HandlerContext, Message
+from .progress import ProgressDesk
+from .ratelimit import RateGate
 from .tasks import TaskOwner
 
 log = logging.getLogger(__name__)
@@ -57,19 +59,30 @@ class QueueWork:
     executors: Executors
     attempts: Attempts
     tasks: TaskOwner  # owns what must outlive a cancelled consumer (give-backs, outcomes)
+    progress: ProgressDesk  # where ctx.progress reports go (one per node)
+    gate: RateGate | None = None  # the queue's rate limit, shared by its consumers
 
 
 async def consume(work: QueueWork) -> None:
-    broker, queue, attempts = work.broker, work.queue, work.attempts
+    broker, queue, attempts, gate = work.broker, work.queue, work.attempts, work.gate
     while True:
+        if gate is not None:
+            # The token first, the message after: a throttled queue's messages stay queued.
+            await gate.acquire()
         try:
             message = await broker.take(queue)
         except asyncio.CancelledError:
+            if gate is not None:
+                gate.release()
             raise
         except Exception:
+            if gate is not None:
+                gate.release()
             log.exception("taking from queue %r failed", queue, extra={"queue": queue})
             await asyncio.sleep(ERROR_PAUSE_S)
             continue
+        if gate is not None:
+            gate.use()
         attempts.running += 1
         try:
             await run_attempt(work, message)
@@ -96,49 +109,29 @@ async def run_attempt(work: QueueWork, message: Message) -> None:
         attempt=message.attempts,
         headers=dict(message.headers),  # the handler's own copy: it cannot touch the message
         options=queue.options,
+        sink=work.progress,
     )
     if log.isEnabledFor(logging.DEBUG):
         log.debug("message started", extra=_extra(message))
     started = time.perf_counter()
     outcome: Outcome
     try:
-        result = await work.executors.run(
-            queue.mode, work.handler, message.body, ctx, queue.timeout_s
-        )
+        try:
+            result = await work.executors.run(
+                queue.mode, work.handler, message.body, ctx, queue.timeout_s
+            )
+        finally:
+            work.progress.close(message.id)  # its latest report lands before the outcome
         outcome = Succeeded(result)
     except asyncio.CancelledError:
-        if work.attempts.ending_unexpectedly:
-            # Like a crash, and perhaps this handler's doing: a failed attempt, so a message
-            # that stops the service cannot do it at every start for ever.
-            await work.tasks.shield(broker.finish(message, Failed(STOPPED_UNEXPECTEDLY)))
-            log.warning("message failed: the service stopped while it ran", extra=_extra(message))
-            raise
-        # A graceful stop's deadline: not a failure. Give it back, shielded from the cancel
-        # (the stop waits for the owned give-back before the broker closes).
-        try:
-            await work.tasks.shield(broker.interrupt(message))
-        except Exception:
-            # Not committed, so still `running`: the broker's last write at stop gives it
-            # back. The cancellation goes on either way.
-            log.exception("giving back an interrupted message failed", extra=_extra(message))
-        else:
-            log.warning("message interrupted by shutdown; it will run again", extra=_extra(message))
+        await _give_back_cancelled(work, message)
         raise
     except Exception as exc:
-        # Executors.run raises only HandlerFailure; anything else is a bug of ours, and
-        # must fail the attempt all the same rather than leave the message running.
-        failure = failure_of(exc)
-        outcome = Failed(
-            ErrorInfo(failure.type_name, failure.message),
-            timed_out=isinstance(failure, HandlerTimeout),
-        )
-        _log_failure(failure, message)
+        outcome = _failed(exc, message)
     duration = time.perf_counter() - started
     qmetrics.processing.observe(duration)
     finished = await record(broker, work.tasks, message, outcome)
-    qmetrics.processed[finished.outcome].inc()
-    if isinstance(outcome, Failed) and outcome.timed_out:
-        qmetrics.timeouts.inc()
+    _count(qmetrics, finished.outcome, outcome)
     # A success is routine: at thousands a second an info line each would flood the log and
     # cost a fifth of thread-handler throughput (tests/bench B3). Retries and dead letters
     # are news, so they stay at info; `log.level = "debug"` shows every message's steps.
@@ -154,6 +147,49 @@ async def run_attempt(work: QueueWork, message: Message) -> None:
                 "outcome": finished.outcome,
             },
         )
+
+
+async def _give_back_cancelled(work: QueueWork, message: Message) -> None:
+    """The attempt's task is being cancelled; the caller re-raises the cancellation."""
+    broker = work.broker
+    if work.attempts.ending_unexpectedly:
+        # Like a crash, and perhaps this handler's doing: a failed attempt, so a message
+        # that stops the service cannot do it at every start for ever.
+        await work.tasks.shield(broker.finish(message, Failed(STOPPED_UNEXPECTEDLY)))
+        log.warning("message failed: the service stopped while it ran", extra=_extra(message))
+        return
+    # A graceful stop's deadline: not a failure. Give it back, shielded from the cancel
+    # (the stop waits for the owned give-back before the broker closes).
+    try:
+        await work.tasks.shield(broker.interrupt(message))
+    except Exception:
+        # Not committed, so still `running`: the broker's last write at stop gives it
+        # back. The cancellation goes on either way.
+        log.exception("giving back an interrupted message failed", extra=_extra(message))
+    else:
+        log.warning("message interrupted by shutdown; it will run again", extra=_extra(message))
+
+
+def _failed(exc: Exception, message: Message) -> Outcome:
+    # Executors.run raises only HandlerFailure; anything else is a bug of ours, and
+    # must fail the attempt all the same rather than leave the message running.
+    failure = failure_of(exc)
+    if isinstance(failure, HandlerSnoozed):
+        return Snoozed(failure.retry_after_s)
+    _log_failure(failure, message)
+    return Failed(
+        ErrorInfo(failure.type_name, failure.message),
+        timed_out=isinstance(failure, HandlerTimeout),
+    )
+
+
+def _count(qmetrics: QueueMetrics, outcome_name: str, outcome: Outcome) -> None:
+    if outcome_name == "snoozed":
+        qmetrics.snoozed.inc()  # not an attempt's end: spool_messages_processed leaves it out
+    else:
+        qmetrics.processed[outcome_name].inc()
+    if isinstance(outcome, Failed) and outcome.timed_out:
+        qmetrics.timeouts.inc()
 
 
 def _log_failure(failure: HandlerFailure, message: Message) -> None:

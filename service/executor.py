@@ -22,6 +22,7 @@ from concurrent.futures import Future, ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from functools import partial
+from multiprocessing.connection import Connection
 from typing import Any
 
 import msgspec
@@ -29,11 +30,12 @@ import msgspec
 from .calls import call_async, call_in_process, call_sync, init_worker
 from .config import ExecutorSettings
 from .failures import HandlerFailure as HandlerFailure
+from .failures import HandlerSnoozed, encode_result, failure_of
 from .failures import HandlerTimeout as HandlerTimeout
-from .failures import encode_result, failure_of
 from .grace import ASYNC_CANCEL_GRACE_S, POOL_CLOSE_TIMEOUT_S
 from .handlers.registry import ResolvedHandler
 from .model import HandlerContext
+from .progress import pipe_reader
 from .threads import HandlerThreads
 
 log = logging.getLogger(__name__)
@@ -50,6 +52,10 @@ def _settle(future: asyncio.Future[None], *_: object) -> None:
 @dataclass(slots=True)
 class _ProcessSlot:
     pool: ProcessPoolExecutor
+    # The pipe its worker's ctx.progress writes to (calls.PipeSink): one per pool, so a
+    # killed worker takes only its own pipe with it, whatever it was writing.
+    progress: Connection
+    progress_end: Connection  # the worker's end, closed with the pool
     # A fresh pool's first call (a no-op) that starts its worker: the next handler waits for
     # it before its timeout starts, so a worker's start-up is never a handler's overrun.
     starting: Future[Any] | None = None
@@ -68,14 +74,18 @@ class Executors:
         self.busy = {"thread": 0, "process": 0}
         self.process_restarts = 0
 
-    def _new_process_pool(self) -> ProcessPoolExecutor:
-        return ProcessPoolExecutor(1, mp_context=self._mp, initializer=init_worker)
+    def _new_process_slot(self) -> _ProcessSlot:
+        reader, writer = self._mp.Pipe(duplex=False)
+        pool = ProcessPoolExecutor(
+            1, mp_context=self._mp, initializer=init_worker, initargs=(writer,)
+        )
+        return _ProcessSlot(pool, reader, writer)
 
     def _ensure_slots(self) -> asyncio.Queue[_ProcessSlot]:
         if self._free_slots is None:
             self._free_slots = asyncio.Queue()
             for _ in range(self._settings.processes):
-                slot = _ProcessSlot(self._new_process_pool())
+                slot = self._new_process_slot()
                 self._slots.append(slot)
                 self._free_slots.put_nowait(slot)
         return self._free_slots
@@ -181,17 +191,25 @@ class Executors:
                         "WorkerCrashed", "a fresh worker process died as it started"
                     ) from None
             fut = loop.run_in_executor(slot.pool, partial(call_in_process, handler.ref, body, ctx))
+            # The worker's progress reports are read on the loop while its attempt runs
+            # (the pipe is this slot's own; _replace closes it only after this removal).
+            reading = pipe_reader(slot.progress, ctx)
+            progress_fd = slot.progress.fileno()
+            loop.add_reader(progress_fd, reading)
             try:
                 done, _ = await asyncio.wait({fut}, timeout=timeout)
             except asyncio.CancelledError:
+                loop.remove_reader(progress_fd)
                 fut.cancel()  # its worker is killed: nobody will read the broken pool's error
                 # Only a stop cancels a consumer: a worker started now would only be killed.
                 self._replace(slot, start=False)
                 raise
+            loop.remove_reader(progress_fd)
             if not done:
                 fut.cancel()
                 self._replace(slot)
                 raise HandlerTimeout(timeout)
+            reading()  # what the worker sent before its result (it flushes first)
             try:
                 ok, value = fut.result()
             except BrokenProcessPool:
@@ -210,6 +228,8 @@ class Executors:
             free.put_nowait(slot)
         if ok:
             return bytes(value)
+        if isinstance(value, float):  # call_in_process: the handler snoozed the message
+            raise HandlerSnoozed(value)
         type_name, message, tb = value
         raise HandlerFailure(type_name, message, tb)
 
@@ -217,7 +237,9 @@ class Executors:
         """Terminate the slot's worker (overrun, crashed or interrupted) and give the slot a
         fresh pool, its worker started now unless a stop interrupted the handler."""
         self._retire(slot.pool)
-        slot.pool = self._new_process_pool()
+        _close_pipe(slot)
+        fresh = self._new_process_slot()
+        slot.pool, slot.progress, slot.progress_end = fresh.pool, fresh.progress, fresh.progress_end
         if start:
             slot.starting = slot.pool.submit(os.getpid)  # start the new worker now, not at need
         self.process_restarts += 1
@@ -252,6 +274,7 @@ class Executors:
         self._threads.close()
         for slot in self._slots:
             self._retire(slot.pool)
+            _close_pipe(slot)
         self._slots.clear()
         self._free_slots = None
         deadline = time.monotonic() + POOL_CLOSE_TIMEOUT_S
@@ -265,28 +288,11 @@ class Executors:
             log.warning("%d process pools still closing at exit (semaphores leak)", still_closing)
 
 
+def _close_pipe(slot: _ProcessSlot) -> None:
+    slot.progress.close()
+    slot.progress_end.close()
+
+
 def _alive(ref: weakref.ref[threading.Thread]) -> bool:
     thread = ref()
     return thread is not None and thread.is_alive()
-
-
-def stop_helper_processes() -> None:
-    """At process exit: stop and reap multiprocessing's forkserver and resource tracker.
-
-    Both would exit on their own once this process is gone, but as orphans nobody may
-    reap (a container whose init does not wait): `docker stop` must leave no process
-    behind. The stdlib has no public call for this; its own tests use these two.
-    """
-    from multiprocessing import forkserver, resource_tracker
-
-    for helper in (
-        getattr(forkserver, "_forkserver", None),
-        getattr(resource_tracker, "_resource_tracker", None),
-    ):
-        stop = getattr(helper, "_stop", None)
-        if stop is None:
-            continue
-        try:
-            stop()
-        except (OSError, ChildProcessError) as exc:
-            log.debug("stopping a multiprocessing helper failed: %s", exc)

@@ -31,6 +31,27 @@ class HandlerFailure(Exception):
         self.tb = tb
 
 
+class RateLimited(Exception):
+    """Raised (or returned) by a handler to run the message again after `retry_after_s`
+    seconds without counting the attempt (a "snooze"): the downstream service said 429.
+    Public as service.handlers.RateLimited."""
+
+    def __init__(self, retry_after_s: float = 1.0) -> None:
+        if isinstance(retry_after_s, bool) or not isinstance(retry_after_s, int | float):
+            raise TypeError(f"retry_after_s must be a number, got {type(retry_after_s).__name__}")
+        super().__init__(f"rate limited: run again after {retry_after_s:g} s")
+        self.retry_after_s = float(retry_after_s)
+
+
+class HandlerSnoozed(HandlerFailure):
+    """Not a failure: how a RateLimited reaches the consumer through the paths that carry
+    HandlerFailure (threads, process workers, the async runner)."""
+
+    def __init__(self, retry_after_s: float) -> None:
+        super().__init__("RateLimited", f"run again after {retry_after_s:g} s")
+        self.retry_after_s = retry_after_s
+
+
 class HandlerTimeout(HandlerFailure):
     def __init__(self, timeout: float) -> None:
         super().__init__("Timeout", f"the handler ran longer than {timeout:g} s")
@@ -51,6 +72,8 @@ def failure_of(exc: BaseException) -> HandlerFailure:
     """The HandlerFailure that records `exc` (itself, when it is one already)."""
     if isinstance(exc, HandlerFailure):
         return exc
+    if isinstance(exc, RateLimited):
+        return HandlerSnoozed(exc.retry_after_s)
     if isinstance(exc, HandlerExit):
         return HandlerFailure(exc.type_name, exc.message, exc.tb)
     type_name, message = describe(exc)
@@ -58,6 +81,8 @@ def failure_of(exc: BaseException) -> HandlerFailure:
 
 
 def encode_result(result: Any) -> bytes:
+    if isinstance(result, RateLimited):  # returned rather than raised: the same snooze
+        raise HandlerSnoozed(result.retry_after_s)
     try:
         return msgspec.json.encode(result)
     except Exception as exc:

@@ -7,7 +7,8 @@ The stop itself reads top to bottom in Runtime._stop (runtime.py); its waits, in
 |-----------------------------------|------------------------------|-----------------------------------------|
 | 3 drain                           | server.graceful_timeout_s    | running handlers finish, due work runs  |
 | 4-5 give back + owned tasks       | CANCEL_GRACE_S               | cancelled attempts go back to queued,   |
-|                                   |                              | outcomes and commits in flight land     |
+|                                   |                              | outcomes and commits in flight land,    |
+|                                   |                              | amqp consumer starts/stops end          |
 | 5 owned tasks cancelled           | SETTLE_S                     | what the grace did not see end, ends    |
 | 5 background work cancelled       | SETTLE_S                     | the scheduler, the connection keeper,   |
 |                                   |                              | the schedules' loop (scheduler.py)      |
@@ -21,12 +22,11 @@ Work that is not a wait is not cut short, because cutting it loses what it holds
 broker's last write (6: the memory snapshot, the sqlite journal's last transaction, the
 RabbitMQ connection's close) and the pools' shutdown (7: workers are killed, not waited; their queues' close is).
 
-Waits inside the broker's close, not yet in this table (service/broker/ is another
-helper's): the memory/sqlite broker waits up to CLOSE_COMMITS_S (memory.py, 2 s) for
-commits still under way, and the amqp broker up to twice CLOSE_TASKS_S (amqp/broker.py,
-2 s each) for consumer starts and stops. They are the broker's own task owners: spawned
-through the runtime's TaskOwner instead, phase 5 awaits that work within CANCEL_GRACE_S,
-and those waits can go.
+The broker's own tasks are the runtime's too: create_broker(settings, tasks=owner) hands
+the broker the TaskOwner, so the local broker's commits under way (commits.py) and the amqp
+broker's consumer starts and stops (amqp/intake.py) are among the owned tasks phase 5
+awaits within CANCEL_GRACE_S. The broker's close has no wait of its own for them (a broker
+made without an owner, as in tests, owns its tasks and closes them with the same bounds).
 
 Not part of a stop (they never add to it):
 - ASYNC_CANCEL_GRACE_S: at a handler's *timeout*, how long a cancelled async handler gets

@@ -127,7 +127,7 @@ def _le(bound: float) -> str:
 class QueueMetrics:
     """The label children of one queue, bound once."""
 
-    __slots__ = ("processed", "processing", "published", "timeouts", "wait")
+    __slots__ = ("processed", "processing", "published", "snoozed", "throttled", "timeouts", "wait")
 
     def __init__(self, metrics: Metrics, queue: str) -> None:
         self.published = metrics.published.labels(queue)
@@ -135,6 +135,8 @@ class QueueMetrics:
         self.timeouts = metrics.timeouts.labels(queue)
         self.wait = metrics.wait.labels(queue)
         self.processing = metrics.processing.labels(queue)
+        self.snoozed = metrics.snoozed.labels(queue)
+        self.throttled = metrics.rate_limited.labels(queue)
 
 
 class Metrics:
@@ -160,6 +162,16 @@ class Metrics:
         self.processing = LightHistograms(
             "spool_processing_seconds", "Handler run time per attempt.", ["queue"], LATENCY_BUCKETS
         )
+        self.snoozed = LightCounters(
+            "spool_messages_snoozed",
+            "Attempts a handler ended with RateLimited: run again later, not counted.",
+            ["queue"],
+        )
+        self.rate_limited = LightCounters(
+            "spool_rate_limited",
+            "Times a consumer waited for its queue's rate limit before taking a message.",
+            ["queue"],
+        )
         self.http_requests = LightCounters(
             "spool_http_requests",
             "HTTP requests by route template and status.",
@@ -183,6 +195,8 @@ class Metrics:
             self.processed,
             self.wait,
             self.processing,
+            self.snoozed,
+            self.rate_limited,
             self.http_requests,
             self.http_duration,
             lag,

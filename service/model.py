@@ -5,14 +5,16 @@ from __future__ import annotations
 import enum
 import math
 import time
-from collections.abc import Mapping
-from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import lru_cache
-from typing import Annotated, Any, Final, NoReturn, overload
+from typing import Annotated, Final, NoReturn, overload
 
 import msgspec
 import uuid_utils
+
+# The handler's context lives in context.py, with its progress checks; handlers and tests
+# import it from here, where it always was.
+from .context import HandlerContext as HandlerContext
 
 
 class Status(enum.StrEnum):
@@ -134,6 +136,12 @@ class Message(msgspec.Struct, eq=False, gc=False):
     finished_at: float | None = None
     idempotency_key: str | None = None
     enqueued_at: float | None = None
+    # Times a handler snoozed it (RateLimited): each such attempt is taken back out of
+    # `attempts`, and amqp versions its events by attempts + snoozes, which only grows.
+    snoozes: int = 0
+    # What the handler last reported of its attempt (ctx.progress): kept in this process
+    # only, never in a record (a restart, or another amqp node, does not see it).
+    progress: Progress | None = None
 
     def view(self) -> MessageView:
         # Positional (twice as fast as keywords), in MessageView's order, which
@@ -152,7 +160,30 @@ class Message(msgspec.Struct, eq=False, gc=False):
             rfc3339(self.scheduled_for),
             rfc3339(self.started_at),
             rfc3339(self.finished_at),
+            None if self.progress is None else self.progress.view(),
         )
+
+
+class Progress(msgspec.Struct, frozen=True, gc=False):
+    """A handler's report of how far its attempt got: `detail` is JSON it sent, encoded."""
+
+    fraction: float
+    detail: bytes | None
+    at: float
+
+    def view(self) -> ProgressView:
+        detail = None if self.detail is None else msgspec.Raw(self.detail)
+        return ProgressView(self.fraction, detail, _rfc3339(self.at))
+
+
+class ProgressView(msgspec.Struct, gc=False):
+    """The latest progress a handler reported for the running (or last) attempt."""
+
+    fraction: Annotated[float, msgspec.Meta(ge=0, le=1, description="0 to 1")]
+    detail: Annotated[
+        msgspec.Raw | None, msgspec.Meta(description="the handler's JSON detail, if any")
+    ]
+    at: Annotated[str, msgspec.Meta(description="when it was reported")]
 
 
 class MessageView(msgspec.Struct, gc=False):
@@ -175,6 +206,10 @@ class MessageView(msgspec.Struct, gc=False):
     scheduled_for: Annotated[str | None, msgspec.Meta(description="when a delay is due")]
     started_at: Annotated[str | None, msgspec.Meta(description="the last attempt's start")]
     finished_at: Annotated[str | None, msgspec.Meta(description="when it became final")]
+    progress: Annotated[
+        ProgressView | None,
+        msgspec.Meta(description="the handler's latest ctx.progress report (this node's)"),
+    ]
 
 
 def new_message(queue: str, env: Envelope, created_at: float) -> Message:
@@ -254,14 +289,3 @@ def _to_the_second(second: int) -> str:
 
 def _slow_rfc3339(ts: float) -> str:
     return datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
-
-
-@dataclass(frozen=True, slots=True)
-class HandlerContext:
-    """What a handler may know about the message it runs: small, picklable, read-only."""
-
-    id: str
-    queue: str
-    attempt: int
-    headers: Mapping[str, str]
-    options: Mapping[str, Any]

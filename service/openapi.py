@@ -15,16 +15,30 @@ from .api.bodies import (
     NodeFigures,
     Problem,
     QueueFigures,
+    QueueHistory,
     QueueList,
     QueuesEvent,
     Readiness,
     Redriven,
     ScheduleList,
-    ref,
 )
 from .api.events import openapi_paths
-from .api.hub import MessageEvent
-from .model import Batch, Envelope, ErrorInfo, MessageView, RedriveRequest
+from .api.hub import MessageEvent, ProgressEvent
+from .api.messages import MAX_WAIT_S, WAIT_FOR
+from .model import Batch, Envelope, ErrorInfo, MessageView, ProgressView, RedriveRequest
+from .openapi_parts import (
+    AUTH,
+    MESSAGE_ID,
+    PREFER,
+    PUBLISH_ERRORS,
+    QUEUE,
+    SCHEDULE,
+    json_content,
+    operation,
+    problems,
+    with_policy,
+    with_repeat,
+)
 from .scheduler import ScheduleView
 
 # The component schemas, generated from the types the routes decode and encode (with every
@@ -48,55 +62,10 @@ _TYPES = (
     MessageEvent,
     ScheduleList,
     ScheduleView,
+    QueueHistory,
+    ProgressView,
+    ProgressEvent,
 )
-
-
-def _json(kind: type) -> dict[str, Any]:
-    return {"content": {"application/json": {"schema": ref(kind)}}}
-
-
-def _problems(*codes: int) -> dict[str, Any]:
-    return {
-        str(code): {
-            "description": "problem",
-            "content": {"application/problem+json": {"schema": ref(Problem)}},
-        }
-        for code in codes
-    }
-
-
-def _op(summary: str, ok: str, ok_schema: type | None, *codes: int, **more: Any) -> dict[str, Any]:
-    responses: dict[str, Any] = {
-        ok: {"description": summary, **(_json(ok_schema) if ok_schema else {})}
-    }
-    responses.update(_problems(*codes))
-    return {"summary": summary, "responses": responses, **more}
-
-
-def _with_repeat(op: dict[str, Any]) -> dict[str, Any]:
-    op["responses"]["200"] = {"description": "idempotency key repeated", **_json(MessageView)}
-    return op
-
-
-QUEUE = {
-    "name": "queue",
-    "in": "path",
-    "required": True,
-    "schema": {"type": "string", "pattern": "^[a-z0-9][a-z0-9_.-]{0,63}$"},
-}
-SCHEDULE = {
-    "name": "name",
-    "in": "path",
-    "required": True,
-    "schema": {"type": "string", "pattern": "^[a-z0-9][a-z0-9_.-]{0,63}$"},
-}
-MESSAGE_ID = {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}
-AUTH = (401, 403)
-
-
-# Every way a publish can be refused: bad JSON, unknown queue, slow or large body, not JSON,
-# not the schema, queue full, draining, and auth.
-PUBLISH_ERRORS = (400, 404, 408, 413, 415, 422, 429, 503, *AUTH)
 
 
 def openapi_document() -> dict[str, Any]:
@@ -105,30 +74,35 @@ def openapi_document() -> dict[str, Any]:
     )
     paths: dict[str, Any] = {
         "/v1/queues/{queue}/messages": {
-            "post": _with_repeat(
-                _op(
-                    "Publish one message",
-                    "202",
-                    MessageView,
-                    *PUBLISH_ERRORS,
-                    parameters=[QUEUE],
-                    requestBody={"required": True, **_json(Envelope)},
+            "post": with_policy(
+                with_repeat(
+                    operation(
+                        "Publish one message",
+                        "202",
+                        MessageView,
+                        *PUBLISH_ERRORS,
+                        parameters=[QUEUE, PREFER],
+                        requestBody={"required": True, **json_content(Envelope)},
+                    )
                 )
             )
         },
         "/v1/queues/{queue}/messages/batch": {
-            "post": _op(
-                "Publish a batch, all or nothing",
-                "202",
-                MessageList,
-                *PUBLISH_ERRORS,
-                parameters=[QUEUE],
-                requestBody={"required": True, **_json(Batch)},
+            "post": with_policy(
+                operation(
+                    "Publish a batch, all or nothing",
+                    "202",
+                    MessageList,
+                    *PUBLISH_ERRORS,
+                    parameters=[QUEUE],
+                    requestBody={"required": True, **json_content(Batch)},
+                )
             )
         },
         "/v1/messages/{id}": {
-            "get": _op(
-                "A message; ?wait=S long-polls until final",
+            "get": operation(
+                "A message; ?wait=S long-polls until final (or, with wait_for=progress, "
+                "until its next progress report)",
                 "200",
                 MessageView,
                 400,
@@ -140,11 +114,23 @@ def openapi_document() -> dict[str, Any]:
                         "name": "wait",
                         "in": "query",
                         "required": False,
-                        "schema": {"type": "number", "exclusiveMinimum": 0, "maximum": 60},
+                        "schema": {
+                            "type": "number",
+                            "exclusiveMinimum": 0,
+                            "maximum": MAX_WAIT_S,
+                        },
+                    },
+                    {
+                        "name": "wait_for",
+                        "in": "query",
+                        "required": False,
+                        "description": "what ends a ?wait= early: the final status (default) "
+                        "or also the next progress report of the handler on this node",
+                        "schema": {"type": "string", "enum": list(WAIT_FOR), "default": "final"},
                     },
                 ],
             ),
-            "delete": _op(
+            "delete": operation(
                 "Cancel a waiting message",
                 "200",
                 MessageView,
@@ -154,22 +140,24 @@ def openapi_document() -> dict[str, Any]:
                 parameters=[MESSAGE_ID],
             ),
         },
-        "/v1/queues": {"get": _op("Every queue's figures", "200", QueueList, *AUTH)},
+        "/v1/queues": {"get": operation("Every queue's figures", "200", QueueList, *AUTH)},
         "/v1/queues/{queue}": {
-            "get": _op("One queue's figures", "200", QueueFigures, 404, *AUTH, parameters=[QUEUE])
+            "get": operation(
+                "One queue's figures", "200", QueueFigures, 404, *AUTH, parameters=[QUEUE]
+            )
         },
         "/v1/queues/{queue}/pause": {
-            "post": _op(
+            "post": operation(
                 "Stop handing out messages", "200", QueueFigures, 404, *AUTH, parameters=[QUEUE]
             )
         },
         "/v1/queues/{queue}/resume": {
-            "post": _op(
+            "post": operation(
                 "Hand out messages again", "200", QueueFigures, 404, *AUTH, parameters=[QUEUE]
             )
         },
         "/v1/queues/{queue}/dead": {
-            "get": _op(
+            "get": operation(
                 "Dead letters, newest first",
                 "200",
                 DeadPage,
@@ -188,7 +176,7 @@ def openapi_document() -> dict[str, Any]:
             )
         },
         "/v1/queues/{queue}/dead/redrive": {
-            "post": _op(
+            "post": operation(
                 "Put dead letters back on the queue",
                 "200",
                 Redriven,
@@ -201,17 +189,19 @@ def openapi_document() -> dict[str, Any]:
                 429,
                 *AUTH,
                 parameters=[QUEUE],
-                requestBody={"required": False, **_json(RedriveRequest)},
+                requestBody={"required": False, **json_content(RedriveRequest)},
             )
         },
         "/v1/schedules": {
-            "get": _op("Every schedule: next and last run, paused", "200", ScheduleList, *AUTH)
+            "get": operation(
+                "Every schedule: next and last run, paused", "200", ScheduleList, *AUTH
+            )
         },
         "/v1/schedules/{name}": {
-            "get": _op("One schedule", "200", ScheduleView, 404, *AUTH, parameters=[SCHEDULE])
+            "get": operation("One schedule", "200", ScheduleView, 404, *AUTH, parameters=[SCHEDULE])
         },
         "/v1/schedules/{name}/pause": {
-            "post": _op(
+            "post": operation(
                 "Stop publishing its ticks (admin)",
                 "200",
                 ScheduleView,
@@ -222,7 +212,7 @@ def openapi_document() -> dict[str, Any]:
             )
         },
         "/v1/schedules/{name}/resume": {
-            "post": _op(
+            "post": operation(
                 "Publish its ticks again, from the next one (admin)",
                 "200",
                 ScheduleView,
@@ -235,15 +225,15 @@ def openapi_document() -> dict[str, Any]:
         "/healthz": {
             "get": {
                 "summary": "Liveness",
-                "responses": {"200": {"description": "alive", **_json(Liveness)}},
+                "responses": {"200": {"description": "alive", **json_content(Liveness)}},
             }
         },
         "/readyz": {
             "get": {
                 "summary": "Readiness",
                 "responses": {
-                    "200": {"description": "ready", **_json(Readiness)},
-                    "503": {"description": "not ready", **_json(Readiness)},
+                    "200": {"description": "ready", **json_content(Readiness)},
+                    "503": {"description": "not ready", **json_content(Readiness)},
                 },
             }
         },
@@ -255,7 +245,7 @@ def openapi_document() -> dict[str, Any]:
                         "description": "text exposition",
                         "content": {"text/plain": {"schema": {"type": "string"}}},
                     },
-                    **_problems(*AUTH),
+                    **problems(*AUTH),
                 },
             }
         },

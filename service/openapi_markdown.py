@@ -85,6 +85,8 @@ def _route(path: str, method: str, op: dict[str, Any]) -> list[str]:
         said = "" if answer["description"] == op["summary"] else f" {answer['description']}"
         content = answer.get("content")
         out.append(f"- **{code}**{said}" + (f": {_content(content)}" if content else ""))
+        for name, header in answer.get("headers", {}).items():
+            out.append(f"  - header `{name}`: {header['description']}")
     if problems:
         out.append(f"- problems ([Problem](#problem)): {', '.join(problems)}")
     out.append("")

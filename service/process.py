@@ -18,10 +18,13 @@ them, so every app's exposition is the same whoever set what.
 from __future__ import annotations
 
 import gc
+import logging
 import sys
 
 from .config import Settings
 from .fdlimit import raise_open_files_limit
+
+log = logging.getLogger(__name__)
 
 
 def configure_process(settings: Settings) -> None:
@@ -48,3 +51,25 @@ def freeze_startup_objects() -> None:
     first."""
     gc.collect()
     gc.freeze()
+
+
+def stop_helper_processes() -> None:
+    """At process exit: stop and reap multiprocessing's forkserver and resource tracker.
+
+    Both would exit on their own once this process is gone, but as orphans nobody may
+    reap (a container whose init does not wait): `docker stop` must leave no process
+    behind. The stdlib has no public call for this; its own tests use these two.
+    """
+    from multiprocessing import forkserver, resource_tracker
+
+    for helper in (
+        getattr(forkserver, "_forkserver", None),
+        getattr(resource_tracker, "_resource_tracker", None),
+    ):
+        stop = getattr(helper, "_stop", None)
+        if stop is None:
+            continue
+        try:
+            stop()
+        except (OSError, ChildProcessError) as exc:
+            log.debug("stopping a multiprocessing helper failed: %s", exc)

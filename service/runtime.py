@@ -21,6 +21,8 @@ from .consumer import Attempts, QueueWork, consume
 from .executor import Executors
 from .handlers.registry import ResolvedHandler, resolve_queue_handlers
 from .metrics import Metrics
+from .progress import ProgressDesk
+from .ratelimit import RateGate, TokenBucket, parse_rate
 from .scheduler import Scheduler
 from .tasks import TaskOwner
 
@@ -50,7 +52,7 @@ class Runtime:
         self.handlers: dict[str, ResolvedHandler] = resolve_queue_handlers(settings.queues)
         # Owns the tasks nobody awaits to their end; closed before the broker is.
         self.tasks = tasks if tasks is not None else TaskOwner()  # (empty is falsy)
-        self.broker: Broker = broker or create_broker(settings)
+        self.broker: Broker = broker or create_broker(settings, tasks=self.tasks)
         self.executors = executors or Executors(settings.executor)
         # Its loop is background work like the broker's: cancelled with it at a stop.
         self.scheduler = (
@@ -145,8 +147,10 @@ class Runtime:
                 ]
                 if self.scheduler is not None:
                     self._background.append(tg.create_task(self.scheduler.run(), name="schedules"))
+                # One desk for the node's handlers' progress (progress.py), on this loop.
+                desk = ProgressDesk(asyncio.get_running_loop(), self.broker.report_progress)
                 for name, queue in self.settings.queues.items():
-                    work = self._work_of(name)
+                    work = self._work_of(name, desk)
                     self._consumers[name] = [
                         tg.create_task(consume(work), name=f"consumer:{name}:{i}")
                         for i in range(queue.concurrency)
@@ -162,7 +166,19 @@ class Runtime:
                 self._force.set()
                 await self._stop()
 
-    def _work_of(self, queue: str) -> QueueWork:
+    def _work_of(self, queue: str, desk: ProgressDesk) -> QueueWork:
+        settings = self.settings.queues[queue]
+        gate = None
+        if settings.rate_limit is not None:
+            rate = parse_rate(settings.rate_limit)
+            burst = settings.rate_limit_burst or rate.default_burst()
+            gate = RateGate(
+                TokenBucket(rate.per_s, burst),
+                self.metrics.queues[queue].throttled,
+                rate=rate.per_s,
+                burst=burst,
+                shared_by=self.broker.sharing_nodes,
+            )
         return QueueWork(
             queue=queue,
             settings=self.settings.queues[queue],
@@ -172,6 +188,8 @@ class Runtime:
             executors=self.executors,
             attempts=self.attempts,
             tasks=self.tasks,
+            gate=gate,
+            progress=desk,
         )
 
     async def _stop(self) -> None:
@@ -194,8 +212,9 @@ class Runtime:
         consumers = [t for ts in self._consumers.values() for t in ts]
         given_back_by = loop.time() + grace.CANCEL_GRACE_S
         await _cancel(consumers, grace.CANCEL_GRACE_S)
-        # 5. The owned tasks end: those give-backs, outcomes being recorded, commits in
-        #    flight. Within the same grace; what is left then is cancelled.
+        # 5. The owned tasks end: those give-backs, outcomes being recorded, the broker's
+        #    commits in flight and amqp consumer changes (create_broker got this owner).
+        #    Within the same grace; what is left then is cancelled.
         await self.tasks.close(max(0.0, given_back_by - loop.time()), grace.SETTLE_S)
         #    Then the broker's background work (scheduler, connection), which the
         #    give-backs may have needed, and any consumer cancelled twice above.

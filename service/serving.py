@@ -10,12 +10,20 @@ process alive after "runtime stopped" for as long as that client stayed. Here co
 cancelled (grace.ABORTED_GRACE_S), so the stop stays within graceful_timeout_s + 5 s
 whatever clients do. worker_serve's start and stop are split in two (start, close) so the
 runtime's one stop coroutine can close the listener last (Runtime._stop).
+
+The socket is bound first of all (`bind`, called by cli.run_server before the runtime is
+even built): a start that cannot have its address says so in one line and ends, having
+started no consumer and read or written no snapshot or journal, which may be a running
+node's.
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
+import socket
+from collections.abc import Mapping
 from typing import Any
 
 from hypercorn.asyncio.lifespan import Lifespan
@@ -25,10 +33,60 @@ from hypercorn.config import Config
 from hypercorn.typing import ASGIFramework, LifespanState
 from hypercorn.utils import wrap_app
 
+from .config import ServerSettings
+from .config_values import name_the_variable
 from .connections import BoundedConnection
-from .grace import ABORTED_GRACE_S
+from .errors import ConfigError
+from .grace import ABORTED_GRACE_S, HEAD_TIMEOUT_S
 
 log = logging.getLogger(__name__)
+
+MAX_HEAD_BYTES = 32 * 1024  # above app.py's MAX_TARGET_BYTES + MAX_HEADER_BYTES
+# What a failed bind means for the one who configured it, by errno.
+BIND_FAILURES = {
+    errno.EADDRINUSE: "the address is in use (another Spool, or another server, listens there)",
+    errno.EADDRNOTAVAIL: "{host} is not an address of this host",
+    errno.EACCES: "permission denied (ports below 1024 need root or CAP_NET_BIND_SERVICE)",
+}
+
+
+def http_config(server: ServerSettings) -> Config:
+    config = Config()
+    config.bind = [server.bind]
+    # Hostile clients: a request head must arrive within HEAD_TIMEOUT_S (Hypercorn's idle
+    # timer runs until the head is complete) and fit in MAX_HEAD_BYTES (else 431/400); the
+    # body has the app's BODY_TIMEOUT_S. No read_timeout: it would cut off legitimate
+    # long-polls (GET ?wait=60) and event streams, where the client rightly sends nothing.
+    config.keep_alive_timeout = HEAD_TIMEOUT_S
+    config.h11_max_incomplete_size = MAX_HEAD_BYTES
+    config.read_timeout = None
+    config.include_server_header = False
+    config.accesslog = None  # the app logs each request itself, with its request id
+    config.errorlog = logging.getLogger("hypercorn.error")
+    config.workers = 1  # memory and sqlite hold their queues in this process
+    return config
+
+
+def bind(config: Config, server: ServerSettings, environ: Mapping[str, str]) -> list[socket.socket]:
+    """The listening sockets, bound (not yet listening: clients are refused, as before the
+    bind, until HttpServer.start). A ConfigError naming server.bind, the address and why,
+    when the address cannot be had."""
+    try:
+        sockets = config.create_sockets().insecure_sockets
+    except OSError as exc:
+        if isinstance(exc, socket.gaierror):
+            reason = f"cannot resolve {server.host!r} ({exc.strerror})"
+        else:
+            template = BIND_FAILURES.get(exc.errno or 0, exc.strerror or str(exc))
+            reason = template.format(host=server.host)
+        error = ConfigError(f"server.bind: cannot listen on {server.bind}: {reason}")
+        raise name_the_variable(error, environ) from None
+    for sock in sockets:
+        # Hypercorn marks them inheritable (for its reloader): a child a handler starts
+        # (os.system, a daemon) would then hold the port after Spool ends, and the next
+        # start would find its address in use.
+        sock.set_inheritable(False)
+    return sockets
 
 
 class HttpServer:
@@ -51,9 +109,14 @@ class HttpServer:
 
     @classmethod
     async def start(
-        cls, app: ASGIFramework, config: Config, *, send_timeout_s: float
+        cls,
+        app: ASGIFramework,
+        config: Config,
+        sockets: list[socket.socket],
+        *,
+        send_timeout_s: float,
     ) -> HttpServer:
-        """Runs the app's startup, then listens on `config.bind`."""
+        """Runs the app's startup, then listens on `sockets` (bind(), which it now owns)."""
         loop = asyncio.get_running_loop()
         wrapped = wrap_app(app, config.wsgi_max_body_size, "asgi")
         config.set_statsd_logger_class(StatsdLogger)
@@ -71,10 +134,9 @@ class HttpServer:
             connection.send_timeout_s = send_timeout_s
             await connections.run(connection)
 
-        sockets = config.create_sockets()
         servers = [
             await asyncio.start_server(accept, backlog=config.backlog, sock=sock)
-            for sock in sockets.insecure_sockets
+            for sock in sockets
         ]
         return cls(lifespan, lifespan_task, context, connections, servers)
 

@@ -7,7 +7,9 @@ such task is spawned here instead (aiojobs' Scheduler.spawn and Scheduler.shield
 model): the owner keeps it until it ends, logs a failure nobody else will see, and at a
 stop `close()` awaits the rest with a bound, then cancels what is left.
 
-The runtime makes one and closes it before the broker closes (Runtime._stop).
+The runtime makes one, hands it to the broker (create_broker) for the broker's own such tasks
+(the local broker's commits, the amqp broker's consumer starts and stops), and closes it
+before the broker closes (Runtime._stop, phase 5).
 """
 
 from __future__ import annotations
@@ -16,6 +18,8 @@ import asyncio
 import logging
 from collections.abc import Coroutine, Generator
 from typing import Any, TypeVar
+
+from . import grace
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +39,17 @@ class TaskOwner:
         task = self._own(asyncio.get_running_loop().create_task(coro, name=name))
         task.add_done_callback(_log_failure)
         return task
+
+    def start_shielded(
+        self, coro: Coroutine[Any, Any, T], name: str | None = None
+    ) -> asyncio.Future[T]:
+        """Start `coro` now, in an owned task, and give the caller a shielded view of it: a
+        cancellation of the caller leaves the work running to its end (a commit already
+        handed to the storage lands or rolls back in full), and the stop waits for it. Its
+        failure is the caller's to see, so it is not logged here."""
+        task = self._own(asyncio.get_running_loop().create_task(coro, name=name))
+        task.add_done_callback(_retrieve)
+        return asyncio.shield(task)
 
     async def shield(self, coro: Coroutine[Any, Any, T], name: str | None = None) -> T:
         """`coro`'s result, as `asyncio.shield` would give it, in an owned task: a
@@ -84,6 +99,25 @@ class TaskOwner:
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return task
+
+
+class BrokerTasks:
+    """Where a broker's own tasks go: the runtime's owner, which the runtime's stop closes
+    (phase 5) before the broker closes, or, for a broker made without one (a test, a tool),
+    an owner of its own that the broker's close() closes, with the stop's bounds."""
+
+    def __init__(self, given: TaskOwner | None) -> None:
+        self.owner = TaskOwner() if given is None else given
+        self._own = given is None
+
+    async def close_own(self) -> None:
+        if self._own:
+            await self.owner.close(grace.CANCEL_GRACE_S, grace.SETTLE_S)
+
+
+def _retrieve(task: asyncio.Task[Any]) -> None:
+    if not task.cancelled():
+        task.exception()  # the caller may be gone: mark the outcome as seen
 
 
 def _log_failure(task: asyncio.Task[Any]) -> None:

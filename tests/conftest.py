@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import io
 import os
 import resource
 import signal
@@ -12,7 +13,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -55,7 +56,22 @@ async def running(settings: Settings, broker: Broker | None = None) -> AsyncIter
     finally:
         runtime.request_stop()
         runtime.request_stop()  # tests do not wait out a drain
-        await asyncio.wait_for(task, 15)
+        await stopped_within(task, 15)
+
+
+async def stopped_within(task: asyncio.Task[None], timeout: float) -> None:
+    """The runtime's task ends within `timeout` (SPEC bounds every stop). When it does not,
+    the test fails showing where every task waits, instead of hanging in a cancellation
+    that the stuck await may never honour (as asyncio.wait_for would)."""
+    await asyncio.wait({task}, timeout=timeout)
+    if not task.done():
+        stacks = io.StringIO()
+        for other in asyncio.all_tasks():
+            if other is not asyncio.current_task():
+                other.print_stack(file=stacks)
+        task.cancel()
+        raise AssertionError(f"the runtime did not stop within {timeout} s\n{stacks.getvalue()}")
+    task.result()
 
 
 @asynccontextmanager
@@ -101,6 +117,8 @@ class Server:
     process: subprocess.Popen[bytes] | None = None
     # (soft, hard) RLIMIT_NOFILE for the server process, as `ulimit -n` would set them.
     open_files_limit: tuple[int, int] | None = None
+    # Run before the interpreter (e.g. setpriv, to start without a capability).
+    command_prefix: list[str] = field(default_factory=list)
 
     @property
     def url(self) -> str:
@@ -109,7 +127,14 @@ class Server:
     def start(self, wait_ready: bool = True, timeout: float = 30) -> None:
         log = open(self.log_path, "ab")  # noqa: SIM115 - the child owns it until it exits
         self.process = subprocess.Popen(
-            [sys.executable, "-m", "service", "--config", str(self.config_path)],
+            [
+                *self.command_prefix,
+                sys.executable,
+                "-m",
+                "service",
+                "--config",
+                str(self.config_path),
+            ],
             cwd=ROOT,
             env=self.env,
             stdout=log,

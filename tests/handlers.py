@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import subprocess
 import sys
 import time
 from collections.abc import Callable
@@ -307,3 +308,82 @@ def spin_until(body: dict[str, Any], ctx: HandlerContext) -> int:
 def fail_with_text(body: Any) -> Any:
     """Raises an error whose message is the body, as it is: line breaks and all."""
     raise ValueError(str(body))
+
+
+def spawn_lingering(body: Any) -> int:
+    """Starts a child that outlives the server, keeping every inheritable descriptor (as
+    os.system or a daemon a handler starts would); returns its pid."""
+    child = subprocess.Popen(["sleep", str(body)], close_fds=False)
+    return child.pid
+
+
+def _snooze_calls(body: dict[str, Any]) -> int:
+    """Counts this message's calls in body['path'] (a file: process workers share it)."""
+    with open(body["path"], "a+") as calls:
+        calls.write(".")
+        calls.seek(0)
+        return len(calls.read())
+
+
+def snooze(body: dict[str, Any], ctx: HandlerContext) -> dict[str, int]:
+    """Snoozes (raising, or returning, RateLimited as body['how'] says) until call number
+    body['snoozes'] + 1, which succeeds with the call count and the attempt it ran as."""
+    from service.handlers import RateLimited
+
+    calls = _snooze_calls(body)
+    if calls <= int(body["snoozes"]):
+        limited = RateLimited(float(body.get("after_s", 0.01)))
+        if body.get("how") == "return":
+            return limited  # type: ignore[return-value]  # a returned snooze, on purpose
+        raise limited
+    return {"calls": calls, "attempt": ctx.attempt}
+
+
+async def snooze_async(body: dict[str, Any], ctx: HandlerContext) -> dict[str, int]:
+    return snooze(body, ctx)
+
+
+# Progress (ctx.progress): each reports, then holds on a gate like gate() so the test can
+# look at the running message, then reports again and returns.
+def _progress_gate_wait(body: dict[str, Any]) -> None:
+    deadline = time.monotonic() + GATE_MAX_S
+    while not os.path.exists(body["release"]):
+        if time.monotonic() > deadline:
+            raise _gate_failed()
+        time.sleep(0.01)
+
+
+def progress_gate(body: dict[str, Any], ctx: HandlerContext) -> str:
+    """Thread or process mode: 0.5 {"step": "half"}, the gate, then 1.0 {"step": "done"}."""
+    ctx.progress(0.5, {"step": "half"})
+    _progress_gate_wait(body)
+    ctx.progress(1.0, {"step": "done"})
+    return "done"
+
+
+async def progress_gate_async(body: dict[str, Any], ctx: HandlerContext) -> str:
+    """progress_gate() for async queues."""
+    ctx.progress(0.5, {"step": "half"})
+    deadline = time.monotonic() + GATE_MAX_S
+    while not os.path.exists(body["release"]):  # noqa: ASYNC240 - one stat per 10 ms
+        if time.monotonic() > deadline:
+            raise _gate_failed()
+        await asyncio.sleep(0.01)
+    ctx.progress(1.0, {"step": "done"})
+    return "done"
+
+
+def chatty_progress(body: dict[str, Any], ctx: HandlerContext) -> dict[str, float]:
+    """Reports progress in a tight loop, `body.calls` times, the last one 1.0: what a
+    handler that floods the loop would do. Returns how long its reports took."""
+    calls = int(body["calls"])
+    started = time.monotonic()
+    for i in range(1, calls + 1):
+        ctx.progress(i / calls, {"i": i})
+    return {"calls": calls, "elapsed_s": time.monotonic() - started}
+
+
+def bad_progress(body: dict[str, Any], ctx: HandlerContext) -> str:
+    """Reports what body["fraction"] / body["detail"] say: a bad one fails the attempt."""
+    ctx.progress(body["fraction"], body.get("detail"))
+    return "reported"

@@ -1,5 +1,5 @@
 """The amqp Intake on a private RabbitMQ: the consumer changes it starts in the background are
-its own, and close() sees them through."""
+the runtime's task owner's, and its close sees them through."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from service.broker.amqp.intake import Intake
 from service.broker.amqp.link import Link
 from service.broker.amqp.state import NodeState
 from service.broker.amqp.view import View
+from service.tasks import TaskOwner
 
 from .conftest import make_settings
 from .rabbit import Rabbit, delete_spool_queues
@@ -38,16 +39,18 @@ async def test_close_sees_through_a_pause_that_came_from_another_node(link: Link
     state = NodeState("amqp://guest:guest@127.0.0.1/")
     state.attach(link)
     state.caught_up.set()
-    intake = Intake(settings.queues, view, state)
+    owner = TaskOwner()
+    intake = Intake(settings.queues, view, state, owner)
     await intake.start_unpaused(link)
     assert link.tags.get(QUEUE)
 
-    # As the events stream delivers another node's pause: the consumers stop in a task of
-    # the Intake's own, which has not run yet when close() is called.
+    # As the events stream delivers another node's pause: the consumers stop in a task the
+    # runtime's owner keeps, which has not run yet when the owner is closed.
     intake.follow_pause(QUEUE, True)
-    await intake.close(timeout=10)
+    assert len(owner) == 1
+    await owner.close(grace_s=10, settle_s=10)
 
     assert not link.tags.get(QUEUE), "close() returned before the pause took effect"
     current = asyncio.current_task()
     left = [t for t in asyncio.all_tasks() if t is not current and "Intake" in repr(t)]
-    assert left == []
+    assert left == [] and len(owner) == 0

@@ -65,6 +65,7 @@ async def test_publish_returns_202_with_location_and_the_message(client: Client)
         "scheduled_for",
         "started_at",
         "finished_at",
+        "progress",
     }
 
 

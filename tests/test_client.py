@@ -94,6 +94,32 @@ def test_publish_then_wait_returns_the_typed_result(spool: Client) -> None:
     assert spool.get(message.id) == done
 
 
+def test_publish_with_wait_returns_the_final_message_in_one_request(spool: Client) -> None:
+    done = spool.publish("work", {"n": 2}, wait=20)
+    assert done.final and done.status == "succeeded" and done.result == {"n": 2}
+    assert done.progress is None  # echo reports none
+
+
+def test_publish_with_a_wait_that_runs_out_returns_the_message_as_accepted(
+    spool: Client,
+) -> None:
+    message = spool.publish("later", "x", delay_s=60, wait=0.2)
+    assert message.status == "scheduled" and not message.final
+    spool.cancel(message.id)
+
+
+def test_publish_with_a_bad_wait_raises_bad_request_naming_prefer(spool: Client) -> None:
+    with pytest.raises(BadRequest, match="Prefer"):
+        spool.publish("work", 1, wait=31)
+
+
+def test_the_clients_wait_bound_is_the_servers() -> None:
+    from service.api.messages import MAX_PUBLISH_WAIT_S as server_bound
+    from service.client.plans import MAX_PUBLISH_WAIT_S as client_bound
+
+    assert client_bound == server_bound
+
+
 def test_wait_returns_the_current_state_when_time_is_up(spool: Client) -> None:
     message = spool.publish("later", "x", delay_s=60)
     started = time.monotonic()

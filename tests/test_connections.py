@@ -26,7 +26,7 @@ pytestmark = pytest.mark.slow
 T = TypeVar("T")
 
 QUEUES = '[queues.work]\nhandler = "tests.handlers:echo"\n'
-# Hypercorn's keep-alive timer (cli.HEAD_TIMEOUT_S, 5 s) is what closed these sockets
+# Hypercorn's keep-alive timer (grace.HEAD_TIMEOUT_S, 5 s) is what closed these sockets
 # before; released "at once" means well inside it, whatever the machine's load.
 RELEASE_WITHIN_S = 2.0
 # /proc/net/tcp's state codes (include/net/tcp_states.h).

@@ -101,30 +101,35 @@ async def test_many_streams_each_see_every_messages_latest_status_in_order(
             r = await client.post("/v1/queues/work/messages", json={"body": i})
             ids.append((await r.get_json())["id"])
 
-        async def read(conn: Connection) -> list[Event]:
-            data = b""
-            async with asyncio.timeout(30):
-                while True:
-                    data += await conn.receive()
-                    events = parse(data[: data.rfind(b"\n\n") + 2])
-                    done = {
-                        m["id"] for n, m in events if n == "message" and m["status"] == "succeeded"
-                    }
-                    if done >= set(ids):
-                        return events
-
-        for events in await asyncio.gather(*(read(conn) for conn in connections)):
-            by_id: dict[str, list[str]] = {}
-            for name, doc in events:
-                assert name in ("queues", "message")
-                if name == "message":
-                    assert list(doc) == EVENT_KEYS and doc["queue"] == "work"
-                    assert doc["attempts"] == (0 if doc["status"] == "queued" else 1)
-                    by_id.setdefault(doc["id"], []).append(doc["status"])
-            for mid in ids:
-                statuses = by_id[mid]
-                assert statuses[-1] == "succeeded"  # the latest, always
-                # Skipped ones aside, in lifecycle order, each at most once.
-                assert statuses == sorted(set(statuses), key=LIFECYCLE.index), statuses
+        for events in await asyncio.gather(*(read_until_done(conn, ids) for conn in connections)):
+            check_stream(events, ids)
         for conn in connections:
             await conn.disconnect()
+
+
+async def read_until_done(conn: Connection, ids: list[str]) -> list[Event]:
+    """The stream's events up to the one that shows the last of `ids` succeeded."""
+    data = b""
+    async with asyncio.timeout(30):
+        while True:
+            data += await conn.receive()
+            events = parse(data[: data.rfind(b"\n\n") + 2])
+            done = {m["id"] for n, m in events if n == "message" and m["status"] == "succeeded"}
+            if done >= set(ids):
+                return events
+
+
+def check_stream(events: list[Event], ids: list[str]) -> None:
+    """Each message's latest status, its statuses in lifecycle order, each at most once."""
+    by_id: dict[str, list[str]] = {}
+    for name, doc in events:
+        assert name in ("queues", "message")
+        if name == "message":
+            assert list(doc) == EVENT_KEYS and doc["queue"] == "work"
+            assert doc["attempts"] == (0 if doc["status"] == "queued" else 1)
+            by_id.setdefault(doc["id"], []).append(doc["status"])
+    for mid in ids:
+        statuses = by_id[mid]
+        assert statuses[-1] == "succeeded"  # the latest, always
+        # Skipped ones aside, in lifecycle order, each at most once.
+        assert statuses == sorted(set(statuses), key=LIFECYCLE.index), statuses

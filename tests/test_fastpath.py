@@ -261,3 +261,29 @@ async def test_fast_path_and_route_answer_alike(settings: Settings) -> None:
                 )
     for case, via_quart, via_fast in zip(CASES, answers[False], answers[True], strict=True):
         assert via_quart == via_fast, case
+
+
+async def test_prefer_wait_answers_200_with_the_final_message_on_both_paths(
+    served: Served,
+) -> None:
+    r = await served.client.post(Q, json={"body": {"x": 1}}, headers={**PUB, "Prefer": "wait=20"})
+    assert r.status_code == 200, r.text
+    assert r.headers["preference-applied"] == "wait=20"
+    assert (r.json()["status"], r.json()["result"]) == ("succeeded", {"x": 1})
+    if served.fast is not None:
+        assert served.fast.answered == 1  # the fast path waited, not the fallback
+
+
+@pytest.mark.parametrize("prefer", ["wait=0", "wait=30.5", "wait=soon", "respond-async, wait="])
+async def test_a_bad_prefer_wait_is_the_same_400_on_both_paths(served: Served, prefer: str) -> None:
+    r = await served.client.post(Q, json={"body": 1}, headers={**PUB, "Prefer": prefer})
+    assert "Prefer" in problem_of(r, 400)["detail"]
+    if served.fast is not None:
+        assert served.fast.refused == 1
+
+
+async def test_a_batch_ignores_prefer_wait(served: Served) -> None:
+    r = await served.client.post(
+        f"{Q}/batch", json={"messages": [{"body": 1}]}, headers={**PUB, "Prefer": "wait=x"}
+    )
+    assert r.status_code == 202 and "preference-applied" not in r.headers

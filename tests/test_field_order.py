@@ -19,7 +19,16 @@ import pytest
 
 from service.api.answers import accepted_view
 from service.broker.records import MessageRecord, decode_message, encode_message
-from service.model import NO_HEADERS, Envelope, ErrorInfo, Message, MessageView, Status, new_message
+from service.model import (
+    NO_HEADERS,
+    Envelope,
+    ErrorInfo,
+    Message,
+    MessageView,
+    Progress,
+    Status,
+    new_message,
+)
 
 from .conftest import ROOT
 
@@ -43,6 +52,7 @@ POSITIONAL_CALLS = {
         "scheduled_for",
         "started_at",
         "finished_at",
+        "progress",
     ),
     # service/broker/records.py encode_message (every journal row).
     MessageRecord: (
@@ -65,8 +75,9 @@ POSITIONAL_CALLS = {
 }
 
 # Message fields a record does not keep: the time a message was last queued only feeds the
-# wait-time histogram of this process (a restored message has none).
-NOT_RECORDED = {"enqueued_at"}
+# wait-time histogram of this process (a restored message has none); a handler's progress
+# is this node's alone (SPEC: not persisted, not shared between amqp nodes).
+NOT_RECORDED = {"enqueued_at", "progress"}
 
 
 @pytest.mark.parametrize("kind", list(POSITIONAL_CALLS), ids=lambda k: k.__name__)
@@ -97,6 +108,8 @@ def every_field_set() -> Message:
         finished_at=1_790_000_004.0,
         idempotency_key="key",
         enqueued_at=1_790_000_005.0,
+        snoozes=4,
+        progress=Progress(0.25, b'{"step":"s"}', 1_790_000_006.0),
     )
 
 
@@ -117,6 +130,7 @@ def test_a_view_shows_each_field_of_its_message_under_its_own_name() -> None:
         "scheduled_for": "2026-09-21T14:13:22.000Z",
         "started_at": "2026-09-21T14:13:23.000Z",
         "finished_at": "2026-09-21T14:13:24.000Z",
+        "progress": {"fraction": 0.25, "detail": {"step": "s"}, "at": "2026-09-21T14:13:26.000Z"},
     }
     accepted = json.loads(msgspec.json.encode(accepted_view(msg)))
     # As its publish accepted it: a delayed message, no attempt yet.
@@ -128,6 +142,7 @@ def test_a_view_shows_each_field_of_its_message_under_its_own_name() -> None:
         "error": None,
         "started_at": None,
         "finished_at": None,
+        "progress": None,
     }
 
 
@@ -174,11 +189,18 @@ JUSTIFIED_MODULE_STATE = {
     "service/handlers/registry.py:resolve_cached": "lru_cache: a worker process's handlers",
     "service/broker/sqlite_store.py:_upsert_sql": "lru_cache: SQL text for n rows (pure)",
     "service/api/common.py:_decoders": "a Decoder per request type (types are code: bounded)",
+    # A worker process's own end of its progress pipe, set once as it starts (init_worker);
+    # the server process never sets it.
+    "service/calls.py:_progress_sink": "a worker process's progress pipe (set at its start)",
     # Constant tables, never written.
     "service/broker/sqlite.py:_STATUS_TEXT": "constant table",
     "service/client/errors.py:_BY_STATUS": "constant table",
-    "service/openapi.py:QUEUE": "constant: part of the OpenAPI document",
-    "service/openapi.py:MESSAGE_ID": "constant: part of the OpenAPI document",
+    "service/openapi_parts.py:QUEUE": "constant: part of the OpenAPI document",
+    "service/openapi_parts.py:MESSAGE_ID": "constant: part of the OpenAPI document",
+    "service/openapi_parts.py:SCHEDULE": "constant: part of the OpenAPI document",
+    "service/openapi_parts.py:PREFER": "constant: part of the OpenAPI document",
+    "service/openapi_parts.py:PREFERENCE_APPLIED": "constant: part of the OpenAPI document",
+    "service/serving.py:BIND_FAILURES": "constant: what a failed bind means, by errno",
 }
 
 _MUTABLE_CALLS = {"dict", "list", "set", "bytearray", "defaultdict", "Counter", "deque"}

@@ -35,22 +35,11 @@ def exchange(port: int, c: Case, timeout: float = CUT_OFF_WITHIN_S) -> tuple[int
     """Send the case; return (status or CLOSED, raw response head, seconds taken)."""
     started = time.monotonic()
     with socket.create_connection(("127.0.0.1", port), timeout=timeout) as sock:
-        received = b""
+        # Filled as it comes: what came before a reset is still the answer.
+        received = bytearray()
         try:
-            for i, chunk in enumerate(c.chunks):
-                if i and c.pause:
-                    time.sleep(c.pause)
-                if chunk:
-                    sock.sendall(chunk)
-            while True:
-                data = sock.recv(65536)
-                if not data:
-                    break
-                received += data
-                while received.startswith(b"HTTP/1.1 1") and b"\r\n\r\n" in received:
-                    received = received.split(b"\r\n\r\n", 1)[1]  # an interim 100 Continue
-                if b"\r\n\r\n" in received and response_complete(received):
-                    break
+            send_chunks(sock, c)
+            receive_answer(sock, received)
         except (ConnectionResetError, BrokenPipeError):
             pass
         except TimeoutError as exc:
@@ -59,7 +48,29 @@ def exchange(port: int, c: Case, timeout: float = CUT_OFF_WITHIN_S) -> tuple[int
     if not received:
         return CLOSED, b"", took
     status_line = received.split(b"\r\n", 1)[0]
-    return int(status_line.split()[1]), received, took
+    return int(status_line.split()[1]), bytes(received), took
+
+
+def send_chunks(sock: socket.socket, c: Case) -> None:
+    for i, chunk in enumerate(c.chunks):
+        if i and c.pause:
+            time.sleep(c.pause)
+        if chunk:
+            sock.sendall(chunk)
+
+
+def receive_answer(sock: socket.socket, received: bytearray) -> None:
+    """Reads into `received` the final answer (interim 100 Continues dropped), up to its end
+    or the close."""
+    while True:
+        data = sock.recv(65536)
+        if not data:
+            return
+        received += data
+        while received.startswith(b"HTTP/1.1 1") and b"\r\n\r\n" in received:
+            del received[: received.index(b"\r\n\r\n") + 4]  # an interim 100 Continue
+        if b"\r\n\r\n" in received and response_complete(bytes(received)):
+            return
 
 
 def response_complete(data: bytes) -> bool:

@@ -11,7 +11,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from service.broker import policy
-from service.broker.base import PROCESS_DIED, Failed, Succeeded
+from service.broker.base import PROCESS_DIED, Failed, Snoozed, Succeeded
 from service.config import QueueSettings
 from service.errors import Conflict, QueueFull, UnknownQueue
 from service.model import Envelope, ErrorInfo, Message, Status, new_message
@@ -256,3 +256,54 @@ def test_an_unknown_queue_is_named_in_its_error() -> None:
 
 def unnarrowed(msg: Message) -> Message:
     return msg
+
+
+# ---------------------------------------------------------------------- snoozes
+def test_a_snooze_schedules_the_message_again_without_counting_the_attempt() -> None:
+    msg = message(error=BOOM, failures=1)
+    policy.start_attempt(msg, 10.0)
+    assert msg.attempts == 1
+    label = policy.record_outcome(msg, Snoozed(2.5), queue_settings(), 11.0, random.Random())
+    assert label == "snoozed"
+    assert (msg.status, msg.scheduled_for, msg.attempts, msg.failures) == (
+        Status.SCHEDULED,
+        13.5,
+        0,
+        1,
+    )
+    assert (msg.started_at, msg.finished_at, msg.error) == (None, None, BOOM)
+    assert msg.snoozes == 1
+
+
+@pytest.mark.parametrize(
+    ("asked", "waits"), [(-1.0, 0.0), (float("nan"), 0.0), (float("inf"), policy.MAX_SNOOZE_S)]
+)
+def test_a_snooze_waits_between_zero_and_the_longest_snooze(asked: float, waits: float) -> None:
+    msg = message()
+    policy.start_attempt(msg, 0.0)
+    policy.record_outcome(msg, Snoozed(asked), queue_settings(), 5.0, random.Random())
+    assert msg.scheduled_for == 5.0 + waits
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    outcomes=st.lists(st.sampled_from(["snooze", "fail"]), max_size=60),
+    max_retries=st.integers(min_value=0, max_value=10),
+)
+def test_snoozes_never_count_as_attempts_or_failures(outcomes: list[str], max_retries: int) -> None:
+    # Whatever mix of snoozes and failures: attempts count the failed attempts only, and
+    # attempts + snoozes (amqp's event version) grows at every start.
+    qs = queue_settings(max_retries=max_retries, retry_backoff_s=0.0)
+    rng, msg = random.Random(0), message()
+    turns = 0
+    for what in outcomes:
+        if msg.status is Status.FAILED:
+            break
+        policy.start_attempt(msg, 1.0)
+        assert msg.attempts + msg.snoozes > turns
+        turns = msg.attempts + msg.snoozes
+        outcome = Snoozed(1.0) if what == "snooze" else Failed(BOOM)
+        label = policy.record_outcome(msg, outcome, qs, 1.0, rng)
+        if label != "failed":
+            msg.status = Status.QUEUED  # the scheduler releases it
+    assert msg.attempts == msg.failures

@@ -15,7 +15,6 @@ from __future__ import annotations
 import os
 import re
 import shutil
-import signal
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -27,6 +26,7 @@ from service.config import load_settings
 from service.handlers.registry import resolve_queue_handlers
 
 from .conftest import ROOT, free_port
+from .process_group import wait_then_end_group
 from .readme_steps import Ran, Step, describe, matches, readme_sessions, session_script, split_steps
 
 # Every line the server logs starts so (logs.py, the text format); a traceback or any other
@@ -91,19 +91,10 @@ def session(tmp_path_factory: pytest.TempPathFactory) -> Session:
             stderr=err,
             start_new_session=True,
         )
-    try:
-        bash.wait(SESSION_TIMEOUT_S)
-    except subprocess.TimeoutExpired:
-        pass  # split_steps names the step it hung on
-    finally:
-        # Whatever the session left running (a step that hung, a server whose stop failed) is
-        # in bash's process group, and nothing may outlive the test. While one of them lives,
-        # that group's id cannot be given to another process.
-        try:
-            os.killpg(bash.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass  # the README's stop ended the server: nothing is left
-        bash.wait()
+    # Whatever the session left running (a step that hung, a server whose stop failed) is in
+    # bash's process group, and nothing may outlive the test; split_steps names the step
+    # a session that timed out hung on.
+    wait_then_end_group(bash, SESSION_TIMEOUT_S)
     log = (home / "stderr").read_text(errors="replace")
     ran = split_steps(steps, (home / "stdout").read_text(errors="replace"), log)
     a, b, c = len(walk), len(walk) + len(examples), len(walk) + len(examples) + len(every_queue)
@@ -146,6 +137,10 @@ def test_the_shipped_config_logs_one_line_per_event_and_stops_gracefully(
     (the stop step's status is the server's exit status, from `wait`)."""
     log = session.log
     assert "Traceback" not in log, log
+    # The server's stdout is the session's: a traceback printed there would sit between the
+    # lines a step shows.
+    printed = [line for ran in session.readme_steps + session.every_queue for line in ran.output]
+    assert not [line for line in printed if "Traceback" in line], printed
     strays = [line for line in log.splitlines() if not LOG_LINE.match(line)]
     assert not strays, f"lines that are not routine log lines: {strays}\n\nlog:\n{log}"
     assert "service: serving on" in log and log.rstrip().endswith("service: stopped"), log

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any, cast
 
 import msgspec
@@ -13,9 +14,12 @@ import msgspec
 from service import Runtime, Settings
 from service.broker import Broker, create_broker
 from service.broker.base import Finished, Outcome
+from service.broker.local import LocalBroker
+from service.broker.sqlite import SqliteJournal
 from service.model import Envelope, Message, Status
 from service.tasks import TaskOwner
 
+from .journal_tools import Gate, disk_status
 from .waits import until
 
 # A stop's whole bound is graceful_timeout_s + 5 s; a test waits no longer than this for it.
@@ -122,3 +126,28 @@ async def test_a_give_back_that_never_ends_does_not_hold_up_the_stop(
     assert broker.interrupting.is_set()
     assert broker.calls == ["closed"]
     assert runtime.stopped.is_set() and len(runtime.tasks) == 0
+
+
+async def test_a_commit_under_way_at_the_stop_is_an_owned_task_that_lands_before_the_close(
+    tmp_settings: Callable[..., Settings],
+) -> None:
+    settings = tmp_settings(
+        {"q": {"handler": "tests.handlers:echo", "concurrency": 1}}, broker={"backend": "sqlite"}
+    )
+    owner = ClosingSeen()
+    runtime = Runtime(settings, tasks=owner)
+    async with started(runtime):
+        journal = cast(SqliteJournal, cast(LocalBroker, runtime.broker).storage)
+        gate = Gate(journal)  # the writer thread is busy, as with a slow fsync
+        await until(gate.entered.is_set, "the writer held")
+        publishing = asyncio.create_task(publish_one(runtime, "q"))
+        # The publish's commit is the runtime's to await: before, it was the broker's own
+        # task and the stop waited for it in a separate wait of the broker's close.
+        await until(lambda: len(owner) == 1, "the commit owned by the runtime")
+        runtime.request_stop()
+        runtime.request_stop()
+        await asyncio.wait_for(owner.closing.wait(), STOP_DEADLINE_S)
+        await gate.open()  # the stop has come to the owned tasks: the write lands
+        mid = await publishing
+    assert len(owner) == 0
+    assert disk_status(Path(settings.broker.sqlite_path), mid) == "queued"

@@ -18,6 +18,7 @@ from service import Runtime, Settings, cli
 from service.broker.local import LocalBroker
 from service.broker.storage import SnapshotStorage
 from service.model import Envelope
+from service.serving import bind, http_config
 
 from .conftest import free_port
 from .shutdown_load import snapshot_lines
@@ -49,8 +50,14 @@ def test_an_exception_escaping_the_runtime_persists_what_is_held_and_logs_why(
             settings.queues, settings.results, storage=SnapshotStorage(tmp_path / "snapshot.jsonl")
         ),
     )
-    with pytest.raises(BaseExceptionGroup) as ended:
-        cli.run_loop(cli.serve(settings, runtime), runtime.stop_now)
+    config = http_config(settings.server)
+    sockets = bind(config, settings.server, {})
+    try:
+        with pytest.raises(BaseExceptionGroup) as ended:
+            cli.run_loop(cli.serve(settings, runtime, config, sockets), runtime.stop_now)
+    finally:
+        for sock in sockets:
+            sock.close()
     assert cli.report_end(settings, ended.value) == 1
     critical = [r for r in caplog.records if r.levelname == "CRITICAL"]
     assert [r.getMessage() for r in critical] == [

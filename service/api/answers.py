@@ -49,6 +49,7 @@ def accepted_view(msg: Message) -> MessageView:
         rfc3339(scheduled),
         None,
         None,
+        None,
     )
 
 

@@ -56,7 +56,8 @@ class Depth(msgspec.Struct):
 
 
 class Counts(msgspec.Struct):
-    """Totals since the queue was created."""
+    """Totals since the queue was created, kept across restarts with the messages (memory:
+    the snapshot; sqlite: the journal; amqp: what the events stream still holds)."""
 
     published: int
     succeeded: int
@@ -146,3 +147,23 @@ class ScheduleList(msgspec.Struct):
     """GET /v1/schedules: every [schedules.NAME] of the config, in its order."""
 
     schedules: list[ScheduleView]
+
+
+class CountsSample(msgspec.Struct):
+    """A queue's counts at one moment (totals, as in QueueFigures.counts)."""
+
+    t: str  # RFC 3339 UTC, as every time of the API
+    published: int
+    succeeded: int
+    retried: int
+    failed: int
+    cancelled: int
+
+
+class QueueHistory(msgspec.Struct):
+    """GET /v1/queues/{queue}/history: the queue's counts once a second, oldest first."""
+
+    queue: str
+    interval_s: float
+    max_samples: int
+    samples: list[CountsSample]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import math
 import re
+from collections.abc import Iterable
 from typing import Any, TypeVar
 
 import msgspec
@@ -116,6 +117,24 @@ def query_seconds(name: str, high: float) -> float | None:
     if not 0 < value <= high:  # also false for NaN
         raise BadRequest(f"{name}: expected a number of seconds, 0 < {name} <= {high:g}")
     return value
+
+
+def preferred_wait(prefer: Iterable[str], high: float) -> float | None:
+    """N of a `Prefer: wait=N` (RFC 7240: preferences are comma-separated, their parameters
+    after `;`; other preferences are ignored), None without one; 0 < N <= high, else 400."""
+    for header in prefer:
+        for preference in header.split(","):
+            name, _, value = preference.split(";", 1)[0].partition("=")
+            if name.strip().lower() != "wait":
+                continue
+            text = value.strip().strip('"')
+            number = float(text) if _DECIMAL.fullmatch(text) else math.nan
+            if not 0 < number <= high:  # also false for NaN
+                raise BadRequest(
+                    f"Prefer: wait={text}: expected a number of seconds, 0 < wait <= {high:g}"
+                )
+            return number
+    return None
 
 
 _UNKNOWN = re.compile(r"Object contains unknown field `([^`]+)`")

@@ -5,7 +5,8 @@ behind is dropped, and one whose client takes no bytes is cut off (connections.p
 
 Stream: `event: queues` once a second with `{"queues":[figures + "latency"], "node":{…}}`,
 `event: message` with `{"id","queue","status","attempts"}` for every message that changed,
-its latest status, every tick (hub.FLUSH_S). Streams end when a graceful stop begins; a new
+its latest status, every tick (hub.FLUSH_S); `event: progress` with `{"id","queue",
+"progress"}` for every running message whose handler reported progress (its latest). Streams end when a graceful stop begins; a new
 one is refused with 503 while the node drains.
 """
 
@@ -19,8 +20,9 @@ import msgspec
 from quart import Blueprint, Response, current_app, request
 
 from .auth import authenticator, requires
-from .bodies import NodeFigures, Problem, ref
+from .bodies import NodeFigures, Problem, QueueHistory, ref
 from .common import json_response, refuse_when_draining
+from .history import HISTORY_SAMPLES, SAMPLE_S
 from .hub import CLIENT_BUFFER_BYTES, FLUSH_S, EventHub, Subscription
 from .services import LiveNode, queue_directory
 from .services import node as live_node
@@ -74,6 +76,15 @@ async def _stream(live: LiveNode, events_hub: EventHub, sub: Subscription) -> As
         events_hub.unsubscribe(sub)
 
 
+@bp.get("/v1/queues/<queue>/history")
+@requires("read")
+async def history(queue: str) -> Response:
+    """The queue's counts once a second over the last five minutes: what a dashboard draws
+    its rate charts from when it opens, before the stream has said anything."""
+    queue_directory().exists(queue)
+    return json_response(hub().history.of(queue))
+
+
 @bp.get("/v1/node")
 @requires("publish", "read")
 async def node() -> Response:
@@ -110,7 +121,9 @@ def openapi_paths() -> dict[str, Any]:
                     "with latency: seconds over the last 5 minutes, null without samples). "
                     f"Every {FLUSH_S:g} s, for each message that changed, `event: message` "
                     "with a MessageEvent of its latest status (intermediate statuses within "
-                    "that time may be skipped; the latest never is). A stream "
+                    "that time may be skipped; the latest never is), and for each running "
+                    "message whose handler reported progress on this node, `event: progress` "
+                    "with a ProgressEvent of its latest report. A stream "
                     f"{CLIENT_BUFFER_BYTES >> 20} MiB of events behind is dropped, a client that "
                     "takes no bytes for server.send_timeout_s is disconnected, and streams end "
                     "at a graceful stop."
@@ -127,6 +140,28 @@ def openapi_paths() -> dict[str, Any]:
                 "responses": {
                     "200": text("text/event-stream", "the stream"),
                     **problems(401, 403, 404, 503),
+                },
+            }
+        },
+        "/v1/queues/{queue}/history": {
+            "get": {
+                "summary": "The queue's counts once a second over the last five minutes",
+                "description": (
+                    f"Up to {HISTORY_SAMPLES} samples, one every {SAMPLE_S:g} s, oldest first: "
+                    "each the queue's counts (totals, as in QueueFigures) at time `t`. A rate is "
+                    "the difference of two samples over their times. Kept in memory on this "
+                    "node from its start: empty just after a start, five minutes deep after "
+                    "five minutes."
+                ),
+                "parameters": [
+                    {"name": "queue", "in": "path", "required": True, "schema": queue_names}
+                ],
+                "responses": {
+                    "200": {
+                        "description": "the history",
+                        "content": {"application/json": {"schema": ref(QueueHistory)}},
+                    },
+                    **problems(401, 403, 404),
                 },
             }
         },

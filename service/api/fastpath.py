@@ -28,7 +28,7 @@ from ..config import Settings
 from ..errors import SpoolError
 from ..model import Batch, Envelope
 from .auth import Authenticator
-from .common import JSON, decode_body, encoded, refuse_when_draining
+from .common import JSON, decode_body, encoded, preferred_wait, refuse_when_draining
 from .exchange import (
     ASGIApp,
     Receive,
@@ -39,7 +39,7 @@ from .exchange import (
     send_problem,
     unexpected,
 )
-from .messages import Answer, Publisher
+from .messages import MAX_PUBLISH_WAIT_S, Answer, Publisher
 from .services import LiveNode, QueueDirectory
 
 ROUTE_ONE = "/v1/queues/<queue>/messages"
@@ -81,28 +81,13 @@ class FastPublish:
         self.refused = 0  # refusals (and unexpected errors) answered here
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] != "POST":
-            return await self.app(scope, receive, send)
-        route, queue = _match(scope["path"])
-        if route is None or scope.get("query_string") or not self._plain_head(scope):
+        route, queue = self._route_of(scope)
+        if route is None:
             return await self.app(scope, receive, send)
         started = time.perf_counter()
-        ctype = auth = rid = length = None
-        for name, value in scope["headers"]:
-            if name == b"content-type" and ctype is None:
-                ctype = value
-            elif name == b"authorization" and auth is None:
-                auth = value
-            elif name == b"x-request-id" and rid is None:
-                rid = value
-            elif name == b"content-length" and length is None:
-                length = value
+        ctype, auth, rid, length, prefer = _heads(scope["headers"])
         # What the route tells before or while it reads the body (404, 415, 413, 408) is its own.
-        if (
-            queue not in self.queues
-            or _mimetype(ctype) != JSON
-            or (length is not None and not _within(length, self.max_body))
-        ):
+        if not self._answerable(queue, ctype, length):
             return await self.app(scope, receive, send)
         request_id = request_id_for(rid.decode("latin-1") if rid else None)
         events: list[MutableMapping[str, Any]] = []
@@ -110,8 +95,14 @@ class FastPublish:
             # The route's checks, in the route's order (messages.publish).
             self.auth.authorize(auth.decode("latin-1") if auth else None, PUBLISH_SCOPE)
             refuse_when_draining(self.node)
+            # Prefer: wait=N, checked where the route checks it (before the body is read).
+            wait = (
+                preferred_wait(prefer, MAX_PUBLISH_WAIT_S)
+                if prefer and route == ROUTE_ONE
+                else None
+            )
             data = await self._read_body(receive, events)
-            answer = None if data is None else await self._publish(route, queue, data)
+            answer = None if data is None else await self._publish(route, queue, data, wait)
         except SpoolError as exc:
             # Answered here: the route would refuse it in the same words, but only after
             # doing the work again (a full queue's publish, exactly when overloaded).
@@ -121,30 +112,35 @@ class FastPublish:
             return await self._refuse(scope, send, route, error, request_id, started)
         if answer is None:  # the body is the route's to judge (413, 408)
             return await self.app(scope, _replay(events, receive), send)
-        doc, status, extra = answer
-        body = encoded(doc)
-        headers = [
-            (b"content-type", b"application/json"),
-            (b"content-length", str(len(body)).encode()),
-        ]
-        if extra:
-            headers += [(k.lower().encode(), v.encode()) for k, v in extra.items()]
-        headers.append((b"x-request-id", request_id.encode()))
-        await send({"type": "http.response.start", "status": status, "headers": headers})
-        await send({"type": "http.response.body", "body": body})
+        status = await _send_answer(send, answer, request_id)
         self.answered += 1
-        self.recorder.record(
-            "POST", route, status, scope, request_id, time.perf_counter() - started
+        elapsed = time.perf_counter() - started
+        self.recorder.record("POST", route, status, scope, request_id, elapsed)
+
+    def _route_of(self, scope: Scope) -> tuple[str | None, str]:
+        """(route template, queue) of a publish this layer may answer, else (None, "")."""
+        if scope["type"] != "http" or scope["method"] != "POST":
+            return None, ""
+        route, queue = _match(scope["path"])
+        if route is None or scope.get("query_string") or not self._plain_head(scope):
+            return None, ""
+        return route, queue
+
+    def _answerable(self, queue: str, ctype: bytes | None, length: bytes | None) -> bool:
+        return (
+            queue in self.queues
+            and _mimetype(ctype) == JSON
+            and (length is None or _within(length, self.max_body))
         )
 
-    async def _publish(self, route: str, queue: str, data: bytes) -> Answer:
+    async def _publish(self, route: str, queue: str, data: bytes, wait: float | None) -> Answer:
         if route == ROUTE_BATCH:
             batch = decode_body(Batch, data)
             refuse_when_draining(self.node)  # again, as the route: the upload may end after a stop
             return await self.publisher.many(queue, batch)
         envelope = decode_body(Envelope, data)
         refuse_when_draining(self.node)
-        return await self.publisher.one(queue, envelope)
+        return await self.publisher.one(queue, envelope, wait)
 
     async def _refuse(
         self,
@@ -188,6 +184,43 @@ class FastPublish:
                         return parts[0] if len(parts) == 1 else b"".join(parts)
         except TimeoutError:
             return None
+
+
+async def _send_answer(send: Send, answer: Answer, request_id: str) -> int:
+    """Sends the route's answer as the route would; returns its status."""
+    doc, status, extra = answer
+    body = encoded(doc)
+    headers = [
+        (b"content-type", b"application/json"),
+        (b"content-length", str(len(body)).encode()),
+    ]
+    if extra:
+        headers += [(k.lower().encode(), v.encode()) for k, v in extra.items()]
+    headers.append((b"x-request-id", request_id.encode()))
+    await send({"type": "http.response.start", "status": status, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
+    return status
+
+
+def _heads(
+    headers: list[tuple[bytes, bytes]],
+) -> tuple[bytes | None, bytes | None, bytes | None, bytes | None, list[str] | None]:
+    """The first content-type, authorization, x-request-id and content-length, as sent,
+    and every Prefer header (None when there is none: the usual case makes no list)."""
+    ctype = auth = rid = length = None
+    prefer: list[str] | None = None
+    for name, value in headers:
+        if name == b"content-type" and ctype is None:
+            ctype = value
+        elif name == b"authorization" and auth is None:
+            auth = value
+        elif name == b"x-request-id" and rid is None:
+            rid = value
+        elif name == b"content-length" and length is None:
+            length = value
+        elif name == b"prefer":
+            prefer = [*(prefer or ()), value.decode("latin-1")]
+    return ctype, auth, rid, length, prefer
 
 
 def _match(path: str) -> tuple[str | None, str]:

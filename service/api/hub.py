@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import deque
 from collections.abc import Callable, Iterable, Sequence
 from itertools import repeat
 from operator import attrgetter, is_not
@@ -28,16 +27,16 @@ from .._version import __version__
 from ..broker.base import Broker
 from ..config import Settings
 from ..metrics import ExecutorGauges
-from ..model import Message, Status
-from .bodies import ExecutorFigures, Latency, LiveQueueFigures, NodeState, Percentiles, QueuesEvent
+from ..model import Message, Progress, ProgressView, Status
+from .bodies import ExecutorFigures, Latency, LiveQueueFigures, NodeState, QueuesEvent
+from .history import RateHistory
+from .latency import LatencyWindow
 from .queues import figures as queue_figures
 from .services import LiveNode, QueueDirectory
 
 FLUSH_S = 0.1  # message events are gathered and sent this often (one tick)
 CLIENT_BUFFER_BYTES = 1 << 20  # encoded events a stream may leave untaken (~10,000 events)
 SNAPSHOT_TTL_S = 0.5  # streams opened together share one computation of the figures
-LATENCY_WINDOW_S = 300.0  # p50/p95 over the last five minutes…
-LATENCY_SAMPLES = 1024  # …and at most this many samples per queue and kind
 _ATTEMPT_ENDS = frozenset({Status.SUCCEEDED, Status.RETRYING, Status.FAILED})
 _RUNNING = Status.RUNNING
 _started_at = attrgetter("started_at")
@@ -55,33 +54,17 @@ class MessageEvent(msgspec.Struct):
     attempts: int
 
 
+class ProgressEvent(msgspec.Struct):
+    """The data of each `event: progress` of GET /v1/events: a running message's latest
+    progress report on this node (at most one per message per tick, the latest)."""
+
+    id: str
+    queue: str
+    progress: ProgressView
+
+
 def sse(event: str, data: Any) -> bytes:
     return b"event: " + event.encode() + b"\ndata: " + _encoder.encode(data) + b"\n\n"
-
-
-class LatencyWindow:
-    """Recent samples (seconds) with their time: percentiles of the last LATENCY_WINDOW_S."""
-
-    __slots__ = ("_samples",)
-
-    def __init__(self) -> None:
-        self._samples: deque[tuple[float, float]] = deque(maxlen=LATENCY_SAMPLES)
-
-    def add(self, when: float, value: float) -> None:
-        self._samples.append((when, max(0.0, value)))
-
-    def percentiles(self, current: float) -> Percentiles:
-        cutoff = current - LATENCY_WINDOW_S
-        values = sorted(v for t, v in self._samples if t >= cutoff)
-        if not values:
-            return Percentiles(None, None)
-        return Percentiles(_rank(values, 0.50), _rank(values, 0.95))
-
-
-def _rank(values: list[float], q: float) -> float:
-    """Nearest-rank percentile, rounded to the microsecond."""
-    index = min(len(values) - 1, max(0, round(q * len(values) + 0.5) - 1))
-    return round(values[index], 6)
 
 
 class Subscription:
@@ -167,21 +150,31 @@ class EventHub:
         self._stop_listening: Callable[[], None] | None = None
         # message id → (queue, status, attempts), its latest state in this tick
         self._pending: dict[str, tuple[str, str, int]] = {}
+        # message id → (queue, its latest progress) in this tick
+        self._progress: dict[str, tuple[str, Progress]] = {}
+        self._stop_progress: Callable[[], None] | None = None
         self._tick: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._snapshot: tuple[float, QueuesEvent, bytes] | None = None
         self._snapshot_lock = asyncio.Lock()
         self.dropped_total = 0
+        self.history = RateHistory(broker, node.queues)  # sampled while the app serves
 
     async def attach(self) -> None:
         if self._stop_listening is None:
             self._loop = asyncio.get_running_loop()
             self._stop_listening = self._broker.listen(self._on_changes)
+            self.history.start()
+            self._stop_progress = self._broker.listen_progress(self._on_progress)
 
     async def detach(self) -> None:
+        self.history.stop()
         if self._stop_listening is not None:
             self._stop_listening()
             self._stop_listening = None
+        if self._stop_progress is not None:
+            self._stop_progress()
+            self._stop_progress = None
         if self._tick is not None:
             self._tick.cancel()
             self._tick = None
@@ -211,17 +204,31 @@ class EventHub:
         if self._tick is None:
             self._tick = self._loop.call_later(self._flush_s, self.flush)
 
+    def _on_progress(self, msg: Message) -> None:
+        """Called by the broker on each progress report that lands (throttled upstream)."""
+        if not self._subs or self._loop is None or msg.progress is None:
+            return
+        self._progress[msg.id] = (msg.queue, msg.progress)
+        if self._tick is None:
+            self._tick = self._loop.call_later(self._flush_s, self.flush)
+
     def flush(self) -> None:
         """The tick: encodes the events gathered since the last one, once, and hands every
         stream its chunk; drops streams that left more than CLIENT_BUFFER_BYTES untaken."""
         self._tick = None
         pending, self._pending = self._pending, {}
-        if not pending or not self._subs:
+        progress, self._progress = self._progress, {}
+        if not (pending or progress) or not self._subs:
             return
         frames = [
             (queue, sse("message", MessageEvent(mid, queue, status, attempts)))
             for mid, (queue, status, attempts) in pending.items()
         ]
+        if progress:
+            frames += [
+                (queue, sse("progress", ProgressEvent(mid, queue, report.view())))
+                for mid, (queue, report) in progress.items()
+            ]
         chunks: dict[frozenset[str] | None, bytes] = {}
         for sub in list(self._subs):
             if sub.untaken > CLIENT_BUFFER_BYTES:

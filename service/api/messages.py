@@ -2,23 +2,34 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from operator import attrgetter
 from typing import Any
 
-from quart import Blueprint, Response, current_app
+from quart import Blueprint, Response, current_app, request
 
 from ..broker.base import Broker
-from ..errors import Invalid, NotFound
+from ..config import QueueSettings
+from ..config_values import parse_rate
+from ..errors import BadRequest, Invalid, NotFound
 from ..metrics import Metrics
 from ..model import Batch, Envelope, Message
 from .answers import accepted_view, batch_answer
 from .auth import requires
-from .common import json_response, query_seconds, read_json, refuse_when_draining
+from .common import (
+    json_response,
+    preferred_wait,
+    query_seconds,
+    read_json,
+    refuse_when_draining,
+)
 from .services import broker, metrics, node, queue_directory
 
 bp = Blueprint("messages", __name__)
 
 MAX_WAIT_S = 60.0
+MAX_PUBLISH_WAIT_S = 30.0  # Prefer: wait=N on a publish: 0 < N <= this
+WAIT_FOR = ("final", "progress")
 _created, _message = attrgetter("created"), attrgetter("message")
 
 
@@ -33,20 +44,47 @@ class Publisher:
     """What a publish does once its body is decoded: shared by the routes below and the
     fast path (fastpath.py), so both do exactly the same."""
 
-    __slots__ = ("_broker", "_metrics", "max_batch")
+    __slots__ = ("_broker", "_metrics", "_policies", "max_batch")
 
-    def __init__(self, broker: Broker, metrics: Metrics, max_batch: int) -> None:
+    def __init__(
+        self,
+        broker: Broker,
+        metrics: Metrics,
+        max_batch: int,
+        policies: dict[str, dict[str, str]] | None = None,
+    ) -> None:
         self._broker = broker
         self._metrics = metrics
         self.max_batch = max_batch
+        # The RateLimit-Policy header of each rate-limited queue (rate_limit_policies).
+        self._policies = policies or {}
 
-    async def one(self, queue: str, envelope: Envelope) -> Answer:
+    async def one(self, queue: str, envelope: Envelope, wait: float | None = None) -> Answer:
+        """`wait`: Prefer: wait=N (RFC 7240), already checked by preferred_wait."""
         (published,) = await self._broker.publish(queue, [envelope])
         message = published.message
+        policy = self._policies.get(queue)
+        if published.created:
+            self._metrics.queues[queue].published.inc()
+        if wait is not None:
+            return await self._waited(message, published.created, wait, policy)
         if not published.created:
-            return message.view(), 200, None
-        self._metrics.queues[queue].published.inc()
-        return accepted_view(message), 202, {"Location": f"/v1/messages/{message.id}"}
+            return message.view(), 200, policy
+        location = {"Location": f"/v1/messages/{message.id}"}
+        return accepted_view(message), 202, location if policy is None else location | policy
+
+    async def _waited(
+        self, message: Message, created: bool, wait: float, policy: dict[str, str] | None
+    ) -> Answer:
+        """Publish and wait: 200 with the final message if it ends within `wait` seconds,
+        else what the publish answers without it (the same long-poll as GET ?wait=)."""
+        applied = {"Preference-Applied": f"wait={wait:g}", **(policy or {})}
+        if not message.status.final:
+            message = await self._broker.wait(message.id, wait) or message
+        if message.status.final or not created:
+            return message.view(), 200, applied
+        applied["Location"] = f"/v1/messages/{message.id}"
+        return accepted_view(message), 202, applied
 
     async def many(self, queue: str, batch: Batch) -> Answer:
         limit = self.max_batch
@@ -59,10 +97,21 @@ class Publisher:
         created = sum(map(_created, published))  # C loops: a batch has a thousand
         if created:
             self._metrics.queues[queue].published.inc(created)
+        policy = self._policies.get(queue)
         if created == len(published):
-            return batch_answer(batch.messages, list(map(_message, published))), 202, None
+            return batch_answer(batch.messages, list(map(_message, published))), 202, policy
         views = [accepted_view(p.message) if p.created else p.message.view() for p in published]
-        return {"messages": views}, 202, None
+        return {"messages": views}, 202, policy
+
+
+def rate_limit_policies(queues: Mapping[str, QueueSettings]) -> dict[str, dict[str, str]]:
+    """queue → its RateLimit-Policy header (draft-ietf-httpapi-ratelimit-headers), for the
+    rate-limited queues: the limit its consumers keep, so a producer can pace itself."""
+    return {
+        name: {"RateLimit-Policy": parse_rate(q.rate_limit).policy(name)}
+        for name, q in queues.items()
+        if q.rate_limit is not None
+    }
 
 
 def publisher() -> Publisher:
@@ -76,9 +125,10 @@ async def publish(queue: str) -> Response:
     state = node()
     refuse_when_draining(state)
     queue_directory().exists(queue)  # 404 for an unknown queue before the body is read
+    wait = preferred_wait(request.headers.getlist("Prefer"), MAX_PUBLISH_WAIT_S)
     envelope = await read_json(Envelope)
     refuse_when_draining(state)  # again: a slow upload may end after the snapshot is written
-    return json_response(*await publisher().one(queue, envelope))
+    return json_response(*await publisher().one(queue, envelope, wait))
 
 
 @bp.post("/v1/queues/<queue>/messages/batch")
@@ -96,10 +146,13 @@ async def publish_batch(queue: str) -> Response:
 @requires("publish", "read")
 async def get_message(message_id: str) -> Response:
     wait = query_seconds("wait", MAX_WAIT_S)
+    wait_for = request.args.get("wait_for", "final")
+    if wait_for not in WAIT_FOR:
+        raise BadRequest(f"wait_for: expected one of {', '.join(WAIT_FOR)}, got {wait_for!r}")
     if wait is None:
         message = await broker().get(message_id)
     else:
-        message = await broker().wait(message_id, wait)
+        message = await broker().wait(message_id, wait, progress=wait_for == "progress")
     return json_response(_known(message, message_id).view())
 
 

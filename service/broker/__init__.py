@@ -10,6 +10,7 @@ from pathlib import Path
 
 from ..config import Settings
 from ..errors import StartupError
+from ..tasks import TaskOwner
 from .base import Broker
 from .local import LocalBroker
 from .schedule_store import FileScheduleStore, ScheduleStore
@@ -18,22 +19,24 @@ from .storage import SnapshotStorage
 __all__ = ["Broker", "LocalBroker", "create_broker", "create_schedule_store"]
 
 
-def create_broker(settings: Settings) -> Broker:
+def create_broker(settings: Settings, *, tasks: TaskOwner | None = None) -> Broker:
+    """The configured backend; `tasks` (the runtime's) owns the tasks the broker starts and
+    does not await itself, so the stop awaits them before it closes the broker."""
     backend = settings.broker.backend
     if backend == "memory":
         storage = SnapshotStorage(Path(settings.broker.snapshot_path))
-        return LocalBroker(settings.queues, settings.results, storage=storage)
+        return LocalBroker(settings.queues, settings.results, storage=storage, tasks=tasks)
     if backend == "sqlite":
         from .sqlite import SqliteJournal
 
         journal = SqliteJournal(
             Path(settings.broker.sqlite_path), synchronous=settings.broker.sqlite_synchronous
         )
-        return LocalBroker(settings.queues, settings.results, storage=journal)
+        return LocalBroker(settings.queues, settings.results, storage=journal, tasks=tasks)
     if backend == "amqp":
         from .amqp import AmqpBroker  # aio-pika loads only where it is used
 
-        return AmqpBroker(settings.queues, settings.results, settings.broker.amqp_url)
+        return AmqpBroker(settings.queues, settings.results, settings.broker.amqp_url, tasks=tasks)
     raise StartupError(f"broker.backend: {backend!r} is not available in this build")
 
 

@@ -12,11 +12,13 @@ from typing import Protocol
 
 import msgspec
 
-from ..model import Envelope, ErrorInfo, Message
+from ..model import Envelope, ErrorInfo, Message, Progress
 
 # Called with the messages that changed, in order: a published batch is one call, not a
 # thousand (the hub then skips it in one step when no stream is open).
 Listener = Callable[[Sequence[Message]], None]
+# Called with a running message whose handler reported progress (at most ten a second each).
+ProgressListener = Callable[[Message], None]
 
 # The error of an attempt cut short by the death of the process running it (kill -9, OOM,
 # a crash): sqlite finds it `running` in the journal at the next start, amqp gets its
@@ -54,7 +56,14 @@ class Failed:
     timed_out: bool = False
 
 
-Outcome = Succeeded | Failed
+@dataclass(slots=True)
+class Snoozed:
+    """The handler asked to run it later (RateLimited): not an attempt, not a failure."""
+
+    retry_after_s: float
+
+
+Outcome = Succeeded | Failed | Snoozed
 
 
 class Published(msgspec.Struct, gc=False):
@@ -67,7 +76,7 @@ class Published(msgspec.Struct, gc=False):
 @dataclass(slots=True)  # not frozen: a frozen __init__ costs the hot path
 class Finished:
     message: Message
-    outcome: str  # succeeded | retried | failed  (the metric label)
+    outcome: str  # succeeded | retried | failed | snoozed  (the metric label)
 
 
 @dataclass(frozen=True, slots=True)
@@ -101,8 +110,11 @@ class Broker(Protocol):
 
     async def get(self, message_id: str) -> Message | None: ...
 
-    async def wait(self, message_id: str, timeout: float) -> Message | None:
-        """The message once final, or as it is after `timeout` seconds."""
+    async def wait(
+        self, message_id: str, timeout: float, *, progress: bool = False
+    ) -> Message | None:
+        """The message once final, or as it is after `timeout` seconds; with `progress`,
+        also as soon as its handler reports progress."""
 
     async def cancel(self, message_id: str) -> Message: ...
 
@@ -135,5 +147,42 @@ class Broker(Protocol):
     def listen(self, listener: Listener) -> Callable[[], None]:
         """Call `listener` on every status change; returns the function that stops it."""
 
+    def listen_progress(self, listener: ProgressListener) -> Callable[[], None]:
+        """Call `listener` on every progress report that lands; returns its stop."""
+
+    def report_progress(self, message_id: str, attempt: int, progress: Progress) -> bool:
+        """A handler's progress report (on the loop), shown on its message while that
+        attempt runs, on this node only; False when the attempt is no longer running."""
+
     def health(self) -> dict[str, object]:
         """{'ok': bool, ...}: whether the backend can take writes now."""
+
+    def sharing_nodes(self) -> int:
+        """The nodes that share each queue's rate limit (this one included): 1 on one node."""
+
+
+class Operations(Protocol):
+    """What makes the operator actions of a backend (OperatorActions, amqp Admin)."""
+
+    async def cancel(self, message_id: str) -> Message: ...
+    async def set_paused(self, queue: str, paused: bool) -> QueueStats: ...
+    async def redrive(self, queue: str, ids: Sequence[str] | None) -> Redriven: ...
+
+
+class OperatorActionsOf:
+    """The Broker's operator actions, both backends': made by the backend's `operations`.
+    Pause and resume set the queue's one paused flag."""
+
+    operations: Operations
+
+    async def cancel(self, message_id: str) -> Message:
+        return await self.operations.cancel(message_id)
+
+    async def pause(self, queue: str) -> QueueStats:
+        return await self.operations.set_paused(queue, True)
+
+    async def resume(self, queue: str) -> QueueStats:
+        return await self.operations.set_paused(queue, False)
+
+    async def redrive(self, queue: str, ids: Sequence[str] | None) -> Redriven:
+        return await self.operations.redrive(queue, ids)

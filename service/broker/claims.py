@@ -64,9 +64,3 @@ class Claims(dict[str, Claim]):
             claim.released = asyncio.get_running_loop().create_future()
         # Shielded: one waiter going away must not cancel the future the others wait on.
         await asyncio.shield(claim.released)
-
-    async def all_released(self) -> None:
-        """Returns once nothing is claimed: every change that was committing has landed
-        (or been given up), so memory shows what the journal holds."""
-        while self:
-            await self.released(next(iter(self)))

@@ -16,18 +16,18 @@ with a draft and the bookkeeping to apply, and await what it returns when it is 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Coroutine, Sequence
-from typing import Any, TypeVar
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any
 
 import msgspec
 
 from ..model import Message, Status
+from ..tasks import TaskOwner
 from .claims import Claims
 from .index import IdIndex
 from .queues import LocalQueue
 from .storage import Storage
 
-_T = TypeVar("_T")
 _FIELDS = Message.__struct_fields__
 
 # Bookkeeping of one message leaving status `old` (LocalState.moved and its kin).
@@ -45,9 +45,10 @@ def for_storage(
     put_back: Callable[[str], None],
     evictions: Evictions,
     drop_all: Callable[[list[str]], None],
+    tasks: TaskOwner,
 ) -> Commits:
     if storage.writes_each_change:
-        return CommitThenApply(storage, messages, put_back, evictions, drop_all)
+        return CommitThenApply(storage, messages, put_back, evictions, drop_all, tasks)
     return ApplyAtOnce()
 
 
@@ -106,9 +107,14 @@ class CommitThenApply:
         put_back: Callable[[str], None],
         evictions: Evictions,
         drop_all: Callable[[list[str]], None],
+        tasks: TaskOwner,
     ) -> None:
         self.storage = storage
         self.claims = Claims()
+        # Each commit runs to its end in a task of this owner's (the runtime's), which the
+        # stop awaits before the broker closes: the last write reads memory, which must
+        # show what the storage holds.
+        self._tasks = tasks
         self._messages = messages  # what a committed draft becomes: the message of its id
         self._put_back = put_back
         self._evictions = evictions
@@ -144,7 +150,8 @@ class CommitThenApply:
         ids = [*((d.id for d in drafts) if claim else ()), *forget]
         self.claims.hold(ids, displaced=displaced)
         writing = self.storage.write(drafts, forget)
-        return to_the_end(self._commit_then_apply(writing, ids, apply, args, undo, drafts, evicted))
+        work = self._commit_then_apply(writing, ids, apply, args, undo, drafts, evicted)
+        return self._tasks.start_shielded(work, name="commit")
 
     def change_one(
         self,
@@ -161,7 +168,9 @@ class CommitThenApply:
         self, paused_after: Callable[[], list[str]], apply: Callable[..., None], *args: Any
     ) -> Awaitable[None] | None:
         writing = self._write_paused(paused_after)
-        return to_the_end(self._commit_then_apply(writing, [], apply, args))
+        return self._tasks.start_shielded(
+            self._commit_then_apply(writing, [], apply, args), name="commit-paused"
+        )
 
     async def _write_paused(self, paused_after: Callable[[], list[str]]) -> None:
         # One at a time: each commit holds the whole set, the earlier changes in it. The
@@ -214,16 +223,3 @@ class CommitThenApply:
 
 # How the broker makes its changes: chosen once, by the storage (for_storage).
 Commits = ApplyAtOnce | CommitThenApply
-
-
-def to_the_end(work: Coroutine[Any, Any, _T]) -> asyncio.Future[_T]:
-    """Run `work` in its own task now, shielded: if the caller is cancelled (a client went
-    away), a commit already handed to the storage still lands or rolls back in full."""
-    task = asyncio.ensure_future(work)
-    task.add_done_callback(_retrieve)
-    return asyncio.shield(task)
-
-
-def _retrieve(task: asyncio.Future[Any]) -> None:
-    if not task.cancelled():
-        task.exception()  # the caller may be gone: mark the outcome as seen

@@ -12,7 +12,7 @@ keys, room, paging) are policy.py's, shared with the amqp backend.
 
 from __future__ import annotations
 
-import asyncio
+import dataclasses
 import logging
 import random
 from collections.abc import Callable, Sequence
@@ -21,26 +21,32 @@ from itertools import repeat
 from operator import attrgetter
 
 from ..config import QueueSettings, ResultsSettings
-from ..model import NO_HEADERS, Envelope, Message, Status, new_id, new_message, now
+from ..model import NO_HEADERS, Envelope, Message, Progress, Status, new_id, new_message, now
+from ..tasks import BrokerTasks, TaskOwner
+from . import base
 from .actions import OperatorActions
-from .base import DeadPage, Finished, Listener, Outcome, Published, QueueStats, Redriven
+from .base import (
+    DeadPage,
+    Finished,
+    Listener,
+    Outcome,
+    ProgressListener,
+    Published,
+    QueueStats,
+)
 from .policy import check_room, dead_page, give_back, record_outcome, resolve_keys, start_attempt
 from .queues import LocalQueue
-from .state import QUEUED, RETRYING, RUNNING, LocalState
+from .state import QUEUED, RETRYING, RUNNING, SCHEDULED, LocalState
 from .storage import NoStorage, Storage
 from .upkeep import Upkeep
 
 log = logging.getLogger(__name__)
 
-# How long a stop waits for commits already under way (a journal write is bounded by
-# SQLite's busy timeout; past this the stop goes on and the next start recovers).
-CLOSE_COMMITS_S = 2.0
-
 _id, _status, _priority = attrgetter("id"), attrgetter("status"), attrgetter("priority")
 _key, _delay = attrgetter("idempotency_key"), attrgetter("delay_s")
 
 
-class LocalBroker:
+class LocalBroker(base.OperatorActionsOf):
     def __init__(
         self,
         queues: dict[str, QueueSettings],
@@ -49,15 +55,19 @@ class LocalBroker:
         storage: Storage | None = None,
         clock: Callable[[], float] = now,
         rng: random.Random | None = None,
+        tasks: TaskOwner | None = None,
     ) -> None:
         self.storage: Storage = storage if storage is not None else NoStorage()
+        # The commits under way are tasks of `tasks` (the runtime's), which the stop awaits
+        # before it closes the broker.
+        self._tasks = BrokerTasks(tasks)
         self._clock = clock
         self._rng = rng or random.Random()
-        self._state = state = LocalState(queues, results, self.storage, clock)
+        self._state = state = LocalState(queues, results, self.storage, clock, self._tasks.owner)
         self._commits = state.commits
         self._queues = state.queues  # queues[name] raises UnknownQueue (404)
         self._messages = state.messages
-        self._actions = OperatorActions(state)
+        self.operations = OperatorActions(state)  # cancel, pause, resume, redrive
         self._upkeep = Upkeep(state)
 
     # ------------------------------------------------------------------ lifecycle
@@ -71,22 +81,33 @@ class LocalBroker:
 
     async def close(self) -> None:
         self._state.waiters.wake_all()
-        # Changes still committing (a take whose consumer the stop cancelled) land first:
-        # the last write reads memory, which must show what the storage holds.
-        try:
-            await asyncio.wait_for(self._commits.claims.all_released(), CLOSE_COMMITS_S)
-        except TimeoutError:
-            log.warning("closing with changes still committing after %g s", CLOSE_COMMITS_S)
-        paused = [q.name for q in self._state.queues.values() if q.paused]
-        await self.storage.close(self._messages.values(), paused)
+        # Changes still committing (a take whose consumer was cancelled) land first: the last
+        # write reads memory, which must show what the storage holds. With the runtime's
+        # owner, its stop has done this already (Runtime._stop, phase 5).
+        await self._tasks.close_own()
+        queues = self._state.queues.values()
+        paused = [q.name for q in queues if q.paused]
+        counts = {q.name: dataclasses.replace(q.counts) for q in queues}
+        await self.storage.close(self._messages.values(), paused, counts)
 
     def health(self) -> dict[str, object]:
         return self.storage.health()
+
+    def sharing_nodes(self) -> int:
+        return 1  # one node holds the queues: its bucket is the whole limit
 
     def listen(self, listener: Listener) -> Callable[[], None]:
         listeners = self._state.listeners
         listeners.append(listener)
         return lambda: listeners.remove(listener)
+
+    def listen_progress(self, listener: ProgressListener) -> Callable[[], None]:
+        listeners = self._state.progress_listeners
+        listeners.append(listener)
+        return lambda: listeners.remove(listener)
+
+    def report_progress(self, message_id: str, attempt: int, progress: Progress) -> bool:
+        return self._state.progress(message_id, attempt, progress)
 
     def wake(self) -> None:
         """Make the scheduler look at the clock now (tests with a manual clock use this)."""
@@ -211,7 +232,7 @@ class LocalBroker:
 
     def _finished(self, q: LocalQueue, msg: Message, old: Status) -> None:
         self._state.moved(q, msg, old)
-        if msg.status is RETRYING:
+        if msg.status is RETRYING or msg.status is SCHEDULED:  # a retry, or a snooze
             self._state.schedule(msg)
 
     async def interrupt(self, message: Message) -> None:
@@ -233,11 +254,13 @@ class LocalBroker:
     async def get(self, message_id: str) -> Message | None:
         return self._messages.get(message_id)
 
-    async def wait(self, message_id: str, timeout: float) -> Message | None:
+    async def wait(
+        self, message_id: str, timeout: float, *, progress: bool = False
+    ) -> Message | None:
         msg = self._messages.get(message_id)
         if msg is None or msg.status.final:
             return msg
-        await self._state.waiters.wait(message_id, timeout)
+        await self._state.waiters.wait(message_id, timeout, progress=progress)
         return self._messages.get(message_id, msg)
 
     async def stats(self, queue: str) -> QueueStats:
@@ -255,16 +278,3 @@ class LocalBroker:
 
     def queue(self, name: str) -> LocalQueue:
         return self._queues[name]
-
-    # ------------------------------------------------------------------ operator actions
-    async def cancel(self, message_id: str) -> Message:
-        return await self._actions.cancel(message_id)
-
-    async def pause(self, queue: str) -> QueueStats:
-        return await self._actions.set_paused(queue, True)
-
-    async def resume(self, queue: str) -> QueueStats:
-        return await self._actions.set_paused(queue, False)
-
-    async def redrive(self, queue: str, ids: Sequence[str] | None) -> Redriven:
-        return await self._actions.redrive(queue, ids)

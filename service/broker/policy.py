@@ -19,12 +19,15 @@ from typing import TypeVar
 from ..config import QueueSettings
 from ..errors import Conflict, QueueFull, UnknownQueue
 from ..model import Envelope, Message, Status
-from .base import PROCESS_DIED, Failed, Outcome, Published, Succeeded
+from .base import PROCESS_DIED, Failed, Outcome, Published, Snoozed, Succeeded
 
 # Looked up once: in Python 3.11 every `Status.X` is a descriptor call on the enum class,
 # and record_outcome runs once per message.
 _SUCCEEDED, _RETRYING, _FAILED = Status.SUCCEEDED, Status.RETRYING, Status.FAILED
 _QUEUED, _RUNNING, _CANCELLED = Status.QUEUED, Status.RUNNING, Status.CANCELLED
+_SCHEDULED = Status.SCHEDULED
+# The longest a handler may snooze a message (RateLimited(retry_after_s) is cut to it).
+MAX_SNOOZE_S = 86_400.0
 _Q = TypeVar("_Q")
 
 
@@ -81,17 +84,22 @@ def start_attempt(msg: Message, now: float) -> None:
     msg.status = _RUNNING
     msg.attempts += 1
     msg.started_at = now
+    msg.progress = None  # progress is the attempt's: a new one starts with none
 
 
 def record_outcome(
     msg: Message, outcome: Outcome, settings: QueueSettings, now: float, rng: random.Random
 ) -> str:
-    """An attempt ended: succeeded, retrying (with its backoff) or failed (a dead letter).
-    Returns the outcome's metric label: succeeded | retried | failed."""
-    msg.finished_at = now
+    """An attempt ended: succeeded, retrying (with its backoff), failed (a dead letter) or
+    snoozed. Returns the outcome's metric label: succeeded | retried | failed | snoozed."""
     if isinstance(outcome, Succeeded):
+        msg.finished_at = now
         msg.status, msg.result, msg.error = _SUCCEEDED, outcome.result, None
         return "succeeded"
+    if isinstance(outcome, Snoozed):
+        snooze(msg, outcome.retry_after_s, now)
+        return "snoozed"
+    msg.finished_at = now
     assert isinstance(outcome, Failed)
     msg.error = outcome.error
     msg.failures += 1
@@ -101,6 +109,17 @@ def record_outcome(
         return "retried"
     msg.status = _FAILED
     return "failed"
+
+
+def snooze(msg: Message, retry_after_s: float, now: float) -> None:
+    """The handler raised (or returned) RateLimited: scheduled again after retry_after_s
+    (0 to MAX_SNOOZE_S), the attempt not counted and no failure, so a snooze can never push a
+    message into the dead letters. Its error, if an earlier attempt left one, stays."""
+    delay = min(retry_after_s if retry_after_s >= 0 else 0.0, MAX_SNOOZE_S)  # NaN: 0
+    msg.status, msg.scheduled_for = _SCHEDULED, now + delay
+    msg.attempts -= 1
+    msg.snoozes += 1
+    msg.started_at = None
 
 
 def give_back(msg: Message) -> None:

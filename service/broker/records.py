@@ -26,6 +26,7 @@ class MessageRecord(msgspec.Struct, omit_defaults=True, forbid_unknown_fields=Tr
     started_at: float | None = None
     finished_at: float | None = None
     idempotency_key: str | None = None
+    snoozes: int = 0
 
 
 _encoder = msgspec.json.Encoder()
@@ -52,6 +53,7 @@ def encode_message(msg: Message) -> bytes:
             msg.started_at,
             msg.finished_at,
             msg.idempotency_key,
+            msg.snoozes,
         )
     )
 
@@ -76,4 +78,5 @@ def decode_message(data: bytes | str) -> Message:
         started_at=rec.started_at,
         finished_at=rec.finished_at,
         idempotency_key=rec.idempotency_key,
+        snoozes=rec.snoozes,
     )

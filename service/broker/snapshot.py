@@ -1,6 +1,7 @@
 """The memory backend's snapshot: what is left at a graceful stop, read back at the next start.
 
-JSON lines: a header naming the format, then one message record per line. Written to a
+JSON lines: a header naming the format (with the paused queues and each queue's counts),
+then one message record per line. Written to a
 temp file, fsynced and renamed, so a crash mid-write leaves the old file or none, never half.
 """
 
@@ -14,6 +15,7 @@ import msgspec
 
 from ..errors import StartupError
 from ..model import Message
+from .base import QueueCounts
 from .records import decode_message, encode_message
 
 FORMAT = "spool-snapshot"
@@ -24,13 +26,22 @@ class Header(msgspec.Struct, forbid_unknown_fields=True):
     format: str
     version: int
     paused: list[str] = []
+    # Added after version 1 shipped: a snapshot without it reads as counts of zero.
+    counts: dict[str, QueueCounts] = {}
 
 
-def write(path: Path, messages: Sequence[Message], paused: Sequence[str]) -> None:
+def write(
+    path: Path,
+    messages: Sequence[Message],
+    paused: Sequence[str],
+    counts: dict[str, QueueCounts] | None = None,
+) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     with open(tmp, "wb") as out:
-        out.write(msgspec.json.encode(Header(FORMAT, VERSION, list(paused))) + b"\n")
+        out.write(
+            msgspec.json.encode(Header(FORMAT, VERSION, list(paused), dict(counts or {}))) + b"\n"
+        )
         for msg in messages:
             out.write(encode_message(msg) + b"\n")
         out.flush()
@@ -43,7 +54,7 @@ def write(path: Path, messages: Sequence[Message], paused: Sequence[str]) -> Non
         os.close(dir_fd)
 
 
-def read(path: Path) -> tuple[list[Message], list[str]] | None:
+def read(path: Path) -> tuple[list[Message], list[str], dict[str, QueueCounts]] | None:
     """None when there is no snapshot; StartupError (file left in place) when it is bad."""
     try:
         data = path.read_bytes()
@@ -72,7 +83,7 @@ def read(path: Path) -> tuple[list[Message], list[str]] | None:
                 f"broker.snapshot_path: {str(path)!r} line {number} is corrupt ({exc}); "
                 "the file is left in place"
             ) from None
-    return messages, header.paused
+    return messages, header.paused, header.counts
 
 
 def remove(path: Path) -> None:

@@ -26,10 +26,11 @@ import msgspec
 
 from ..errors import StartupError, Unavailable
 from ..model import Message, Status
+from .base import QueueCounts
 from .policy import give_back
 from .records import encode_message
 from .sqlite_jobs import Call, Job, Write, next_batch, raiser, resolve
-from .sqlite_store import Lock, Row, Store, unavailable
+from .sqlite_store import Loaded, Lock, Row, Store, unavailable
 from .storage import Recovered
 
 log = logging.getLogger(__name__)
@@ -74,6 +75,7 @@ class SqliteJournal:
         self._thread: threading.Thread | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._paused: list[str] = []
+        self._counts: dict[str, QueueCounts] = {}  # as the last run left them
         self._error: str | None = None  # set while writes fail; cleared by the next commit
         self._shrink_more = False  # a burst of deletes left more free pages to give back
         self.commits = 0  # transactions committed (group commit: fewer than writes)
@@ -84,11 +86,11 @@ class SqliteJournal:
         self._thread = threading.Thread(target=self._run, name="spool-sqlite", daemon=True)
         self._thread.start()
         try:
-            loaded: tuple[list[Message], list[str]] = await self._call(self._open)
+            loaded: Loaded = await self._call(self._open)
         except BaseException:
             await self._stop()
             raise
-        messages, self._paused = loaded
+        messages, self._paused, self._counts = loaded
         log.info("journal %s: %d messages recovered", self.path, len(messages))
         return messages
 
@@ -96,9 +98,9 @@ class SqliteJournal:
         # A message the journal holds as `running` was cut short by a death: a graceful
         # stop writes it back as queued (close).
         messages = await self.open()
-        return Recovered(messages, self.paused_queues(), crashed=True)
+        return Recovered(messages, self.paused_queues(), crashed=True, counts=self._counts)
 
-    def _open(self) -> tuple[list[Message], list[str]]:
+    def _open(self) -> Loaded:
         try:
             self.path.parent.mkdir(parents=True, exist_ok=True)
             self._lock.acquire()
@@ -132,8 +134,14 @@ class SqliteJournal:
             check["error"] = error
         return check
 
-    async def close(self, messages: Iterable[Message], paused: Sequence[str]) -> None:
-        """What still runs was cut short by a stop, not by a crash: back to queued, no failure."""
+    async def close(
+        self,
+        messages: Iterable[Message],
+        paused: Sequence[str],
+        counts: dict[str, QueueCounts] | None = None,
+    ) -> None:
+        """What still runs was cut short by a stop, not by a crash: back to queued, no failure.
+        The counts are in the journal already (each in its outcome's commit)."""
         cut = [msgspec.structs.replace(m) for m in messages if m.status is Status.RUNNING]
         for msg in cut:
             give_back(msg)

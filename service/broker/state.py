@@ -6,6 +6,7 @@ a previous run left."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import heapq
 import itertools
 import logging
@@ -13,8 +14,9 @@ from collections import Counter, OrderedDict
 from collections.abc import Callable, Sequence
 
 from ..config import QueueSettings, ResultsSettings
-from ..model import FINAL, Message, Status
-from .base import Listener
+from ..model import FINAL, Message, Progress, Status
+from ..tasks import TaskOwner
+from .base import Listener, ProgressListener
 from .claims import Claims
 from .commits import for_storage
 from .index import IdIndex
@@ -38,6 +40,7 @@ class LocalState:
         results: ResultsSettings,
         storage: Storage,
         clock: Callable[[], float],
+        tasks: TaskOwner,
     ) -> None:
         # queues[name] raises UnknownQueue (404) for a name that is not configured.
         self.queues = Queues({name: LocalQueue(name, qs) for name, qs in queues.items()})
@@ -45,7 +48,7 @@ class LocalState:
         self.clock = clock
         self.messages = IdIndex()
         self.commits = for_storage(
-            storage, self.messages, self.put_back, self.evictions, self.drop_all
+            storage, self.messages, self.put_back, self.evictions, self.drop_all, tasks
         )
         self.finals: OrderedDict[str, None] = OrderedDict()  # retention order
         self.due: list[tuple[float, int, str]] = []  # scheduled + retrying, by due time
@@ -53,6 +56,19 @@ class LocalState:
         self.wake = asyncio.Event()  # the upkeep task looks at the clock and retention
         self.waiters = Waiters()
         self.listeners: list[Listener] = []
+        self.progress_listeners: list[ProgressListener] = []
+
+    def progress(self, message_id: str, attempt: int, progress: Progress) -> bool:
+        """A handler's report (progress.py): shown on its message while that attempt runs;
+        False when it came too late."""
+        msg = self.messages.get(message_id)
+        if msg is None or msg.status is not RUNNING or msg.attempts != attempt:
+            return False
+        msg.progress = progress
+        self.waiters.wake_progress(message_id)
+        for listener in self.progress_listeners:
+            listener(msg)
+        return True
 
     def by_key(self, q: LocalQueue, key: str) -> Message | None:
         mid = q.idempotency.get(key)
@@ -157,6 +173,9 @@ class LocalState:
     def restore(self, recovered: Recovered) -> list[Message]:
         """Rebuild the queues from what a previous run left; returns the messages whose
         status changed here (they were running), for the storage to keep."""
+        for name, counts in recovered.counts.items():
+            if name in self.queues:
+                self.queues[name].counts = dataclasses.replace(counts)
         changed = [
             msg
             for msg in recovery_order(recovered.messages)
@@ -181,6 +200,10 @@ class LocalState:
             give_back(msg)
             if crashed:
                 record_process_death(msg, queue.settings, self.clock())
+                # Counted as `moved` would: the storage counts the same change as it
+                # writes it (the sqlite journal's triggers), so the two stay equal.
+                if msg.status is FAILED:
+                    queue.counts.failed += 1
         self.messages[msg.id] = msg
         key = msg.idempotency_key
         if key is not None and queue.idempotency.get(key, "") < msg.id:

@@ -13,11 +13,12 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol
 
 from ..model import Message
+from .base import QueueCounts
 from .snapshot import read, remove, write
 
 log = logging.getLogger(__name__)
@@ -33,6 +34,9 @@ class Recovered:
     # attempt to that death (a failure, ProcessDied). False when only a graceful stop can
     # have cut an attempt short, which is no failure.
     crashed: bool
+    # Each queue's counts as the previous run left them (published, succeeded, …): kept
+    # with the messages, so a restart never shows fewer failures than dead letters.
+    counts: dict[str, QueueCounts] = field(default_factory=dict)
 
 
 NOTHING = Recovered([], [], crashed=False)
@@ -55,9 +59,14 @@ class Storage(Protocol):
     async def set_paused(self, queues: Sequence[str]) -> None:
         """Store the whole set of paused queues; returns once committed."""
 
-    async def close(self, messages: Iterable[Message], paused: Sequence[str]) -> None:
-        """Keep what is left at a graceful stop (the broker's every message and the paused
-        queues), then let go of the storage."""
+    async def close(
+        self,
+        messages: Iterable[Message],
+        paused: Sequence[str],
+        counts: dict[str, QueueCounts] | None = None,
+    ) -> None:
+        """Keep what is left at a graceful stop (the broker's every message, the paused
+        queues and the counts), then let go of the storage."""
 
     def health(self) -> dict[str, object]:
         """{'ok': bool, ...}: whether writes can be taken now."""
@@ -77,7 +86,12 @@ class NoStorage:
     async def set_paused(self, queues: Sequence[str]) -> None:
         return None
 
-    async def close(self, messages: Iterable[Message], paused: Sequence[str]) -> None:
+    async def close(
+        self,
+        messages: Iterable[Message],
+        paused: Sequence[str],
+        counts: dict[str, QueueCounts] | None = None,
+    ) -> None:
         return None
 
     def health(self) -> dict[str, object]:
@@ -96,15 +110,20 @@ class SnapshotStorage:
         loaded = await asyncio.to_thread(read, self.path)
         if loaded is None:
             return NOTHING
-        messages, paused = loaded
+        messages, paused, counts = loaded
         # Deleted once loaded: from here on the messages live in this process.
         await asyncio.to_thread(remove, self.path)
         log.info("restored %d messages from %s", len(messages), self.path)
-        return Recovered(messages, paused, crashed=False)
+        return Recovered(messages, paused, crashed=False, counts=counts)
 
-    async def close(self, messages: Iterable[Message], paused: Sequence[str]) -> None:
+    async def close(
+        self,
+        messages: Iterable[Message],
+        paused: Sequence[str],
+        counts: dict[str, QueueCounts] | None = None,
+    ) -> None:
         held = list(messages)
-        await asyncio.to_thread(write, self.path, held, paused)
+        await asyncio.to_thread(write, self.path, held, paused, counts)
         log.info("wrote %d messages to %s", len(held), self.path)
 
     async def write(self, messages: Sequence[Message], forget: Sequence[str] = ()) -> None:

@@ -32,42 +32,52 @@ class Upkeep:
     def __init__(self, state: LocalState) -> None:
         self._state = state
         self._commits = state.commits
+        self._next_sweep = 0.0  # when retention next expires by results.ttl_s
+        self._hold_off_until = 0.0  # after a failed commit: no round before this
+        self._failing = False  # the last round failed (logged once, until one succeeds)
 
     async def run(self) -> None:
         state = self._state
-        next_sweep = hold_off_until = 0.0
-        failing = False
         while True:
             state.wake.clear()  # first: a wake-up set while this round awaits is kept
             current = state.clock()
-            if current >= hold_off_until:
-                try:
-                    await self._release(current)
-                    sweep = current >= next_sweep
-                    if await self._retain(current, expire=sweep):
-                        state.wake.set()  # more than one batch: go on at once
-                    if sweep:
-                        next_sweep = current + SWEEP_INTERVAL_S
-                except Exception as exc:
-                    # A storage that cannot write (full disk, read-only): nothing changed.
-                    if not failing:
-                        log.warning("the scheduler cannot commit, retrying each second: %s", exc)
-                    failing = True
-                    hold_off_until = current + SCHEDULER_MAX_SLEEP_S
-                else:
-                    if failing:
-                        log.warning("the scheduler commits again")
-                    failing = False
+            if current >= self._hold_off_until:
+                await self._round(current)
                 current = state.clock()
-            sleep = SCHEDULER_MAX_SLEEP_S
-            if current < hold_off_until:
-                sleep = min(sleep, hold_off_until - current)
-            elif state.due:
-                sleep = min(sleep, max(0.0, state.due[0][0] - current))
-            try:
-                await asyncio.wait_for(state.wake.wait(), timeout=sleep)
-            except TimeoutError:
-                pass
+            await self._sleep(current)
+
+    async def _round(self, current: float) -> None:
+        """Due messages to queued, then retention; a failed commit holds off the next round."""
+        try:
+            await self._release(current)
+            sweep = current >= self._next_sweep
+            if await self._retain(current, expire=sweep):
+                self._state.wake.set()  # more than one batch: go on at once
+            if sweep:
+                self._next_sweep = current + SWEEP_INTERVAL_S
+        except Exception as exc:
+            # A storage that cannot write (full disk, read-only): nothing changed.
+            if not self._failing:
+                log.warning("the scheduler cannot commit, retrying each second: %s", exc)
+            self._failing = True
+            self._hold_off_until = current + SCHEDULER_MAX_SLEEP_S
+        else:
+            if self._failing:
+                log.warning("the scheduler commits again")
+            self._failing = False
+
+    async def _sleep(self, current: float) -> None:
+        """Until the next due time, the hold-off's end, or a wake-up, at most a second."""
+        state = self._state
+        sleep = SCHEDULER_MAX_SLEEP_S
+        if current < self._hold_off_until:
+            sleep = min(sleep, self._hold_off_until - current)
+        elif state.due:
+            sleep = min(sleep, max(0.0, state.due[0][0] - current))
+        try:
+            await asyncio.wait_for(state.wake.wait(), timeout=sleep)
+        except TimeoutError:
+            pass
 
     # ------------------------------------------------------------------ the scheduler
     def _pop_due(self, current: float) -> list[Message]:

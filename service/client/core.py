@@ -47,7 +47,7 @@ def _request_args(call: Call) -> dict[str, Any]:
     args: dict[str, Any] = {"params": call.params}
     if call.json is not NO_BODY:
         args["content"] = msgspec.json.encode(call.json)
-        args["headers"] = {"Content-Type": "application/json"}
+        args["headers"] = {"Content-Type": "application/json", **(call.headers or {})}
     if call.timeout is not None:
         args["timeout"] = call.timeout
     return args
@@ -119,10 +119,15 @@ class Client(_Plans):
         priority: int | None = None,
         idempotency_key: str | None = None,
         headers: dict[str, str] | None = None,
+        wait: float | None = None,
     ) -> Message:
-        """Publish one message; a key is made when `idempotency_key` is None."""
+        """Publish one message; a key is made when `idempotency_key` is None. With `wait`
+        (0 < wait <= 30 s), the server holds the answer until the message is final or
+        `wait` has passed (Prefer: wait): check `.final` on what comes back."""
         return self._run(
-            self._publish(queue, body, delay_s, priority, idempotency_key, headers or {})
+            self._publish(
+                queue, body, delay_s, priority, idempotency_key, headers or {}, wait, self.timeout
+            )
         )
 
     def publish_batch(self, queue: str, messages: Iterable[Envelope | Any]) -> list[Message]:
@@ -229,9 +234,12 @@ class AsyncClient(_Plans):
         priority: int | None = None,
         idempotency_key: str | None = None,
         headers: dict[str, str] | None = None,
+        wait: float | None = None,
     ) -> Message:
         return await self._run(
-            self._publish(queue, body, delay_s, priority, idempotency_key, headers or {})
+            self._publish(
+                queue, body, delay_s, priority, idempotency_key, headers or {}, wait, self.timeout
+            )
         )
 
     async def publish_batch(self, queue: str, messages: Iterable[Envelope | Any]) -> list[Message]:

@@ -16,6 +16,14 @@ class ErrorInfo(msgspec.Struct, frozen=True):
     message: str
 
 
+class Progress(msgspec.Struct, frozen=True):
+    """A handler's latest ctx.progress report: fraction 0..1 and its JSON detail."""
+
+    fraction: float
+    detail: Any
+    at: datetime
+
+
 class Message(msgspec.Struct, frozen=True, kw_only=True):
     id: str
     queue: str
@@ -30,6 +38,7 @@ class Message(msgspec.Struct, frozen=True, kw_only=True):
     scheduled_for: datetime | None
     started_at: datetime | None
     finished_at: datetime | None
+    progress: Progress | None = None  # servers before progress do not send it
 
     @property
     def final(self) -> bool:

@@ -25,6 +25,10 @@ FALLBACK_DELAY_S = 1.0  # when a 429/503 carries no Retry-After
 NO_BODY = object()
 
 
+# The longest Prefer: wait the server honours on a publish (api/messages.py says the same).
+MAX_PUBLISH_WAIT_S = 30.0
+
+
 @dataclass(frozen=True, slots=True)
 class Call:
     method: str
@@ -32,6 +36,7 @@ class Call:
     json: Any = NO_BODY
     params: dict[str, str] | None = None
     timeout: float | None = None
+    headers: dict[str, str] | None = None
 
 
 Plan = Generator[Call, httpx.Response, T]
@@ -80,6 +85,8 @@ class _Plans:
         priority: int | None,
         idempotency_key: str | None,
         headers: dict[str, str],
+        wait: float | None = None,
+        request_timeout: float | None = None,
     ) -> Plan[Message]:
         envelope = Envelope(
             body=body,
@@ -89,7 +96,14 @@ class _Plans:
             headers=headers,
         )
         path = f"/v1/queues/{_segment(queue)}/messages"
-        response = yield Call("POST", path, envelope.to_json(new_idempotency_key()))
+        doc = envelope.to_json(new_idempotency_key())
+        if wait is None:
+            response = yield Call("POST", path, doc)
+        else:
+            # The server holds the answer up to `wait` s: the request may take that long.
+            timeout = None if request_timeout is None else wait + request_timeout
+            prefer = {"Prefer": f"wait={wait:g}"}
+            response = yield Call("POST", path, doc, timeout=timeout, headers=prefer)
         return _decode(response, Message)
 
     def _publish_batch(self, queue: str, messages: Iterable[Envelope | Any]) -> Plan[list[Message]]:

@@ -113,15 +113,37 @@ async function start() {
     setConn("no read scope", "down");
     return;
   }
+  // The first view comes from the API, not the stream: every queue with its figures and
+  // its last five minutes of counts (so the charts are full at once), and the dead letters.
   try {
     const doc = await api("GET", "/v1/queues");
-    renderQueues(doc.queues);
+    const histories = await Promise.all(doc.queues.map((q) => loadHistory(q.name)));
+    renderQueues(doc.queues, new Map(doc.queues.map((q, i) => [q.name, histories[i]])));
     loadDead();
     loadSchedules();
   } catch (err) {
     notice(`Cannot load the queues: ${err.message}`);
   }
   follow();
+}
+
+// A queue's counts once a second over the last five minutes (GET /v1/queues/{q}/history),
+// as chart points; [] if the server cannot say (the chart then starts from now).
+async function loadHistory(name) {
+  let doc;
+  try {
+    doc = await api("GET", `/v1/queues/${encodeURIComponent(name)}/history`);
+  } catch (err) {
+    return [];
+  }
+  const points = doc.samples.map((s) => ({ t: Date.parse(s.t) / 1000, ...Object.fromEntries(SERIES.map((k) => [k, s[k]])) }));
+  if (!points.length) return points;
+  // Live points are timed by this browser's clock, the history by the server's: shift the
+  // history so its last sample is now, keeping its spacing, so a skew between the two
+  // clocks can neither reorder the points nor hold the chart still.
+  const shift = Date.now() / 1000 - points[points.length - 1].t;
+  for (const point of points) point.t += shift;
+  return points.slice(-(HISTORY + 1));
 }
 
 function can(scope) {
@@ -192,8 +214,8 @@ function dispatch(event, doc) {
   if (event === "queues") {
     renderQueues(doc.queues);
     if (doc.node) renderNode(doc.node);
-  } else if (event === "message" && doc.id === state.lookupId) {
-    lookup(doc.id);
+  } else if ((event === "message" || event === "progress") && doc.id === state.lookupId) {
+    lookup(doc.id);  // a looked-up message's new status or progress report
   }
 }
 

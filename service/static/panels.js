@@ -38,13 +38,13 @@ function queueCard(name) {
   return card;
 }
 
-function renderQueues(list) {
+function renderQueues(list, histories = new Map()) {
   const grid = $("#queues");
   const select = $("#dead-queue");
   for (const q of list) {
     let entry = state.queues.get(q.name);
     if (!entry) {
-      entry = { card: queueCard(q.name), history: [] };
+      entry = { card: queueCard(q.name), history: histories.get(q.name) || [] };
       state.queues.set(q.name, entry);
       grid.append(entry.card);
       select.append(el("option", { value: q.name, text: q.name }));
@@ -57,7 +57,11 @@ function renderQueues(list) {
     if (q.name === state.deadQueue && entry.deadMark !== undefined && entry.deadMark !== deadMark) loadDead();
     entry.deadMark = deadMark;
   }
-  if (!state.deadQueue && list.length) state.deadQueue = select.value = list[0].name;
+  if (!state.deadQueue && list.length) {
+    // First shown: the dead letters of the first queue that has any, not an empty list.
+    const first = list.find((q) => q.depth.dead > 0) || list[0];
+    state.deadQueue = select.value = first.name;
+  }
 }
 
 function updateCard(entry, q) {
@@ -82,7 +86,10 @@ function updateCard(entry, q) {
   if (!last || now - last.t >= 0.9) {
     history.push({ t: now, ...Object.fromEntries(SERIES.map((s) => [s, q.counts[s]])) });
     if (history.length > HISTORY + 1) history.shift();
-    drawChart(entry);
+  }
+  if (!entry.drawn || history[history.length - 1] !== entry.drawn) {
+    entry.drawn = history[history.length - 1];
+    drawChart(entry);  // once per new point (a history loaded at open included)
   }
 }
 
@@ -158,12 +165,13 @@ async function loadDead() {
     const button = el("button", { type: "button", class: "admin", "aria-label": `Redrive ${m.id}`, onclick: () => redrive(name, [m.id]) }, "Redrive");
     body.append(el("tr", { "data-id": m.id },
       el("td", { class: "mono", text: m.id }),
-      el("td", { text: m.finished_at || "" }),
+      el("td", { class: "time", "data-k": "finished_at", text: m.finished_at || "" }),
       el("td", { text: String(m.attempts) }),
       el("td", { text: m.error ? m.error.type : "" }),
       el("td", { text: m.error ? m.error.message : "" }),
       el("td", {}, button)));
   }
+  $("#dead-empty").textContent = `No dead letters in ${name}.`;  // which queue, never ambiguous
   $("#dead-empty").hidden = page.messages.length > 0;
   $("#dead-table").hidden = page.messages.length === 0;
   applyScopes();
@@ -188,6 +196,8 @@ $("#lookup-form").addEventListener("submit", (event) => {
   lookup(state.lookupId);
 });
 
+const TIMES = new Set(["Created", "Scheduled for", "Started", "Finished"]);
+
 function ms(from, to) {
   if (!from || !to) return "–";
   return fmtSeconds((Date.parse(to) - Date.parse(from)) / 1000);
@@ -210,7 +220,13 @@ async function lookup(id) {
   ];
   const nodes = [];
   for (const [label, value] of rows) {
-    nodes.push(el("dt", { text: label }), el("dd", { text: value, "data-k": label.toLowerCase(), class: label === "Status" ? `status-${value}` : "" }));
+    const cls = label === "Status" ? `status-${value}` : TIMES.has(label) ? "time" : "";
+    nodes.push(el("dt", { text: label }), el("dd", { text: value, "data-k": label.toLowerCase(), class: cls }));
+  }
+  if (m.progress) {
+    const detail = m.progress.detail === null ? "" : ` ${JSON.stringify(m.progress.detail)}`;
+    const text = `${Math.round(m.progress.fraction * 100)} %${detail}`;
+    nodes.push(el("dt", { text: "Progress" }), el("dd", { "data-k": "progress", text, title: m.progress.at }));
   }
   if (m.error) nodes.push(el("dt", { text: "Error" }), el("dd", { "data-k": "error", text: `${m.error.type}: ${m.error.message}` }));
   if (m.result !== null) nodes.push(el("dt", { text: "Result" }), el("dd", { "data-k": "result" }, el("pre", { text: JSON.stringify(m.result, null, 2) })));

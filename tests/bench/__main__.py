@@ -31,6 +31,7 @@ BENCHMARKS: dict[str, Callable[[Mode], Result]] = {
     "B8": engine_cases.b8,
     "B9": http_cases.b9,
     "B10": fanout.b10,
+    "B11": engine_cases.b11,
 }
 
 

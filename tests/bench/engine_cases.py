@@ -182,6 +182,20 @@ def b6(mode: Mode) -> Result:
     return result
 
 
+def b11(mode: Mode) -> Result:
+    result = Result(
+        "B11",
+        "rate limit",
+        "in-process publish→done msgs/s, B3's workload: a queue with rate_limit = "
+        '"1000000/s" (far above capacity) ÷ the same queue unlimited',
+    )
+    n = 5_000 if mode.quick else 20_000
+    # An even count of pairs: each queue goes first equally often (engine.limit_rates).
+    _from_child(result, child("b11", pairs=mode.pairs + mode.pairs % 2, n=n), at_least=0.9)
+    result.checks.append(f"every one of {n} messages succeeded on both queues, in every run")
+    return result
+
+
 def b8(mode: Mode) -> Result:
     result = Result(
         "B8", "memory", "RSS growth per queued message at 100,000 queued small messages"

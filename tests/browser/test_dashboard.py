@@ -292,3 +292,27 @@ def test_screenshot_for_the_readme(page: Page, server: Server, tmp_path: Path) -
     assert shot.stat().st_size > 10_000
     if os.environ.get("SPOOL_UPDATE_SCREENSHOT") == "1":
         shutil.copyfile(shot, SCREENSHOT)
+
+
+def test_a_looked_up_message_shows_its_progress_live(page: Page, tmp_path: Path) -> None:
+    from playwright.sync_api import expect
+
+    steps = '[queues.steps]\nhandler = "tests.handlers:progress_gate"\nmode = "thread"\n'
+    server = start_server(tmp_path, toml_config(tmp_path, steps))
+    try:
+        release = tmp_path / "release"
+        with Client(server.url) as spool:
+            message = spool.publish("steps", {"release": str(release)})
+            page.goto(server.url)
+            expect(page.locator("#conn")).to_have_text("live")
+            page.fill("#lookup-id", message.id)
+            page.keyboard.press("Enter")
+            shown = page.locator('#lookup-result dd[data-k="progress"]')
+            expect(shown).to_have_text('50 % {"step":"half"}', timeout=LIVE_MS)
+            release.touch()
+            # The stream's message event brings the end, and the last report, without a click.
+            expect(shown).to_have_text('100 % {"step":"done"}', timeout=LIVE_MS)
+            status = page.locator('#lookup-result dd[data-k="status"]')
+            expect(status).to_have_text("succeeded", timeout=LIVE_MS)
+    finally:
+        server.kill()

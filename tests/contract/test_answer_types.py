@@ -107,6 +107,9 @@ async def answers_of_queues(client: Client) -> None:
     )
     assert redriven == {"redriven": 1, "skipped": ["nope"]}
     await documented(client.post("/v1/queues/bad/resume"), "POST", "/v1/queues/{queue}/resume")
+    history = "/v1/queues/{queue}/history"
+    await documented(client.get("/v1/queues/bad/history"), "GET", history)
+    await documented(client.get("/v1/queues/nope/history"), "GET", history)
 
 
 async def answers_of_the_node(client: Client) -> None:

@@ -4,12 +4,11 @@ from the dead-letter queue."""
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 import aiormq
 
-from ...config import QueueSettings
 from ...errors import NotFound
 from ...model import Message
 from .. import policy
@@ -18,58 +17,45 @@ from ..records import decode_message, encode_message
 from . import topology, wire
 from .figures import Figures
 from .intake import Intake
-from .state import NodeState, queue_settings
-from .stream import Stream
-from .view import FINAL, GEN, NEW, View, version
+from .node import Node
+from .state import queue_settings
+from .view import FINAL, GEN, NEW, turns, version
 
 log = logging.getLogger(__name__)
 
 
 class Admin:
-    def __init__(
-        self,
-        queues: dict[str, QueueSettings],
-        state: NodeState,
-        view: View,
-        stream: Stream,
-        intake: Intake,
-        figures: Figures,
-        clock: Callable[[], float],
-    ) -> None:
-        self._queues = queues
-        self._state = state
-        self._view = view
-        self._stream = stream
+    def __init__(self, node: Node, intake: Intake, figures: Figures) -> None:
+        self._node = node
         self._intake = intake
         self._figures = figures
-        self._clock = clock
 
     async def cancel(self, message_id: str) -> Message:
-        known = self._view.messages.get(message_id)
+        known = self._node.view.messages.get(message_id)
         if known is None:
             raise NotFound(f"message {message_id!r} is not known")
         policy.check_cancellable(known)
-        link = await self._state.usable_link()
-        gen = self._view.versions[message_id] // GEN
+        link = await self._node.state.usable_link()
+        gen = self._node.view.versions[message_id] // GEN
         msg = decode_message(encode_message(known))
-        policy.mark_cancelled(msg, self._clock())
+        policy.mark_cancelled(msg, self._node.clock())
         # The copy in RabbitMQ stays until a consumer meets it and drops it (a final status).
-        await self._stream.emit(msg, version(gen, msg.attempts, FINAL), "cancelled", link)
+        await self._node.stream.emit(msg, version(gen, turns(msg), FINAL), "cancelled", link)
         return msg
 
     async def set_paused(self, queue: str, paused: bool) -> QueueStats:
-        queue_settings(self._queues, queue)
-        link = await self._state.usable_link()
+        queue_settings(self._node.queues, queue)
+        link = await self._node.state.usable_link()
         # The state queue keeps the last word for nodes that start later; the stream tells
         # the nodes that run now.
         await self._intake.remember_pause(link, queue, paused)
-        await self._stream.announce_pause(link, queue, paused)
+        await self._node.stream.announce_pause(link, queue, paused)
         await self._intake.set_paused(queue, paused)
         return self._figures.stats(queue)
 
     async def redrive(self, queue: str, ids: Sequence[str] | None) -> Redriven:
-        qs = queue_settings(self._queues, queue)
-        link = await self._state.usable_link()
+        qs = queue_settings(self._node.queues, queue)
+        link = await self._node.state.usable_link()
         # A channel of its own: what it holds and does not ack goes back when it closes.
         channel = await link.connection.channel(publisher_confirms=False)
         try:
@@ -95,13 +81,13 @@ class Admin:
             done = 0
             for mid in chosen:
                 got, msg, gen = letters[mid]
-                policy.reset_for_redrive(msg, self._clock())
+                policy.reset_for_redrive(msg, self._node.clock())
                 try:
-                    await wire.send(link, msg, gen + 1, self._clock())
+                    await wire.send(link, msg, gen + 1, self._node.clock())
                 except aiormq.exceptions.DeliveryError:
                     skipped.extend(i for i in chosen[done:])
                     break
-                await self._stream.emit(msg, version(gen + 1, 0, NEW), None, link)
+                await self._node.stream.emit(msg, version(gen + 1, 0, NEW), None, link)
                 await got.ack()
                 done += 1
             chosen_set = set(chosen[:done])

@@ -21,6 +21,7 @@ with exactly what it uses; none of them knows the broker:
     Publisher   publish                                          (publish.py)
     Deliveries  take, finish, interrupt                          (consume.py)
     Admin       cancel, pause / resume, redrive                  (admin.py)
+    Presence    the live nodes, which share each rate limit      (presence.py)
 """
 
 from __future__ import annotations
@@ -31,14 +32,26 @@ import random
 from collections.abc import Callable, Sequence
 
 from ...config import QueueSettings, ResultsSettings
-from ...model import Envelope, Message, now
-from ..base import DeadPage, Finished, Listener, Outcome, Published, QueueStats, Redriven
+from ...model import Envelope, Message, Progress, now
+from ...tasks import BrokerTasks, TaskOwner
+from .. import base
+from ..base import (
+    DeadPage,
+    Finished,
+    Listener,
+    Outcome,
+    ProgressListener,
+    Published,
+    QueueStats,
+)
 from .admin import Admin
 from .connection import Connection
 from .consume import Deliveries
 from .figures import Figures
 from .intake import Intake
 from .link import Link
+from .node import Node
+from .presence import Presence
 from .publish import Publisher
 from .state import PUBLISH_WAIT_S, NodeState, queue_settings
 from .stream import Stream
@@ -47,10 +60,9 @@ from .view import View
 log = logging.getLogger(__name__)
 
 START_TIMEOUT_S = 30.0  # to reach RabbitMQ and replay the event history at start
-CLOSE_TASKS_S = 2.0  # close() lets pending consumer starts/stops end this long, then cancels
 
 
-class AmqpBroker:
+class AmqpBroker(base.OperatorActionsOf):
     def __init__(
         self,
         queues: dict[str, QueueSettings],
@@ -60,25 +72,27 @@ class AmqpBroker:
         clock: Callable[[], float] = now,
         rng: random.Random | None = None,
         start_timeout: float = START_TIMEOUT_S,
+        tasks: TaskOwner | None = None,
     ) -> None:
         self._queues = queues
+        # Consumer starts and stops are tasks of `tasks` (the runtime's), which the stop
+        # awaits before it closes the broker.
+        self._tasks = BrokerTasks(tasks)
         self._start_timeout = start_timeout
         self._state = NodeState(url)
         self._view = View(queues, results, clock)
-        self._intake = Intake(queues, self._view, self._state)
-        self._stream = Stream(self._view, self._state, on_pause=self._intake.follow_pause)
+        self._intake = Intake(queues, self._view, self._state, self._tasks.owner)
+        self._presence = Presence(clock)
+        self._limited = any(q.rate_limit is not None for q in queues.values())
+        self._stream = Stream(
+            self._view, self._state, self._intake.follow_pause, self._presence.saw
+        )
         self._figures = Figures(queues, self._view)
         self._connection = Connection(url, queues, results, self._state, self._stream, self._intake)
-        self._publisher = Publisher(
-            queues, self._state, self._view, self._stream, self._figures, clock
-        )
-        self._deliveries = Deliveries(
-            queues, self._state, self._view, self._stream, self._intake, clock,
-            rng or random.Random(),
-        )  # fmt: skip
-        self._admin = Admin(
-            queues, self._state, self._view, self._stream, self._intake, self._figures, clock
-        )
+        node = Node(queues, self._state, self._view, self._stream, clock)
+        self._publisher = Publisher(node, self._figures)
+        self._deliveries = Deliveries(node, self._intake, rng or random.Random())
+        self.operations = Admin(node, self._intake, self._figures)  # cancel, pause, …
 
     @property
     def node_state(self) -> NodeState:
@@ -102,10 +116,13 @@ class AmqpBroker:
                 self._figures.keep_fresh(self._state, self._view.sweep), name="amqp-figures"
             )
             tg.create_task(self._connection.keep(), name="amqp-connection")
+            if self._limited:
+                # Only where a limit is shared: otherwise the stream carries no heartbeats.
+                tg.create_task(self._presence.beat(self._state, self._stream), name="amqp-beat")
 
     async def close(self) -> None:
         self._view.release_waiters()
-        await self._intake.close(CLOSE_TASKS_S)
+        await self._tasks.close_own()
         await self._connection.close()
 
     def health(self) -> dict[str, object]:
@@ -113,10 +130,21 @@ class AmqpBroker:
         out: dict[str, object] = {"ok": ok, "url": self._state.shown_url}
         if not ok and self._state.last_error:
             out["error"] = self._state.last_error
+        if self._limited:
+            out["nodes"] = self._presence.live_nodes()  # those sharing the rate limits
         return out
 
     def listen(self, listener: Listener) -> Callable[[], None]:
         return self._view.listen(listener)
+
+    def sharing_nodes(self) -> int:
+        return self._presence.live_nodes()
+
+    def listen_progress(self, listener: ProgressListener) -> Callable[[], None]:
+        return self._view.listen_progress(listener)
+
+    def report_progress(self, message_id: str, attempt: int, progress: Progress) -> bool:
+        return self._view.progress(message_id, attempt, progress)
 
     # ------------------------------------------------------------------ publishing, reading
     async def publish(self, queue: str, envelopes: Sequence[Envelope]) -> list[Published]:
@@ -125,8 +153,10 @@ class AmqpBroker:
     async def get(self, message_id: str) -> Message | None:
         return self._view.messages.get(message_id)
 
-    async def wait(self, message_id: str, timeout: float) -> Message | None:
-        return await self._view.wait(message_id, timeout)
+    async def wait(
+        self, message_id: str, timeout: float, *, progress: bool = False
+    ) -> Message | None:
+        return await self._view.wait(message_id, timeout, progress)
 
     async def stats(self, queue: str) -> QueueStats:
         queue_settings(self._queues, queue)
@@ -157,19 +187,6 @@ class AmqpBroker:
 
     async def interrupt(self, message: Message) -> None:
         await self._deliveries.interrupt(message)
-
-    # ------------------------------------------------------------------ operator actions
-    async def cancel(self, message_id: str) -> Message:
-        return await self._admin.cancel(message_id)
-
-    async def pause(self, queue: str) -> QueueStats:
-        return await self._admin.set_paused(queue, True)
-
-    async def resume(self, queue: str) -> QueueStats:
-        return await self._admin.set_paused(queue, False)
-
-    async def redrive(self, queue: str, ids: Sequence[str] | None) -> Redriven:
-        return await self._admin.redrive(queue, ids)
 
 
 __all__ = ["AmqpBroker"]

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
-from collections.abc import Callable
 
 from aio_pika.abc import AbstractIncomingMessage
 
@@ -23,9 +22,9 @@ from ..records import decode_message
 from . import topology, wire
 from .intake import Intake
 from .link import LINK_ERRORS, Link
-from .state import NodeState, queue_settings
-from .stream import Stream
-from .view import FINAL, GEN, REQUEUED, RUNNING, View, version
+from .node import Node
+from .state import queue_settings
+from .view import FINAL, GEN, REQUEUED, RUNNING, turns, version
 
 log = logging.getLogger(__name__)
 
@@ -42,28 +41,15 @@ class Held:
 
 
 class Deliveries:
-    def __init__(
-        self,
-        queues: dict[str, QueueSettings],
-        state: NodeState,
-        view: View,
-        stream: Stream,
-        intake: Intake,
-        clock: Callable[[], float],
-        rng: random.Random,
-    ) -> None:
-        self._queues = queues
-        self._state = state
-        self._view = view
-        self._stream = stream
+    def __init__(self, node: Node, intake: Intake, rng: random.Random) -> None:
+        self._node = node
         self._intake = intake
-        self._clock = clock
         self._rng = rng
         # The deliveries of the messages running on this node, acked when they finish.
         self._held: dict[str, Held] = {}
 
     async def take(self, queue: str) -> Message:
-        qs = queue_settings(self._queues, queue)
+        qs = queue_settings(self._node.queues, queue)
         inbox = self._intake.inbox(queue)
         while True:
             link, delivery = await inbox.get()
@@ -91,15 +77,15 @@ class Deliveries:
             log.error("dropping an unreadable delivery from %s", delivery.routing_key)
             await delivery.reject(requeue=False)
             return None
-        if self._view.paused.get(msg.queue):
+        if self._node.view.paused.get(msg.queue):
             await delivery.nack(requeue=True)
             return None
         gen = wire.header_int(delivery, wire.H_GEN)
         msg.attempts = max(msg.attempts, wire.header_int(delivery, wire.H_ATTEMPTS))
         msg.failures = max(msg.failures, wire.header_int(delivery, wire.H_FAILURES))
-        remaining = wire.still_waiting(msg, self._clock())
+        remaining = wire.still_waiting(msg, self._node.clock())
         if remaining > topology.DUE_SLACK_S:
-            await wire.send(link, msg, gen, self._clock())  # the next hop down the ladder
+            await wire.send(link, msg, gen, self._node.clock())  # the next hop down the ladder
             await delivery.ack()
             return None
         if remaining > 0:
@@ -107,75 +93,96 @@ class Deliveries:
             # delay is a promise not to run early (late by a hop's latency is the ladder's
             # cost).
             await asyncio.sleep(remaining)
-        known = self._view.messages.get(msg.id)
+        if await self._settled_by_history(link, qs, delivery, msg, gen):
+            return None
+        policy.start_attempt(msg, self._node.clock())
+        msg.enqueued_at = msg.scheduled_for or msg.created_at
+        msg.finished_at = None
+        # Confirmed before the handler starts: if this node dies now, the attempt counts.
+        await self._node.stream.emit(msg, version(gen, turns(msg), RUNNING), None, link)
+        self._held[msg.id] = Held(link, delivery, gen)
+        return msg
+
+    async def _settled_by_history(
+        self,
+        link: Link,
+        qs: QueueSettings,
+        delivery: AbstractIncomingMessage,
+        msg: Message,
+        gen: int,
+    ) -> bool:
+        """True when what this node knows of the message settles the delivery here: final
+        already (acked), or its node died and that used up its retries (a dead letter now).
+        Otherwise the counts this node knows are carried over to `msg`."""
+        known = self._node.view.messages.get(msg.id)
         if delivery.redelivered and (known is None or known.status is not Status.RUNNING):
             # Its last attempt may have begun on a node that just died: that attempt's event
             # was confirmed before the handler started, so once this node has caught up with
             # the stream it knows.
-            await self._stream.sync(link)
-            known = self._view.messages.get(msg.id)
-        known_ver = self._view.versions.get(msg.id, -1)
-        if known is not None and known_ver // GEN == gen:
-            if known.status.final:
-                await delivery.ack()  # cancelled, or its outcome was recorded before the ack
-                tombstones = self._view.tombstones[msg.queue]
-                if msg.id in tombstones:
-                    tombstones.discard(msg.id)
-                    await self._stream.announce_dropped(link, msg.queue, msg.id)
-                return None
-            msg.attempts = max(msg.attempts, known.attempts)
-            msg.failures = max(msg.failures, known.failures)
-            if known.status is Status.RUNNING and delivery.redelivered:
-                # The node that ran it died (or lost RabbitMQ) before recording the outcome.
-                used_up = policy.record_process_death(msg, qs, self._clock())
-                if used_up:  # its retries: a dead letter now, not another attempt
-                    await self._dead_letter(link, msg, gen)
-                    await delivery.ack()
-                    return None
-        policy.start_attempt(msg, self._clock())
-        msg.enqueued_at = msg.scheduled_for or msg.created_at
-        msg.finished_at = None
-        # Confirmed before the handler starts: if this node dies now, the attempt counts.
-        await self._stream.emit(msg, version(gen, msg.attempts, RUNNING), None, link)
-        self._held[msg.id] = Held(link, delivery, gen)
-        return msg
+            await self._node.stream.sync(link)
+            known = self._node.view.messages.get(msg.id)
+        known_ver = self._node.view.versions.get(msg.id, -1)
+        if known is None or known_ver // GEN != gen:
+            return False
+        if known.status.final:
+            await delivery.ack()  # cancelled, or its outcome was recorded before the ack
+            tombstones = self._node.view.tombstones[msg.queue]
+            if msg.id in tombstones:
+                tombstones.discard(msg.id)
+                await self._node.stream.announce_dropped(link, msg.queue, msg.id)
+            return True
+        if turns(known) > turns(msg):
+            # Not max() of each: a snooze takes its attempt back out of `attempts`, so the
+            # later of the two records says how many attempts there were.
+            msg.attempts, msg.snoozes = known.attempts, known.snoozes
+        msg.failures = max(msg.failures, known.failures)
+        if known.status is Status.RUNNING and delivery.redelivered:
+            # The node that ran it died (or lost RabbitMQ) before recording the outcome.
+            used_up = policy.record_process_death(msg, qs, self._node.clock())
+            if used_up:  # its retries: a dead letter now, not another attempt
+                await self._dead_letter(link, msg, gen)
+                await delivery.ack()
+                return True
+        return False
 
     async def _dead_letter(self, link: Link, msg: Message, gen: int) -> None:
         """Records a message the policy made a dead letter: the copy, then the event."""
         await wire.send_dead(link, msg, gen)
-        await self._stream.emit(msg, version(gen, msg.attempts, FINAL), "failed", link)
+        await self._node.stream.emit(msg, version(gen, turns(msg), FINAL), "failed", link)
 
     async def finish(self, message: Message, outcome: Outcome) -> Finished:
-        qs = queue_settings(self._queues, message.queue)
+        qs = queue_settings(self._node.queues, message.queue)
         held = self._held.pop(message.id)
-        label = policy.record_outcome(message, outcome, qs, self._clock(), self._rng)
-        step = REQUEUED if message.status is Status.RETRYING else FINAL
-        ver = version(held.gen, message.attempts, step)
-        link = await self._state.usable_link(FINISH_WAIT_S)
+        label = policy.record_outcome(message, outcome, qs, self._node.clock(), self._rng)
+        waits = message.status is Status.RETRYING or message.status is Status.SCHEDULED
+        step = REQUEUED if waits else FINAL
+        count = None if label == "snoozed" else label  # a snooze is in no QueueCounts figure
+        ver = version(held.gen, turns(message), step)
+        link = await self._node.state.usable_link(FINISH_WAIT_S)
         if link is not held.link:
             # The delivery died with its connection and is redelivered: record a success (so
             # the redelivery is skipped) but leave a retry or dead letter to the redelivery.
             if message.status is Status.SUCCEEDED:
-                await self._stream.emit(message, ver, label, link)
+                await self._node.stream.emit(message, ver, count, link)
             return Finished(message, label)
         if message.status is Status.FAILED:
             await wire.send_dead(link, message, held.gen)
         # The event goes before a retry's copy, so no node can see the next attempt first.
-        await self._stream.emit(message, ver, label, link)
-        if message.status is Status.RETRYING:
-            await wire.send(link, message, held.gen, self._clock())
+        await self._node.stream.emit(message, ver, count, link)
+        if waits:  # a retry, or a snooze: its copy waits on the delay ladder
+            await wire.send(link, message, held.gen, self._node.clock())
         await held.delivery.ack()
         return Finished(message, label)
 
     async def interrupt(self, message: Message) -> None:
         held = self._held.pop(message.id, None)
         policy.give_back(message)
-        link = self._state.link
+        link = self._node.state.link
         if held is None or link is not held.link or not link.usable:
             return
         try:
-            await self._stream.emit(
-                message, version(held.gen, message.attempts, REQUEUED), None, link
+            await self._node.stream.emit(
+                message, version(held.gen, turns(message), REQUEUED), None, link
             )
             await held.delivery.nack(requeue=True)
         except LINK_ERRORS:

@@ -16,6 +16,7 @@ from typing import Any
 import msgspec
 from aio_pika.abc import AbstractIncomingMessage
 
+from ...tasks import TaskOwner
 from . import topology
 from .link import Link
 from .state import NodeState
@@ -31,13 +32,15 @@ class PauseState(msgspec.Struct):
 
 
 class Intake:
-    def __init__(self, queues: Iterable[str], view: View, state: NodeState) -> None:
+    def __init__(
+        self, queues: Iterable[str], view: View, state: NodeState, tasks: TaskOwner
+    ) -> None:
         self._view = view
         self._state = state
         self._inboxes: dict[str, Inbox] = {name: asyncio.Queue() for name in queues}
-        # Consumers started or stopped because another node paused or resumed a queue:
-        # owned here, awaited (with a bound) by close().
-        self._tasks: set[asyncio.Task[None]] = set()
+        # Consumers started or stopped because another node paused or resumed a queue: tasks
+        # of this owner's (the runtime's), which the stop awaits before the broker closes.
+        self._tasks = tasks
 
     def inbox(self, queue: str) -> Inbox:
         return self._inboxes[queue]
@@ -111,23 +114,11 @@ class Intake:
 
     # ------------------------------------------------------------------ background work
     def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
-        self._tasks.add(task)
-        task.add_done_callback(self._done)
+        self._tasks.spawn(_logged(coro), name="amqp-consumer-change")
 
-    def _done(self, task: asyncio.Task[None]) -> None:
-        self._tasks.discard(task)
-        if not task.cancelled() and task.exception() is not None:
-            log.warning("background RabbitMQ call failed", exc_info=task.exception())
 
-    async def close(self, timeout: float) -> None:
-        """Lets the pending starts and stops end for up to `timeout` seconds, then cancels
-        what is left and waits for it to go."""
-        tasks = set(self._tasks)
-        if not tasks:
-            return
-        _, pending = await asyncio.wait(tasks, timeout=timeout)
-        for task in pending:
-            task.cancel()
-        if pending:
-            await asyncio.wait(pending, timeout=timeout)
+async def _logged(coro: Coroutine[Any, Any, None]) -> None:
+    try:
+        await coro
+    except Exception:
+        log.warning("background RabbitMQ call failed", exc_info=True)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import asyncio
 import copy
 import logging
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 import aiormq
 
@@ -18,40 +18,28 @@ from ..base import Published
 from . import wire
 from .figures import Figures
 from .link import Link
-from .state import NodeState, queue_settings
-from .stream import Stream
-from .view import FINAL, NEW, View, version
+from .node import Node
+from .state import queue_settings
+from .view import FINAL, NEW, version
 
 log = logging.getLogger(__name__)
 
 
 class Publisher:
-    def __init__(
-        self,
-        queues: dict[str, QueueSettings],
-        state: NodeState,
-        view: View,
-        stream: Stream,
-        figures: Figures,
-        clock: Callable[[], float],
-    ) -> None:
-        self._queues = queues
-        self._state = state
-        self._view = view
-        self._stream = stream
+    def __init__(self, node: Node, figures: Figures) -> None:
+        self._node = node
         self._figures = figures
-        self._clock = clock
         # Idempotency keys whose publish is in flight on this node: a concurrent repeat
         # gets the same message.
         self._pending_keys: dict[tuple[str, str], Message] = {}
 
     async def publish(self, queue: str, envelopes: Sequence[Envelope]) -> list[Published]:
-        qs = queue_settings(self._queues, queue)
-        link = await self._state.usable_link()
-        created_at = self._clock()
+        qs = queue_settings(self._node.queues, queue)
+        link = await self._node.state.usable_link()
+        created_at = self._node.clock()
         out = policy.resolve_keys(
             envelopes,
-            lambda key: self._pending_keys.get((queue, key)) or self._view.by_key(queue, key),
+            lambda key: self._pending_keys.get((queue, key)) or self._node.view.by_key(queue, key),
             lambda env: new_message(queue, env, created_at),
         )
         fresh = [p.message for p in out if p.created]
@@ -73,7 +61,7 @@ class Publisher:
             # The broker's cap sees only the work queue: check the whole figure first.
             await self._figures.refresh_queue(link, queue)
             policy.check_room(queue, self._figures.waiting(queue), qs.max_size, len(fresh))
-        now = self._clock()
+        now = self._node.clock()
         results = await asyncio.gather(
             *(wire.send(link, m, 0, now) for m in fresh), return_exceptions=True
         )
@@ -98,20 +86,22 @@ class Publisher:
             )
         new = version(0, 0, NEW)
         try:
-            await asyncio.gather(*(self._stream.emit(m, new, "published", link) for m in fresh))
+            await asyncio.gather(
+                *(self._node.stream.emit(m, new, "published", link) for m in fresh)
+            )
         except Exception:
             # The messages are held (confirmed): this node knows them, the others learn of
             # them when they run.
             for msg in fresh:
-                self._view.apply(copy.copy(msg), new, "published")
+                self._node.view.apply(copy.copy(msg), new, "published")
             log.warning("recording a publish on the events stream failed", exc_info=True)
 
     async def _withdraw(self, link: Link, accepted: list[Message]) -> None:
         """Part of a batch got in: cancel those, so the batch is taken all or nothing."""
         for msg in accepted:
-            policy.mark_cancelled(msg, self._clock())
+            policy.mark_cancelled(msg, self._node.clock())
             try:
-                await self._stream.emit(msg, version(0, 0, FINAL), None, link)
+                await self._node.stream.emit(msg, version(0, 0, FINAL), None, link)
             except Exception:
                 log.warning("withdrawing message %s of a refused batch failed", msg.id)
 

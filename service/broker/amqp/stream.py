@@ -22,13 +22,18 @@ SYNC_TIMEOUT_S = 2.0
 
 # Told when another node (or this one) paused or resumed a queue: (queue, paused).
 PauseFollower = Callable[[str, bool], None]
+# Told of every node's heartbeat: (node id, sent at).
+NodeFollower = Callable[[str, float], None]
 
 
 class Stream:
-    def __init__(self, view: View, state: NodeState, on_pause: PauseFollower) -> None:
+    def __init__(
+        self, view: View, state: NodeState, on_pause: PauseFollower, on_node: NodeFollower
+    ) -> None:
         self._view = view
         self._state = state
         self._on_pause = on_pause
+        self._on_node = on_node
         # Where a new connection resumes reading: the start of the history, then one past
         # the last event applied (so a reconnect neither misses nor repeats events).
         self._offset: int | str = "first"
@@ -64,6 +69,8 @@ class Stream:
             self._view.apply(event_message(event), event.version, event.count)
         elif event.kind == "pause":
             self._on_pause(event.queue, event.paused)
+        elif event.kind == "node":
+            self._on_node(event.token, event.at)
         elif event.kind == "dropped":
             self._view.tombstones.get(event.queue, set()).discard(event.token)
         elif event.kind == "marker":
@@ -83,6 +90,9 @@ class Stream:
 
     async def announce_pause(self, link: Link, queue: str, paused: bool) -> None:
         await link.publish(topology.EVENTS, encode_event(Event("pause", queue, paused=paused)))
+
+    async def announce_node(self, link: Link, node_id: str, at: float) -> None:
+        await link.publish(topology.EVENTS, encode_event(Event("node", token=node_id, at=at)))
 
     async def announce_dropped(self, link: Link, queue: str, message_id: str) -> None:
         """A cancelled message's copy left RabbitMQ: every node stops leaving it out of the

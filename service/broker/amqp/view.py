@@ -17,9 +17,9 @@ from typing import Literal
 import msgspec
 
 from ...config import ResultsSettings
-from ...model import WAITING, Message, Status
+from ...model import WAITING, Message, Progress, Status
 from .. import policy
-from ..base import DeadPage, Listener, QueueCounts
+from ..base import DeadPage, Listener, ProgressListener, QueueCounts
 from ..records import decode_message, encode_message
 from ..waiters import Waiters
 
@@ -30,18 +30,25 @@ GEN = 1_000_000_000
 UNKNOWN_GRACE_S = 2.0
 
 
-def version(gen: int, attempts: int, step: int) -> int:
-    return gen * GEN + attempts * 10 + step
+def version(gen: int, turn: int, step: int) -> int:
+    return gen * GEN + turn * 10 + step
+
+
+def turns(msg: Message) -> int:
+    """A message's starts so far: its attempts and its snoozes, which take their attempt
+    back out of `attempts`; unlike attempts alone, it never goes down within a generation."""
+    return msg.attempts + msg.snoozes
 
 
 class Event(msgspec.Struct, omit_defaults=True):
-    kind: Literal["message", "pause", "marker", "dropped"]
+    kind: Literal["message", "pause", "marker", "dropped", "node"]
     queue: str = ""
     version: int = 0
     record: msgspec.Raw = msgspec.Raw(b"")  # a message record (records.py); empty otherwise
     count: str | None = None  # the counter this transition adds to (published, succeeded…)
     paused: bool = False
     token: str = ""
+    at: float = 0.0  # a node's heartbeat: when it was sent (presence.py)
 
 
 _encoder = msgspec.json.Encoder()
@@ -85,6 +92,7 @@ class View:
         self.tombstones: dict[str, set[str]] = {n: set() for n in names}
         self._waiters = Waiters()
         self._listeners: list[Listener] = []
+        self._progress_listeners: list[ProgressListener] = []
 
     # ------------------------------------------------------------------ applying
     def apply(self, msg: Message, ver: int, count: str | None) -> bool:
@@ -104,6 +112,13 @@ class View:
         old = self.messages.get(msg.id)
         if old is not None:
             self._unindex(old)
+            if (
+                old.progress is not None
+                and msg.progress is None
+                and msg.attempts == old.attempts
+                and msg.status is not Status.RUNNING
+            ):
+                msg.progress = old.progress  # this node's report outlives its attempt's end
             if msg.status is Status.CANCELLED and old.status is Status.QUEUED:
                 self.tombstones[msg.queue].add(msg.id)
         self.messages[msg.id] = msg
@@ -164,7 +179,23 @@ class View:
         counts = self.status_counts[queue]
         return sum(counts[s] for s in WAITING)
 
-    async def wait(self, message_id: str, timeout: float) -> Message | None:
+    def progress(self, message_id: str, attempt: int, progress: Progress) -> bool:
+        """A report of a handler running on this node: other nodes never see it (events
+        carry records, which leave progress out)."""
+        msg = self.messages.get(message_id)
+        if msg is None or msg.status is not Status.RUNNING or msg.attempts != attempt:
+            return False
+        msg.progress = progress
+        self._waiters.wake_progress(message_id)
+        for listener in self._progress_listeners:
+            listener(msg)
+        return True
+
+    def listen_progress(self, listener: ProgressListener) -> Callable[[], None]:
+        self._progress_listeners.append(listener)
+        return lambda: self._progress_listeners.remove(listener)
+
+    async def wait(self, message_id: str, timeout: float, progress: bool = False) -> Message | None:
         msg = self.messages.get(message_id)
         if msg is not None and msg.status.final:
             return msg
@@ -177,14 +208,17 @@ class View:
             if await self._wait_for(message_id, grace) is None:
                 return None
             timeout = max(0.0, deadline - loop.time())
-        return await self._wait_for(message_id, timeout)
+        return await self._wait_for(message_id, timeout, progress)
 
-    async def _wait_for(self, message_id: str, timeout: float) -> Message | None:
-        """Waits for the message to be final (or, while unknown, to be known at all)."""
+    async def _wait_for(
+        self, message_id: str, timeout: float, progress: bool = False
+    ) -> Message | None:
+        """Waits for the message to be final (or, while unknown, to be known at all; with
+        `progress`, also for its next progress report)."""
         msg = self.messages.get(message_id)
         if msg is not None and msg.status.final:
             return msg
-        await self._waiters.wait(message_id, timeout)
+        await self._waiters.wait(message_id, timeout, progress=progress)
         return self.messages.get(message_id, msg)
 
     def release_waiters(self) -> None:
