@@ -12,6 +12,7 @@ The stop itself reads top to bottom in Runtime._stop (runtime.py); its waits, in
 | 5 owned tasks cancelled           | SETTLE_S                     | what the grace did not see end, ends    |
 | 5 background work cancelled       | SETTLE_S                     | the scheduler, the connection keeper,   |
 |                                   |                              | the schedules' loop (scheduler.py)      |
+| 6 RabbitMQ connection close       | AMQP_CLOSE_S                 | RabbitMQ answers the close (amqp only)  |
 | 7 process pools close             | POOL_CLOSE_TIMEOUT_S         | killed workers' queues close, so no     |
 |                                   |                              | semaphore leaks at exit                 |
 | 8 connections                     | CONNECTION_GRACE_S           | answers being written are finished      |
@@ -19,8 +20,10 @@ The stop itself reads top to bottom in Runtime._stop (runtime.py); its waits, in
 | exit (cli.run_loop)               | STRAY_TASK_GRACE_S           | tasks that ignore their cancellation    |
 
 Work that is not a wait is not cut short, because cutting it loses what it holds: the
-broker's last write (6: the memory snapshot, the sqlite journal's last transaction, the
-RabbitMQ connection's close) and the pools' shutdown (7: workers are killed, not waited; their queues' close is).
+broker's last write (6: the memory snapshot, the sqlite journal's last transaction) and
+the pools' shutdown (7: workers are killed, not waited; their queues' close is). The
+RabbitMQ connection's close is a wait, for RabbitMQ's answer: nothing is lost by leaving
+it, since a dropped connection gives every unacked delivery back.
 
 The broker's own tasks are the runtime's too: create_broker(settings, tasks=owner) hands
 the broker the TaskOwner, so the local broker's commits under way (commits.py) and the amqp
@@ -52,7 +55,11 @@ CANCEL_GRACE_S = 1.0
 SETTLE_S = 0.1
 # Open connections get this long to finish their answers once the runtime is stopped;
 # those still open are then aborted (serving.py), so no client holds up the exit.
-CONNECTION_GRACE_S = 2.0
+CONNECTION_GRACE_S = 1.5
+# The RabbitMQ connection's close (phase 6) waits this long for RabbitMQ's answer: a
+# healthy broker answers in milliseconds; one that does not is left, since its unacked
+# deliveries go back to their queues when the connection drops at exit anyway.
+AMQP_CLOSE_S = 0.5
 # After the workers are killed, their pools get this long, in all, to close their queues
 # (a few ms each on a quiet machine), so the resource tracker reports no leaked semaphores.
 POOL_CLOSE_TIMEOUT_S = 0.5
@@ -68,6 +75,7 @@ STOP_WAITS_S = (
     CANCEL_GRACE_S,
     SETTLE_S,  # owned tasks
     SETTLE_S,  # background work
+    AMQP_CLOSE_S,
     POOL_CLOSE_TIMEOUT_S,
     CONNECTION_GRACE_S,
     ABORTED_GRACE_S,

@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import asyncio
+import os
+import signal
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import AsyncExitStack
 from pathlib import Path
@@ -11,7 +13,7 @@ from typing import Any
 import pytest
 from quart.typing import TestClientProtocol as Client
 
-from service import Runtime, Settings
+from service import Runtime, Settings, grace
 from service.broker.amqp import AmqpBroker
 from service.errors import StartupError
 
@@ -271,3 +273,24 @@ async def test_nodes_with_other_queue_arguments_refuse_to_start(
             await broker.start()
         assert str(caught.value).startswith("broker.amqp_url:")
         assert "other arguments" in str(caught.value)
+
+
+async def test_a_rabbitmq_that_stops_answering_does_not_hold_the_close(
+    amqp_settings: Callable[..., Settings], rabbit: Rabbit
+) -> None:
+    """SPEC bounds every stop, whatever RabbitMQ does: its last step, the connection's close,
+    waits for RabbitMQ's answer only within grace.AMQP_CLOSE_S; unacked deliveries go back
+    to the queue when the connection drops anyway."""
+    settings = amqp_settings({"work": {"handler": "tests.handlers:echo"}})
+    broker = AmqpBroker(settings.queues, settings.results, rabbit.url, start_timeout=10)
+    await broker.start()
+    assert rabbit.process is not None
+    os.killpg(rabbit.process.pid, signal.SIGSTOP)  # alive, connected, and silent
+    try:
+        closing = asyncio.ensure_future(broker.close())
+        # The bound, with a second for a loaded machine (aio-pika's own wait is 2 s).
+        await asyncio.wait({closing}, timeout=grace.AMQP_CLOSE_S + 1.0)
+        assert closing.done(), "the close waited on a RabbitMQ that does not answer"
+        closing.result()
+    finally:
+        os.killpg(rabbit.process.pid, signal.SIGCONT)

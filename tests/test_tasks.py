@@ -136,6 +136,7 @@ def test_every_wait_of_a_stop_adds_up_within_spec_bound() -> None:
     for wait in (
         grace.CANCEL_GRACE_S,
         grace.POOL_CLOSE_TIMEOUT_S,
+        grace.AMQP_CLOSE_S,
         grace.CONNECTION_GRACE_S,
         grace.ABORTED_GRACE_S,
         grace.STRAY_TASK_GRACE_S,

@@ -18,6 +18,7 @@ const state = {
   deadQueue: "",
   lookupId: "",
   stream: null, // AbortController of the open stream
+  loadedAt: null, // when the first view was drawn from the API
 };
 
 const $ = (sel) => document.querySelector(sel);
@@ -121,6 +122,7 @@ async function start() {
     renderQueues(doc.queues, new Map(doc.queues.map((q, i) => [q.name, histories[i]])));
     loadDead();
     loadSchedules();
+    state.loadedAt = new Date();
   } catch (err) {
     notice(`Cannot load the queues: ${err.message}`);
   }
@@ -170,7 +172,9 @@ async function follow() {
   let backoff = 1000;
   while (state.stream === controller) {
     try {
-      setConn("connecting…");
+      // Once the first view is drawn, say what it shows while the stream connects: the
+      // figures as loaded, not "connecting" over figures that are already right.
+      setConn(state.loadedAt ? `as of ${state.loadedAt.toLocaleTimeString()} · live updates connecting…` : "connecting…");
       const response = await fetch("/v1/events", { headers: headers({ Accept: "text/event-stream" }), signal: controller.signal });
       if (response.status === 401) { askForToken("That token was not accepted."); return; }
       if (response.status === 403) { notice("This token may not read the events stream."); return; }
@@ -221,6 +225,8 @@ function dispatch(event, doc) {
 
 // ------------------------------------------------------------------ node
 function renderNode(node) {
+  // The queue cards label their totals by what they cover, which depends on the backend.
+  document.body.dataset.backend = node.backend;
   const set = (key, text, bad) => {
     const dd = $(`#node dd[data-k="${key}"]`);
     dd.textContent = text;

@@ -27,7 +27,10 @@ function queueCard(name) {
   fact("Consumers", "consumers");
   fact("Wait p50 / p95", "wait");
   fact("Processing p50 / p95", "processing");
-  fact("Published / succeeded / failed", "totals");
+  // Kept with the messages on memory and sqlite; on amqp derived from the events stream,
+  // so they cover only the events it still holds (README, "amqp backend").
+  const kept = document.body.dataset.backend === "amqp" ? " (events still on the stream)" : "";
+  fact(`Published / succeeded / failed${kept}`, "totals");
   const card = el("article", { class: "queue", "data-queue": name, "aria-labelledby": `${id}-t` },
     el("header", {},
       el("h3", { id: `${id}-t`, text: name }),

@@ -14,6 +14,7 @@ import aiormq
 
 from ...config import QueueSettings, ResultsSettings
 from ...errors import StartupError
+from ...grace import AMQP_CLOSE_S
 from .intake import Intake
 from .link import LINK_ERRORS, Link
 from .state import NodeState
@@ -123,8 +124,14 @@ class Connection:
 
     async def close(self) -> None:
         link = self._state.detach()
-        if link is not None:
-            try:
-                await link.close()  # unacked deliveries go back to RabbitMQ
-            except Exception:
-                log.warning("closing the RabbitMQ connection failed", exc_info=True)
+        if link is None:
+            return
+        # Unacked deliveries go back to RabbitMQ. Bounded (SPEC bounds the stop): a RabbitMQ
+        # that does not answer is left to see the connection drop when the process ends.
+        closing = asyncio.ensure_future(link.close())
+        done, _ = await asyncio.wait({closing}, timeout=AMQP_CLOSE_S)
+        if not done:
+            closing.cancel()
+            log.warning("RabbitMQ did not answer the close within %g s; leaving it", AMQP_CLOSE_S)
+        elif closing.exception() is not None:
+            log.warning("closing the RabbitMQ connection failed", exc_info=closing.exception())
