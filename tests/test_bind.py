@@ -162,3 +162,26 @@ def test_a_child_a_handler_starts_does_not_keep_the_port_after_the_server_ends(
             sock.bind(("127.0.0.1", server.port))  # EADDRINUSE if the child holds it
     finally:
         os.kill(child, signal.SIGKILL)
+
+
+def test_a_second_memory_node_on_the_same_snapshot_refuses_to_start(
+    server_factory: Callable[..., Server], tmp_path: Path
+) -> None:
+    """Two memory nodes on one snapshot_path (other ports): whichever stops last would
+    overwrite what the other wrote, and a snapshot left there would be read (and deleted)
+    by a second start. Like the sqlite journal, the snapshot is one node's: the second
+    stops with one line and writes nothing."""
+    first = server_factory(config(tmp_path, "memory"))
+    first.start()
+    assert httpx.post(f"{first.url}/v1/queues/held/pause").status_code == 200
+    httpx.post(f"{first.url}/v1/queues/held/messages", json={"body": "kept"}).raise_for_status()
+    snapshot = tmp_path / "snapshot.jsonl"
+    second = server_factory(config(tmp_path, "memory"))
+    second.start(wait_ready=False)
+    assert second.wait_exit(30) != 0
+    lines = second.log().splitlines()
+    assert len(lines) == 1 and "broker.snapshot_path" in lines[0], lines
+    assert "in use by another Spool" in lines[0] and "Traceback" not in second.log()
+    assert not snapshot.exists()  # the second wrote none
+    assert first.stop() == 0
+    assert b"kept" in snapshot.read_bytes()  # the first's stop wrote its held message

@@ -27,10 +27,11 @@ import msgspec
 from ..errors import StartupError, Unavailable
 from ..model import Message, Status
 from .base import QueueCounts
+from .file_lock import Lock
 from .policy import give_back
 from .records import encode_message
 from .sqlite_jobs import Call, Job, Write, next_batch, raiser, resolve
-from .sqlite_store import Loaded, Lock, Row, Store, unavailable
+from .sqlite_store import Loaded, Row, Store, unavailable
 from .storage import Recovered
 
 log = logging.getLogger(__name__)
@@ -67,7 +68,7 @@ class SqliteJournal:
     ) -> None:
         self.path = path
         self._store = Store(path, synchronous, max_pages)
-        self._lock = Lock(path)
+        self._lock = Lock(path, "broker.sqlite_path", "the sqlite backend serves one node per file")
         self._cond = threading.Condition()
         self._jobs: list[Job] = []
         self._closing = False

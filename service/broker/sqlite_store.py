@@ -10,8 +10,6 @@ Every call here blocks; the asyncio side (sqlite.py) never calls it from the eve
 from __future__ import annotations
 
 import contextlib
-import errno
-import fcntl
 import functools
 import os
 import sqlite3
@@ -110,39 +108,6 @@ def unavailable(exc: sqlite3.Error, path: Path) -> NotCommitted:
         "stored, retry later",
         retry_after=1,
     )
-
-
-class Lock:
-    """One node per file: an exclusive flock on `<db>.lock`, held for the process life.
-
-    The kernel drops it when the process dies however it dies, so a kill -9 never leaves
-    a stale lock behind; the pid inside is only there for the message."""
-
-    def __init__(self, db_path: Path) -> None:
-        self.path = db_path.with_name(db_path.name + ".lock")
-        self._fd: int | None = None
-
-    def acquire(self) -> None:
-        fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
-        try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-        except OSError as exc:
-            holder = os.pread(fd, 32, 0).decode(errors="replace").strip() or "unknown"
-            os.close(fd)
-            if exc.errno not in (errno.EWOULDBLOCK, errno.EAGAIN, errno.EACCES):
-                raise
-            raise StartupError(
-                f"broker.sqlite_path: {str(self.path.with_suffix(''))!r} is in use by another "
-                f"Spool process (pid {holder}); the sqlite backend serves one node per file"
-            ) from None
-        os.ftruncate(fd, 0)
-        os.pwrite(fd, f"{os.getpid()}\n".encode(), 0)
-        self._fd = fd
-
-    def release(self) -> None:
-        if self._fd is not None:
-            os.close(self._fd)  # closing the descriptor drops the flock
-            self._fd = None
 
 
 class Store:

@@ -19,6 +19,7 @@ from typing import Protocol
 
 from ..model import Message
 from .base import QueueCounts
+from .file_lock import Lock
 from .snapshot import read, remove, write
 
 log = logging.getLogger(__name__)
@@ -105,8 +106,14 @@ class SnapshotStorage:
 
     def __init__(self, path: Path) -> None:
         self.path = path
+        self._lock = Lock(
+            path, "broker.snapshot_path", "a snapshot holds one memory node's messages"
+        )
 
     async def load(self) -> Recovered:
+        # Before the snapshot is read: a second node must neither take the first's
+        # messages nor, at its stop, replace the snapshot the first will write.
+        self._lock.acquire()
         loaded = await asyncio.to_thread(read, self.path)
         if loaded is None:
             return NOTHING
@@ -123,7 +130,10 @@ class SnapshotStorage:
         counts: dict[str, QueueCounts] | None = None,
     ) -> None:
         held = list(messages)
-        await asyncio.to_thread(write, self.path, held, paused, counts)
+        try:
+            await asyncio.to_thread(write, self.path, held, paused, counts)
+        finally:
+            self._lock.release()
         log.info("wrote %d messages to %s", len(held), self.path)
 
     async def write(self, messages: Sequence[Message], forget: Sequence[str] = ()) -> None:
