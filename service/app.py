@@ -81,6 +81,7 @@ def create_app(settings: Settings, runtime: Runtime, *, fast_publish: bool = Tru
         runtime.metrics,
         settings.server.max_batch,
         rate_limit_policies(settings.queues),
+        runtime.spans,
     )
     provide(
         app.extensions,

@@ -23,6 +23,7 @@ from .model import ErrorInfo, HandlerContext, Message
 from .progress import ProgressDesk
 from .ratelimit import RateGate
 from .tasks import TaskOwner
+from .tracing import CURRENT, AttemptSpan, Incoming, Spans, Trace, attempt_trace
 
 log = logging.getLogger(__name__)
 
@@ -61,6 +62,7 @@ class QueueWork:
     tasks: TaskOwner  # owns what must outlive a cancelled consumer (give-backs, outcomes)
     progress: ProgressDesk  # where ctx.progress reports go (one per node)
     gate: RateGate | None = None  # the queue's rate limit, shared by its consumers
+    spans: Spans | None = None  # OpenTelemetry's, when configured
 
 
 async def consume(work: QueueWork) -> None:
@@ -85,7 +87,7 @@ async def consume(work: QueueWork) -> None:
             gate.use()
         attempts.running += 1
         try:
-            await run_attempt(work, message)
+            await attempt(work, message)
         except asyncio.CancelledError:
             raise
         except Exception:
@@ -99,7 +101,38 @@ async def consume(work: QueueWork) -> None:
             attempts.running -= 1
 
 
-async def run_attempt(work: QueueWork, message: Message) -> None:
+async def attempt(work: QueueWork, message: Message) -> None:
+    """One attempt: a span of the publisher's trace when the message carries one."""
+    if message.traceparent is None:
+        await run_attempt(work, message)
+    else:
+        await traced_attempt(work, message, message.traceparent)
+
+
+async def traced_attempt(work: QueueWork, message: Message, traceparent: str) -> None:
+    """run_attempt for a message published with a trace context: the attempt is a span of
+    its own in that trace (an OpenTelemetry one, when configured)."""
+    span: AttemptSpan | None = None
+    if work.spans is None:
+        trace = attempt_trace(traceparent, message.tracestate)
+    else:
+        carried = Incoming(traceparent, message.tracestate)
+        span = work.spans.attempt(message.queue, message.id, message.attempts, carried)
+        trace = span.trace
+    # The attempt's log lines (here, and the handler's own: its task or thread runs in a copy
+    # of this context) carry its trace and span ids (logs.py).
+    token = CURRENT.set(trace)
+    error: str | None = "the attempt was cut short"  # unless run_attempt returns
+    try:
+        error = await run_attempt(work, message, trace)
+    finally:
+        CURRENT.reset(token)
+        if span is not None:
+            span.end(error)
+
+
+async def run_attempt(work: QueueWork, message: Message, trace: Trace | None = None) -> str | None:
+    """Runs one attempt and records its outcome; the failure's description, if it failed."""
     queue, qmetrics, broker = work.settings, work.metrics, work.broker
     if message.enqueued_at is not None and message.started_at is not None:
         qmetrics.wait.observe(max(0.0, message.started_at - message.enqueued_at))
@@ -110,6 +143,7 @@ async def run_attempt(work: QueueWork, message: Message) -> None:
         headers=dict(message.headers),  # the handler's own copy: it cannot touch the message
         options=queue.options,
         sink=work.progress,
+        trace=trace,
     )
     if log.isEnabledFor(logging.DEBUG):
         log.debug("message started", extra=_extra(message))
@@ -147,6 +181,9 @@ async def run_attempt(work: QueueWork, message: Message) -> None:
                 "outcome": finished.outcome,
             },
         )
+    if isinstance(outcome, Failed):
+        return f"{outcome.error.type}: {outcome.error.message}"
+    return None
 
 
 async def _give_back_cancelled(work: QueueWork, message: Message) -> None:

@@ -9,6 +9,8 @@ from typing import Any, Protocol
 
 import msgspec
 
+from .tracing import Trace
+
 # A handler's progress detail, encoded, is at most this large: progress is for a step name
 # and a few figures, not results.
 MAX_PROGRESS_DETAIL_BYTES = 4096
@@ -46,7 +48,7 @@ class ProgressSink(Protocol):
     ) -> None: ...
 
 
-_CONTEXT_FIELDS = ("id", "queue", "attempt", "headers", "options")
+_CONTEXT_FIELDS = ("id", "queue", "attempt", "headers", "options", "trace")
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +60,8 @@ class HandlerContext:
     attempt: int
     headers: Mapping[str, str]
     options: Mapping[str, Any]
+    # The attempt's span in the publisher's trace; None when the message came without one.
+    trace: Trace | None = None
     # Not pickled: a worker process gets its own sink (calls.py).
     sink: ProgressSink | None = field(default=None, repr=False, compare=False)
 

@@ -37,6 +37,7 @@ from .handlers.registry import ResolvedHandler
 from .model import HandlerContext
 from .progress import pipe_reader
 from .threads import HandlerThreads
+from .tracing import in_trace
 
 log = logging.getLogger(__name__)
 
@@ -152,7 +153,7 @@ class Executors:
     async def _run_thread(
         self, handler: ResolvedHandler, body: bytes, ctx: HandlerContext, timeout: float
     ) -> bytes:
-        job = self._threads.submit(partial(call_sync, handler, body, ctx))
+        job = self._threads.submit(in_trace(partial(call_sync, handler, body, ctx), ctx.trace))
         fut = job.future
         # The timeout cancels the future we await (never the task): one timer, no extra task
         # or waiter per message, which is what asyncio.wait would cost.

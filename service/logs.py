@@ -13,6 +13,7 @@ from typing import Any, TextIO
 import msgspec
 
 from .config import LogSettings
+from .tracing import CURRENT
 
 # Attributes every LogRecord has; anything else on a record came from `extra=`.
 _BLANK = logging.LogRecord("", 0, "", 0, "", (), None)
@@ -57,6 +58,9 @@ class JsonFormatter(logging.Formatter):
             "msg": record.getMessage(),
         }
         doc.update(extra_fields(record))
+        trace = CURRENT.get()
+        if trace is not None:  # a line of an attempt of a traced message
+            doc["trace_id"], doc["span_id"] = trace.trace_id, trace.span_id
         if record.exc_info:
             doc["exc"] = self.formatException(record.exc_info)
         return msgspec.json.encode(doc, enc_hook=str).decode()
@@ -75,6 +79,10 @@ class TextFormatter(logging.Formatter):
             f"{record.levelname:<7} {record.name}: {record.getMessage()}"
         )
         fields = " ".join(f"{k}={v}" for k, v in extra_fields(record))
+        trace = CURRENT.get()
+        if trace is not None:
+            ids = f"trace_id={trace.trace_id} span_id={trace.span_id}"
+            fields = f"{fields} {ids}" if fields else ids
         if fields:
             first, sep, rest = line.partition("\n")
             line = f"{first} [{fields}]{sep}{rest}"

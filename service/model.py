@@ -12,9 +12,8 @@ from typing import Annotated, Final, NoReturn, overload
 import msgspec
 import uuid_utils
 
-# The handler's context lives in context.py, with its progress checks; handlers and tests
-# import it from here, where it always was.
-from .context import HandlerContext as HandlerContext
+from .context import HandlerContext as HandlerContext  # handlers import it from here, as ever
+from .tracing import Incoming, TraceView
 
 
 class Status(enum.StrEnum):
@@ -142,6 +141,9 @@ class Message(msgspec.Struct, eq=False, gc=False):
     # What the handler last reported of its attempt (ctx.progress): kept in this process
     # only, never in a record (a restart, or another amqp node, does not see it).
     progress: Progress | None = None
+    # W3C Trace Context of the publish (tracing.py), version 00; None for most messages.
+    traceparent: str | None = None
+    tracestate: str | None = None
 
     def view(self) -> MessageView:
         # Positional (twice as fast as keywords), in MessageView's order, which
@@ -161,6 +163,7 @@ class Message(msgspec.Struct, eq=False, gc=False):
             rfc3339(self.started_at),
             rfc3339(self.finished_at),
             None if self.progress is None else self.progress.view(),
+            None if self.traceparent is None else TraceView(self.traceparent, self.tracestate),
         )
 
 
@@ -189,8 +192,7 @@ class ProgressView(msgspec.Struct, gc=False):
 class MessageView(msgspec.Struct, gc=False):
     """A message as the API shows it. Times are RFC 3339 in UTC, to the millisecond."""
 
-    # Message.view and api/answers.py build it positionally: tests/test_field_order.py pins
-    # this order.
+    # Built positionally (Message.view, api/answers.py): tests/test_field_order.py pins it.
     id: Annotated[str, msgspec.Meta(description="unique and time-ordered (UUIDv7)")]
     queue: str
     status: Status
@@ -210,9 +212,14 @@ class MessageView(msgspec.Struct, gc=False):
         ProgressView | None,
         msgspec.Meta(description="the handler's latest ctx.progress report (this node's)"),
     ]
+    trace: Annotated[
+        TraceView | None, msgspec.Meta(description="the publish request's trace context")
+    ]
 
 
-def new_message(queue: str, env: Envelope, created_at: float) -> Message:
+def new_message(
+    queue: str, env: Envelope, created_at: float, trace: Incoming | None = None
+) -> Message:
     """The message an envelope publishes (every broker builds its messages here; the memory
     broker's batch path inlines the undelayed case)."""
     delayed = env.delay_s > 0
@@ -229,6 +236,8 @@ def new_message(queue: str, env: Envelope, created_at: float) -> Message:
         scheduled_for=created_at + env.delay_s if delayed else None,
         idempotency_key=env.idempotency_key,
         enqueued_at=None if delayed else created_at,
+        traceparent=None if trace is None else trace.traceparent,
+        tracestate=None if trace is None else trace.tracestate,
     )
 
 

@@ -33,6 +33,8 @@ from .openapi_parts import (
     PUBLISH_ERRORS,
     QUEUE,
     SCHEDULE,
+    TRACEPARENT,
+    TRACESTATE,
     json_content,
     operation,
     problems,
@@ -81,7 +83,7 @@ def openapi_document() -> dict[str, Any]:
                         "202",
                         MessageView,
                         *PUBLISH_ERRORS,
-                        parameters=[QUEUE, PREFER],
+                        parameters=[QUEUE, PREFER, TRACEPARENT, TRACESTATE],
                         requestBody={"required": True, **json_content(Envelope)},
                     )
                 )
@@ -94,7 +96,7 @@ def openapi_document() -> dict[str, Any]:
                     "202",
                     MessageList,
                     *PUBLISH_ERRORS,
-                    parameters=[QUEUE],
+                    parameters=[QUEUE, TRACEPARENT, TRACESTATE],
                     requestBody={"required": True, **json_content(Batch)},
                 )
             )

@@ -71,6 +71,26 @@ PREFER = {
     ),
     "schema": {"type": "string", "examples": ["wait=10"]},
 }
+# W3C Trace Context on a publish, single or batch (tracing.py).
+TRACEPARENT = {
+    "name": "traceparent",
+    "in": "header",
+    "required": False,
+    "description": "W3C Trace Context: kept with every message of the request and handed to "
+    "each attempt's handler (ctx.trace). An invalid one is ignored, as W3C says.",
+    "schema": {
+        "type": "string",
+        "example": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+    },
+}
+TRACESTATE = {
+    "name": "tracestate",
+    "in": "header",
+    "required": False,
+    "description": "W3C Trace Context vendor state, kept with a valid traceparent (at most "
+    "512 printable characters; longer is dropped).",
+    "schema": {"type": "string"},
+}
 PREFERENCE_APPLIED = {
     "description": "`wait=N` when a Prefer: wait=N was honoured",
     "schema": {"type": "string"},

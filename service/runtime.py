@@ -21,10 +21,12 @@ from .consumer import Attempts, QueueWork, consume
 from .executor import Executors
 from .handlers.registry import ResolvedHandler, resolve_queue_handlers
 from .metrics import Metrics
+from .otel_setup import spans_from_environment
 from .progress import ProgressDesk
 from .ratelimit import RateGate, TokenBucket, parse_rate
 from .scheduler import Scheduler
 from .tasks import TaskOwner
+from .tracing import Spans
 
 log = logging.getLogger(__name__)
 
@@ -46,8 +48,11 @@ class Runtime:
         broker: Broker | None = None,
         executors: Executors | None = None,
         tasks: TaskOwner | None = None,
+        spans: Spans | None = None,
     ) -> None:
         self.settings = settings
+        # OpenTelemetry's spans when OTEL_* asks for them (the `otel` extra), else None.
+        self.spans = spans if spans is not None else spans_from_environment()
         # Handlers resolve here, so a bad reference fails the start with one clear line.
         self.handlers: dict[str, ResolvedHandler] = resolve_queue_handlers(settings.queues)
         # Owns the tasks nobody awaits to their end; closed before the broker is.
@@ -190,6 +195,7 @@ class Runtime:
             tasks=self.tasks,
             gate=gate,
             progress=desk,
+            spans=self.spans,
         )
 
     async def _stop(self) -> None:
@@ -228,6 +234,8 @@ class Runtime:
         finally:
             # 7. The pools: worker processes are killed, abandoned threads left behind.
             self.executors.shutdown()
+            if self.spans is not None:
+                self.spans.shutdown()  # the spans not yet exported go now
             # 8. The listener: open connections get their grace, then are cut off.
             if self._listener is not None:
                 await self._listener.close(grace.CONNECTION_GRACE_S)

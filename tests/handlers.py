@@ -387,3 +387,39 @@ def bad_progress(body: dict[str, Any], ctx: HandlerContext) -> str:
     """Reports what body["fraction"] / body["detail"] say: a bad one fails the attempt."""
     ctx.progress(body["fraction"], body.get("detail"))
     return "reported"
+
+
+def trace_of(body: Any, ctx: HandlerContext) -> dict[str, Any] | None:
+    """What the handler's context says of the trace; logs one line of its own while it runs
+    (the line must carry the attempt's trace_id and span_id)."""
+    import logging
+
+    logging.getLogger("tests.handlers").warning("handler saw %s", ctx.id)
+    trace = ctx.trace
+    if trace is None:
+        return None
+    return {
+        "trace_id": trace.trace_id,
+        "span_id": trace.span_id,
+        "parent_id": trace.parent_id,
+        "sampled": trace.sampled,
+        "traceparent": trace.traceparent,
+        "tracestate": trace.tracestate,
+    }
+
+
+async def trace_of_async(body: Any, ctx: HandlerContext) -> dict[str, Any] | None:
+    return trace_of(body, ctx)
+
+
+def flaky_trace(body: Any, ctx: HandlerContext) -> list[str]:
+    """Fails its first attempt; the second returns both attempts' span ids."""
+    assert ctx.trace is not None
+    seen = _FLAKY_SPANS.setdefault(ctx.id, [])
+    seen.append(ctx.trace.span_id)
+    if ctx.attempt < 2:
+        raise ValueError("first attempt fails")
+    return seen
+
+
+_FLAKY_SPANS: dict[str, list[str]] = {}

@@ -66,7 +66,9 @@ async def test_publish_returns_202_with_location_and_the_message(client: Client)
         "started_at",
         "finished_at",
         "progress",
+        "trace",
     }
+    assert msg["trace"] is None  # published without a traceparent
 
 
 async def test_long_poll_returns_the_result_when_final(client: Client) -> None:

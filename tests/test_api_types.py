@@ -18,6 +18,7 @@ from service.model import ErrorInfo, MessageView
 from service.openapi import openapi_document
 from service.openapi_markdown import markdown
 from service.scheduler import ScheduleView
+from service.tracing import TraceView
 
 from .conftest import ROOT
 
@@ -26,6 +27,7 @@ from .conftest import ROOT
 CLIENT_MIRRORS: list[tuple[type[msgspec.Struct], type[msgspec.Struct]]] = [
     (client.Message, MessageView),
     (client.ErrorInfo, ErrorInfo),
+    (client.TraceView, TraceView),
     (client.QueueInfo, bodies.QueueFigures),
     (client.Depth, bodies.Depth),
     (client.Counts, bodies.Counts),

@@ -287,3 +287,15 @@ async def test_a_batch_ignores_prefer_wait(served: Served) -> None:
         f"{Q}/batch", json={"messages": [{"body": 1}]}, headers={**PUB, "Prefer": "wait=x"}
     )
     assert r.status_code == 202 and "preference-applied" not in r.headers
+
+
+async def test_a_traced_publish_and_wait_keeps_both_on_both_paths(served: Served) -> None:
+    traceparent = "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01"
+    heads = {**PUB, "Prefer": "wait=20", "traceparent": traceparent, "tracestate": "rojo=1"}
+    r = await served.client.post(Q, json={"body": 1}, headers=heads)
+    assert r.status_code == 200, r.text
+    assert r.headers["preference-applied"] == "wait=20"
+    assert r.json()["status"] == "succeeded"
+    assert r.json()["trace"] == {"traceparent": traceparent, "tracestate": "rojo=1"}
+    if served.fast is not None:
+        assert served.fast.answered == 1  # the fast path read both heads, not the fallback

@@ -53,6 +53,7 @@ POSITIONAL_CALLS = {
         "started_at",
         "finished_at",
         "progress",
+        "trace",
     ),
     # service/broker/records.py encode_message (every journal row).
     MessageRecord: (
@@ -71,6 +72,9 @@ POSITIONAL_CALLS = {
         "started_at",
         "finished_at",
         "idempotency_key",
+        "snoozes",
+        "traceparent",
+        "tracestate",
     ),
 }
 
@@ -110,6 +114,8 @@ def every_field_set() -> Message:
         enqueued_at=1_790_000_005.0,
         snoozes=4,
         progress=Progress(0.25, b'{"step":"s"}', 1_790_000_006.0),
+        traceparent="00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+        tracestate="rojo=1",
     )
 
 
@@ -131,6 +137,10 @@ def test_a_view_shows_each_field_of_its_message_under_its_own_name() -> None:
         "started_at": "2026-09-21T14:13:23.000Z",
         "finished_at": "2026-09-21T14:13:24.000Z",
         "progress": {"fraction": 0.25, "detail": {"step": "s"}, "at": "2026-09-21T14:13:26.000Z"},
+        "trace": {
+            "traceparent": "00-4bf92f3577b34da6a3ce929d0e0e4736-00f067aa0ba902b7-01",
+            "tracestate": "rojo=1",
+        },
     }
     accepted = json.loads(msgspec.json.encode(accepted_view(msg)))
     # As its publish accepted it: a delayed message, no attempt yet.
@@ -201,6 +211,8 @@ JUSTIFIED_MODULE_STATE = {
     "service/openapi_parts.py:PREFER": "constant: part of the OpenAPI document",
     "service/openapi_parts.py:PREFERENCE_APPLIED": "constant: part of the OpenAPI document",
     "service/serving.py:BIND_FAILURES": "constant: what a failed bind means, by errno",
+    "service/openapi_parts.py:TRACEPARENT": "constant: part of the OpenAPI document",
+    "service/openapi_parts.py:TRACESTATE": "constant: part of the OpenAPI document",
 }
 
 _MUTABLE_CALLS = {"dict", "list", "set", "bytearray", "defaultdict", "Counter", "deque"}

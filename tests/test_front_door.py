@@ -19,6 +19,7 @@ from service.broker.base import Published
 from service.broker.local import LocalBroker
 from service.broker.storage import SnapshotStorage
 from service.model import Envelope
+from service.tracing import Incoming
 
 from .conftest import client_for
 
@@ -37,11 +38,13 @@ class RecordingBroker(LocalBroker):
         self.publishes = 0
         self.failure: Exception | None = None
 
-    async def publish(self, queue: str, envelopes: Sequence[Envelope]) -> list[Published]:
+    async def publish(
+        self, queue: str, envelopes: Sequence[Envelope], trace: Incoming | None = None
+    ) -> list[Published]:
         self.publishes += 1
         if self.failure is not None:
             raise self.failure
-        return await super().publish(queue, envelopes)
+        return await super().publish(queue, envelopes, trace)
 
 
 @pytest.fixture

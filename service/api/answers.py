@@ -20,6 +20,7 @@ from operator import attrgetter
 import msgspec
 
 from ..model import Envelope, Message, MessageView, Status, rfc3339
+from ..tracing import TraceView
 
 _id, _body = attrgetter("id"), attrgetter("body")
 _delay, _priority = attrgetter("delay_s"), attrgetter("priority")
@@ -50,6 +51,7 @@ def accepted_view(msg: Message) -> MessageView:
         None,
         None,
         None,
+        None if msg.traceparent is None else TraceView(msg.traceparent, msg.tracestate),
     )
 
 

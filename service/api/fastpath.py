@@ -27,6 +27,7 @@ from typing import Any
 from ..config import Settings
 from ..errors import SpoolError
 from ..model import Batch, Envelope
+from ..tracing import Incoming, incoming
 from .auth import Authenticator
 from .common import JSON, decode_body, encoded, preferred_wait, refuse_when_draining
 from .exchange import (
@@ -85,7 +86,7 @@ class FastPublish:
         if route is None:
             return await self.app(scope, receive, send)
         started = time.perf_counter()
-        ctype, auth, rid, length, prefer = _heads(scope["headers"])
+        ctype, auth, rid, length, prefer, trace = _heads(scope["headers"])
         # What the route tells before or while it reads the body (404, 415, 413, 408) is its own.
         if not self._answerable(queue, ctype, length):
             return await self.app(scope, receive, send)
@@ -102,7 +103,7 @@ class FastPublish:
                 else None
             )
             data = await self._read_body(receive, events)
-            answer = None if data is None else await self._publish(route, queue, data, wait)
+            answer = None if data is None else await self._publish(route, queue, data, trace, wait)
         except SpoolError as exc:
             # Answered here: the route would refuse it in the same words, but only after
             # doing the work again (a full queue's publish, exactly when overloaded).
@@ -133,14 +134,16 @@ class FastPublish:
             and (length is None or _within(length, self.max_body))
         )
 
-    async def _publish(self, route: str, queue: str, data: bytes, wait: float | None) -> Answer:
+    async def _publish(
+        self, route: str, queue: str, data: bytes, trace: Incoming | None, wait: float | None
+    ) -> Answer:
         if route == ROUTE_BATCH:
             batch = decode_body(Batch, data)
             refuse_when_draining(self.node)  # again, as the route: the upload may end after a stop
-            return await self.publisher.many(queue, batch)
+            return await self.publisher.many(queue, batch, trace)
         envelope = decode_body(Envelope, data)
         refuse_when_draining(self.node)
-        return await self.publisher.one(queue, envelope, wait)
+        return await self.publisher.one(queue, envelope, trace, wait)
 
     async def _refuse(
         self,
@@ -202,13 +205,19 @@ async def _send_answer(send: Send, answer: Answer, request_id: str) -> int:
     return status
 
 
-def _heads(
-    headers: list[tuple[bytes, bytes]],
-) -> tuple[bytes | None, bytes | None, bytes | None, bytes | None, list[str] | None]:
+# _heads: content-type, authorization, x-request-id, content-length, Prefer, trace context.
+Heads = tuple[
+    bytes | None, bytes | None, bytes | None, bytes | None, list[str] | None, Incoming | None
+]
+
+
+def _heads(headers: list[tuple[bytes, bytes]]) -> Heads:
     """The first content-type, authorization, x-request-id and content-length, as sent,
-    and every Prefer header (None when there is none: the usual case makes no list)."""
-    ctype = auth = rid = length = None
+    every Prefer header (None when there is none: the usual case makes no list), and the
+    W3C trace context (the first traceparent, every tracestate), read as the route reads it."""
+    ctype = auth = rid = length = traceparent = None
     prefer: list[str] | None = None
+    tracestate: list[bytes] | None = None
     for name, value in headers:
         if name == b"content-type" and ctype is None:
             ctype = value
@@ -220,7 +229,18 @@ def _heads(
             length = value
         elif name == b"prefer":
             prefer = [*(prefer or ()), value.decode("latin-1")]
-    return ctype, auth, rid, length, prefer
+        elif name == b"traceparent" and traceparent is None:
+            traceparent = value
+        elif name == b"tracestate":
+            tracestate = [*(tracestate or ()), value]
+    trace = None if traceparent is None else _trace(traceparent, tracestate)
+    return ctype, auth, rid, length, prefer, trace
+
+
+def _trace(traceparent: bytes, tracestate: list[bytes] | None) -> Incoming | None:
+    """The request's trace context, read as the route reads it (messages._request_trace)."""
+    state = None if tracestate is None else b",".join(tracestate).decode("latin-1")
+    return incoming(traceparent.decode("latin-1"), state)
 
 
 def _match(path: str) -> tuple[str | None, str]:

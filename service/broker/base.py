@@ -13,6 +13,7 @@ from typing import Protocol
 import msgspec
 
 from ..model import Envelope, ErrorInfo, Message, Progress
+from ..tracing import Incoming
 
 # Called with the messages that changed, in order: a published batch is one call, not a
 # thousand (the hub then skips it in one step when no stream is open).
@@ -103,10 +104,12 @@ class Broker(Protocol):
     async def close(self) -> None:
         """Persist what is left; called after every consumer has stopped."""
 
-    async def publish(self, queue: str, envelopes: Sequence[Envelope]) -> list[Published]:
+    async def publish(
+        self, queue: str, envelopes: Sequence[Envelope], trace: Incoming | None = None
+    ) -> list[Published]:
         """All or nothing: every envelope is held (committed) or none is (QueueFull...).
         The new messages of one call share one created_at (api/answers.py then writes the
-        answer in one step)."""
+        answer in one step) and the trace context (the publish request's)."""
 
     async def get(self, message_id: str) -> Message | None: ...
 

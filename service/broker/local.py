@@ -23,6 +23,7 @@ from operator import attrgetter
 from ..config import QueueSettings, ResultsSettings
 from ..model import NO_HEADERS, Envelope, Message, Progress, Status, new_id, new_message, now
 from ..tasks import BrokerTasks, TaskOwner
+from ..tracing import Incoming
 from . import base
 from .actions import OperatorActions
 from .base import (
@@ -114,7 +115,9 @@ class LocalBroker(base.OperatorActionsOf):
         self._state.wake.set()
 
     # ------------------------------------------------------------------ publishing
-    async def publish(self, queue: str, envelopes: Sequence[Envelope]) -> list[Published]:
+    async def publish(
+        self, queue: str, envelopes: Sequence[Envelope], trace: Incoming | None = None
+    ) -> list[Published]:
         q = self._queues[queue]
         created_at = self._clock()
         keyed = any(map(_key, envelopes))  # keys are never empty: a set one is truthy
@@ -123,14 +126,14 @@ class LocalBroker(base.OperatorActionsOf):
             out = resolve_keys(
                 envelopes,
                 partial(self._state.by_key, q),
-                lambda env: new_message(queue, env, created_at),
+                lambda env: new_message(queue, env, created_at, trace),
             )
             fresh = [p.message for p in out if p.created]
         else:
             # The common case, a batch without keys, in as few Python steps as it takes:
             # a batch of 1,000 spends most of its time here.
-            if any(map(_delay, envelopes)):
-                fresh = [new_message(queue, env, created_at) for env in envelopes]
+            if trace is not None or any(map(_delay, envelopes)):
+                fresh = [new_message(queue, env, created_at, trace) for env in envelopes]
             else:  # nothing delayed (the usual batch): new_message's queued case, inlined
                 all_queued = True
                 fresh = [

@@ -27,6 +27,9 @@ class MessageRecord(msgspec.Struct, omit_defaults=True, forbid_unknown_fields=Tr
     finished_at: float | None = None
     idempotency_key: str | None = None
     snoozes: int = 0
+    # Appended (records are positional): a record from before traces decodes with None.
+    traceparent: str | None = None
+    tracestate: str | None = None
 
 
 _encoder = msgspec.json.Encoder()
@@ -54,6 +57,8 @@ def encode_message(msg: Message) -> bytes:
             msg.finished_at,
             msg.idempotency_key,
             msg.snoozes,
+            msg.traceparent,
+            msg.tracestate,
         )
     )
 
@@ -79,4 +84,6 @@ def decode_message(data: bytes | str) -> Message:
         finished_at=rec.finished_at,
         idempotency_key=rec.idempotency_key,
         snoozes=rec.snoozes,
+        traceparent=rec.traceparent,
+        tracestate=rec.tracestate,
     )

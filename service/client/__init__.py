@@ -35,6 +35,7 @@ from .models import (
     QueueInfo,
     Redriven,
     Schedule,
+    TraceView,
 )
 
 __all__ = [
@@ -61,6 +62,7 @@ __all__ = [
     "Redriven",
     "Schedule",
     "ServerError",
+    "TraceView",
     "Unauthorized",
     "Unavailable",
     "UnsupportedMediaType",

@@ -24,6 +24,13 @@ class Progress(msgspec.Struct, frozen=True):
     at: datetime
 
 
+class TraceView(msgspec.Struct, frozen=True):
+    """The W3C trace context a message was published in."""
+
+    traceparent: str
+    tracestate: str | None = None
+
+
 class Message(msgspec.Struct, frozen=True, kw_only=True):
     id: str
     queue: str
@@ -39,6 +46,7 @@ class Message(msgspec.Struct, frozen=True, kw_only=True):
     started_at: datetime | None
     finished_at: datetime | None
     progress: Progress | None = None  # servers before progress do not send it
+    trace: TraceView | None = None  # a default: servers before traces do not write it
 
     @property
     def final(self) -> bool:

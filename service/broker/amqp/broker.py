@@ -34,6 +34,7 @@ from collections.abc import Callable, Sequence
 from ...config import QueueSettings, ResultsSettings
 from ...model import Envelope, Message, Progress, now
 from ...tasks import BrokerTasks, TaskOwner
+from ...tracing import Incoming
 from .. import base
 from ..base import (
     DeadPage,
@@ -147,8 +148,10 @@ class AmqpBroker(base.OperatorActionsOf):
         return self._view.progress(message_id, attempt, progress)
 
     # ------------------------------------------------------------------ publishing, reading
-    async def publish(self, queue: str, envelopes: Sequence[Envelope]) -> list[Published]:
-        return await self._publisher.publish(queue, envelopes)
+    async def publish(
+        self, queue: str, envelopes: Sequence[Envelope], trace: Incoming | None = None
+    ) -> list[Published]:
+        return await self._publisher.publish(queue, envelopes, trace)
 
     async def get(self, message_id: str) -> Message | None:
         return self._view.messages.get(message_id)

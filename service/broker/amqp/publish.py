@@ -13,6 +13,7 @@ import aiormq
 from ...config import QueueSettings
 from ...errors import QueueFull, Unavailable
 from ...model import Envelope, Message, Status, new_message
+from ...tracing import Incoming
 from .. import policy
 from ..base import Published
 from . import wire
@@ -33,14 +34,16 @@ class Publisher:
         # gets the same message.
         self._pending_keys: dict[tuple[str, str], Message] = {}
 
-    async def publish(self, queue: str, envelopes: Sequence[Envelope]) -> list[Published]:
+    async def publish(
+        self, queue: str, envelopes: Sequence[Envelope], trace: Incoming | None = None
+    ) -> list[Published]:
         qs = queue_settings(self._node.queues, queue)
         link = await self._node.state.usable_link()
         created_at = self._node.clock()
         out = policy.resolve_keys(
             envelopes,
             lambda key: self._pending_keys.get((queue, key)) or self._node.view.by_key(queue, key),
-            lambda env: new_message(queue, env, created_at),
+            lambda env: new_message(queue, env, created_at, trace),
         )
         fresh = [p.message for p in out if p.created]
         if not fresh:

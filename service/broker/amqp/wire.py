@@ -16,8 +16,15 @@ from .link import Link
 H_GEN, H_ATTEMPTS, H_FAILURES = "x-spool-gen", "x-spool-attempts", "x-spool-failures"
 
 
-def headers_of(msg: Message, gen: int) -> dict[str, int]:
-    return {H_GEN: gen, H_ATTEMPTS: msg.attempts, H_FAILURES: msg.failures}
+def headers_of(msg: Message, gen: int) -> dict[str, int | str]:
+    headers: dict[str, int | str] = {H_GEN: gen, H_ATTEMPTS: msg.attempts, H_FAILURES: msg.failures}
+    if msg.traceparent is not None:
+        # As W3C's AMQP binding carries them, for any tool that reads RabbitMQ directly; the
+        # record in the body carries them for Spool.
+        headers["traceparent"] = msg.traceparent
+        if msg.tracestate is not None:
+            headers["tracestate"] = msg.tracestate
+    return headers
 
 
 def header_int(delivery: AbstractIncomingMessage, name: str) -> int:
