@@ -13,7 +13,7 @@ from typing import Any, cast
 from quart import Quart, Response, g, request
 from werkzeug.exceptions import HTTPException, RequestEntityTooLarge
 
-from .api import dashboard, events, messages, ops, queues
+from .api import dashboard, events, messages, ops, queues, schedules
 from .api.auth import Authenticator
 from .api.exchange import (
     PROBLEM,
@@ -90,13 +90,14 @@ def create_app(settings: Settings, runtime: Runtime, *, fast_publish: bool = Tru
         node=runtime,  # read through api.services.LiveNode only
         metrics=runtime.metrics,
         executors=runtime.executors,
+        scheduler=runtime.scheduler,
     )
     app.extensions[PUBLISHER] = publisher
     app.extensions["spool.settings"] = settings
     app.extensions["spool.auth"] = auth
     node_view = NodeView(settings, runtime, runtime.executors)
     event_hub = app.extensions["spool.events"] = EventHub(runtime.broker, node_view)
-    for blueprint in (messages.bp, queues.bp, ops.bp, events.bp, dashboard.bp):
+    for blueprint in (messages.bp, queues.bp, schedules.bp, ops.bp, events.bp, dashboard.bp):
         app.register_blueprint(blueprint)
     app.before_serving(event_hub.attach)
     app.after_serving(event_hub.detach)

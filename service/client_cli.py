@@ -1,4 +1,4 @@
-"""python -m service publish|get|queues|dead|redrive|pause|resume: the client from a shell.
+"""python -m service publish|get|queues|dead|redrive|pause|resume|schedules: the client from a shell.
 
 Tables for people, `--json` for scripts. The server is `--url` or $SPOOL_URL (default
 http://127.0.0.1:8000), the token `--token` or $SPOOL_TOKEN.
@@ -31,20 +31,34 @@ from .client import (
     Client,
     ClientError,
     ConnectionFailed,
-    DeadPage,
     Forbidden,
-    Message,
     NotFound,
-    QueueInfo,
-    Redriven,
     Unauthorized,
 )
 from .client.plans import MAX_PUBLISH_WAIT_S
-from .timestamps import rfc3339
+from .client_tables import (
+    dead_table,
+    message_table,
+    queues_table,
+    redriven_text,
+    schedules_table,
+    when_text,
+)
 
 T = TypeVar("T")
 
-COMMANDS = ("publish", "get", "queues", "dead", "redrive", "pause", "resume")
+COMMANDS = (
+    "publish",
+    "get",
+    "queues",
+    "dead",
+    "redrive",
+    "pause",
+    "resume",
+    "schedules",
+    "pause-schedule",
+    "resume-schedule",
+)
 
 OK, MESSAGE_FAILED, USAGE, NOT_FOUND, DENIED, BUSY, UNREACHABLE, TIMED_OUT = range(8)
 
@@ -95,6 +109,13 @@ def parser() -> argparse.ArgumentParser:
         "queue"
     )
     sub.add_parser("resume", parents=[common], help="hand out messages again").add_argument("queue")
+    sub.add_parser("schedules", parents=[common], help="every schedule: last and next run")
+    sub.add_parser(
+        "pause-schedule", parents=[common], help="stop publishing a schedule's ticks"
+    ).add_argument("schedule")
+    sub.add_parser(
+        "resume-schedule", parents=[common], help="publish a schedule's ticks again"
+    ).add_argument("schedule")
     return root
 
 
@@ -163,6 +184,13 @@ def run(client: Client, args: argparse.Namespace, body: Any, out: TextIO) -> int
     elif args.command in ("pause", "resume"):
         action = client.pause if args.command == "pause" else client.resume
         show(action(args.queue), lambda q: queues_table([q]))
+    elif args.command == "schedules":
+        show(client.schedules(), schedules_table)
+    elif args.command in ("pause-schedule", "resume-schedule"):
+        change = (
+            client.pause_schedule if args.command == "pause-schedule" else client.resume_schedule
+        )
+        show(change(args.schedule), lambda found: schedules_table([found]))
     return OK
 
 
@@ -206,79 +234,6 @@ def publish(client: Client, args: argparse.Namespace, body: Any, show: Show) -> 
     if not message.final:
         return TIMED_OUT
     return OK if message.status == "succeeded" else MESSAGE_FAILED
-
-
-def redriven_text(done: Redriven) -> str:
-    skipped = f"; skipped (not dead letters): {' '.join(done.skipped)}" if done.skipped else ""
-    return f"redriven {done.redriven}{skipped}"
-
-
-def table(headers: Sequence[str], rows: Sequence[Sequence[object]]) -> str:
-    """Left-aligned columns two spaces apart, for people (scripts use --json)."""
-    cells = [list(map(str, headers)), *([str(c) for c in row] for row in rows)]
-    widths = [max(len(row[i]) for row in cells) for i in range(len(headers))]
-    return "\n".join(
-        "  ".join(c.ljust(w) for c, w in zip(row, widths, strict=True)).rstrip() for row in cells
-    )
-
-
-def queues_table(queues: Sequence[QueueInfo]) -> str:
-    headers = ["QUEUE", "PAUSED", "CONSUMERS", "SCHEDULED", "QUEUED", "RUNNING", "RETRYING"]
-    headers += ["DEAD", "PUBLISHED", "SUCCEEDED", "FAILED", "EXPIRED"]
-    rows = [
-        (
-            q.name,
-            "yes" if q.paused else "no",
-            q.consumers,
-            *(q.depth.scheduled, q.depth.queued, q.depth.running, q.depth.retrying, q.depth.dead),
-            *(q.counts.published, q.counts.succeeded, q.counts.failed, q.counts.expired),
-        )
-        for q in queues
-    ]
-    return table(headers, rows)
-
-
-def message_table(m: Message) -> str:
-    rows: list[tuple[str, object]] = [
-        ("id", m.id),
-        ("queue", m.queue),
-        ("status", m.status),
-        ("attempts", m.attempts),
-        ("priority", m.priority),
-        ("created_at", when_text(m.created_at)),
-        ("scheduled_for", when_text(m.scheduled_for)),
-        ("started_at", when_text(m.started_at)),
-        ("finished_at", when_text(m.finished_at)),
-        ("expires_at", when_text(m.expires_at)),
-        ("body", msgspec.json.encode(m.body).decode()),
-    ]
-    if m.result is not None:
-        rows.append(("result", msgspec.json.encode(m.result).decode()))
-    if m.error is not None:
-        rows.append(("error", f"{m.error.type}: {m.error.message}"))
-    if m.progress is not None:
-        detail = (
-            ""
-            if m.progress.detail is None
-            else " " + msgspec.json.encode(m.progress.detail).decode()
-        )
-        rows.append(("progress", f"{m.progress.fraction:.0%}{detail}"))
-    width = max(len(k) for k, _ in rows)
-    return "\n".join(f"{k.ljust(width)}  {v}" for k, v in rows)
-
-
-def dead_table(page: DeadPage) -> str:
-    rows = []
-    for m in page.messages:
-        error_type, error_text = (m.error.type, m.error.message[:60]) if m.error else ("", "")
-        rows.append((m.id, when_text(m.finished_at), m.attempts, error_type, error_text))
-    text = table(("ID", "FAILED AT", "ATTEMPTS", "ERROR", "MESSAGE"), rows)
-    return text + (f"\nmore: --cursor {page.next_cursor}" if page.next_cursor else "")
-
-
-def when_text(value: datetime | None) -> str:
-    """A timestamp as the API writes it (timestamps.rfc3339: milliseconds, Z), or '-'."""
-    return rfc3339(None if value is None else value.timestamp()) or "-"
 
 
 def as_api_writes(value: object) -> Any:

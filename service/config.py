@@ -18,6 +18,7 @@ from typing import Annotated, Any, Literal, TypeVar
 import msgspec
 
 from .config_env import ENV_PREFIX, apply_env_overrides, setting_path, unused_variables
+from .config_schedules import ScheduleSettings, read_schedules
 from .config_values import (
     describe_validation_error,
     describe_value,
@@ -151,6 +152,7 @@ class Settings(_Section, frozen=True):
     log: LogSettings = msgspec.field(default_factory=LogSettings)
     auth: AuthSettings = msgspec.field(default_factory=AuthSettings)
     queues: dict[str, QueueSettings] = msgspec.field(default_factory=dict)
+    schedules: dict[str, ScheduleSettings] = msgspec.field(default_factory=dict)
 
 
 def load_settings(
@@ -200,7 +202,7 @@ def setting_variables(raw: dict[str, Any], environ: Mapping[str, str]) -> list[s
     keys = [
         f"{section.name}__{f.name}"
         for section in msgspec.structs.fields(Settings)
-        if section.name != "queues"
+        if section.name not in ("queues", "schedules")
         for f in msgspec.structs.fields(section.type)
     ]
     keys += [f"queues__{queue}__{field}" for queue in names for field in fields]
@@ -237,6 +239,7 @@ def settings_from_dict(raw: dict[str, Any]) -> Settings:
     queues_raw = raw.pop("queues", {})
     if not isinstance(queues_raw, dict):
         raise ConfigError("queues: expected a table of [queues.NAME] tables")
+    schedules_raw = raw.pop("schedules", {})  # read once the queues they name are known
     settings = _convert(raw, Settings, prefix="")
     queues: dict[str, QueueSettings] = {}
     consumers = 0
@@ -267,7 +270,8 @@ def settings_from_dict(raw: dict[str, Any]) -> Settings:
         parse_bind(settings.server.bind)
     except ValueError as exc:
         raise ConfigError(f"server.bind: {exc}") from None
-    return msgspec.structs.replace(settings, queues=queues)
+    schedules = read_schedules(schedules_raw, queues, settings.server.max_body_bytes, _convert)
+    return msgspec.structs.replace(settings, queues=queues, schedules=schedules)
 
 
 def check_rate_limit(name: str, queue: QueueSettings) -> None:

@@ -52,6 +52,11 @@ class UnknownQueue(NotFound):
     slug = "unknown-queue"
 
 
+class UnknownSchedule(NotFound):
+    title = "Unknown schedule"
+    slug = "unknown-schedule"
+
+
 class MethodNotAllowed(SpoolError):
     status = 405
     title = "Method not allowed"

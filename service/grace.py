@@ -10,7 +10,8 @@ The stop itself reads top to bottom in Runtime._stop (runtime.py); its waits, in
 |                                   |                              | outcomes and commits in flight land,    |
 |                                   |                              | amqp consumer starts/stops end          |
 | 5 owned tasks cancelled           | SETTLE_S                     | what the grace did not see end, ends    |
-| 5 background work cancelled       | SETTLE_S                     | the scheduler, the connection keeper    |
+| 5 background work cancelled       | SETTLE_S                     | the scheduler, the connection keeper,   |
+|                                   |                              | the schedules' loop (scheduler.py)      |
 | 6 RabbitMQ connection close       | AMQP_CLOSE_S                 | RabbitMQ answers the close (amqp only)  |
 | 7 process pools close             | POOL_CLOSE_TIMEOUT_S         | killed workers' queues close, so no     |
 |                                   |                              | semaphore leaks at exit                 |

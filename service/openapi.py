@@ -20,6 +20,7 @@ from .api.bodies import (
     QueuesEvent,
     Readiness,
     Redriven,
+    ScheduleList,
 )
 from .api.events import openapi_paths
 from .api.hub import MessageEvent, ProgressEvent
@@ -31,6 +32,7 @@ from .openapi_parts import (
     PREFER,
     PUBLISH_ERRORS,
     QUEUE,
+    SCHEDULE,
     TRACEPARENT,
     TRACESTATE,
     json_content,
@@ -39,6 +41,7 @@ from .openapi_parts import (
     with_policy,
     with_repeat,
 )
+from .scheduler import ScheduleView
 
 # The component schemas, generated from the types the routes decode and encode (with every
 # type they hold). tests/test_openapi.py checks that every $ref of the document is here.
@@ -59,6 +62,8 @@ _TYPES = (
     NodeFigures,
     QueuesEvent,
     MessageEvent,
+    ScheduleList,
+    ScheduleView,
     QueueHistory,
     ProgressView,
     ProgressEvent,
@@ -187,6 +192,36 @@ def openapi_document() -> dict[str, Any]:
                 *AUTH,
                 parameters=[QUEUE],
                 requestBody={"required": False, **json_content(RedriveRequest)},
+            )
+        },
+        "/v1/schedules": {
+            "get": operation(
+                "Every schedule: next and last run, paused", "200", ScheduleList, *AUTH
+            )
+        },
+        "/v1/schedules/{name}": {
+            "get": operation("One schedule", "200", ScheduleView, 404, *AUTH, parameters=[SCHEDULE])
+        },
+        "/v1/schedules/{name}/pause": {
+            "post": operation(
+                "Stop publishing its ticks (admin)",
+                "200",
+                ScheduleView,
+                404,
+                503,
+                *AUTH,
+                parameters=[SCHEDULE],
+            )
+        },
+        "/v1/schedules/{name}/resume": {
+            "post": operation(
+                "Publish its ticks again, from the next one (admin)",
+                "200",
+                ScheduleView,
+                404,
+                503,
+                *AUTH,
+                parameters=[SCHEDULE],
             )
         },
         "/healthz": {

@@ -103,6 +103,12 @@ QUEUE = {
     "required": True,
     "schema": {"type": "string", "pattern": "^[a-z0-9][a-z0-9_.-]{0,63}$"},
 }
+SCHEDULE = {
+    "name": "name",
+    "in": "path",
+    "required": True,
+    "schema": {"type": "string", "pattern": "^[a-z0-9][a-z0-9_.-]{0,63}$"},
+}
 MESSAGE_ID = {"name": "id", "in": "path", "required": True, "schema": {"type": "string"}}
 AUTH = (401, 403)
 

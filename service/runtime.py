@@ -14,7 +14,7 @@ from collections.abc import Mapping
 from typing import Protocol
 
 from . import grace
-from .broker import create_broker
+from .broker import create_broker, create_schedule_store
 from .broker.base import Broker, QueueCounts
 from .config import Settings
 from .consumer import Attempts, QueueWork, consume
@@ -24,6 +24,7 @@ from .metrics import Metrics
 from .otel_setup import spans_from_environment
 from .progress import ProgressDesk
 from .ratelimit import RateGate, TokenBucket, parse_rate
+from .scheduler import Scheduler
 from .tasks import TaskOwner
 from .tracing import Spans
 
@@ -58,6 +59,12 @@ class Runtime:
         self.tasks = tasks if tasks is not None else TaskOwner()  # (empty is falsy)
         self.broker: Broker = broker or create_broker(settings, tasks=self.tasks)
         self.executors = executors or Executors(settings.executor)
+        # Its loop is background work like the broker's: cancelled with it at a stop.
+        self.scheduler = (
+            Scheduler(settings.schedules, self.broker, create_schedule_store(settings, self.broker))
+            if settings.schedules
+            else None
+        )
         self.attempts = Attempts()
         self.ready = asyncio.Event()  # consumers are running
         self.stopped = asyncio.Event()  # everything is persisted and closed
@@ -137,6 +144,8 @@ class Runtime:
     async def run(self) -> None:
         await self.broker.start()
         try:
+            if self.scheduler is not None:
+                await self.scheduler.start()
             if any(q.mode == "process" for q in self.settings.queues.values()):
                 await asyncio.gather(*map(asyncio.wrap_future, self.executors.warm_up()))
             async with asyncio.TaskGroup() as tg:
@@ -144,6 +153,8 @@ class Runtime:
                     tg.create_task(self.broker.run(), name="broker"),
                     tg.create_task(self._monitor_loop_lag(), name="loop-lag"),
                 ]
+                if self.scheduler is not None:
+                    self._background.append(tg.create_task(self.scheduler.run(), name="schedules"))
                 # One desk for the node's handlers' progress (progress.py), on this loop.
                 desk = ProgressDesk(asyncio.get_running_loop(), self.broker.report_progress)
                 for name, queue in self.settings.queues.items():

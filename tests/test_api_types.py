@@ -17,6 +17,7 @@ from service.client import models as client
 from service.model import ErrorInfo, MessageView
 from service.openapi import openapi_document
 from service.openapi_markdown import markdown
+from service.scheduler import ScheduleView
 from service.tracing import TraceView
 
 from .conftest import ROOT
@@ -32,6 +33,7 @@ CLIENT_MIRRORS: list[tuple[type[msgspec.Struct], type[msgspec.Struct]]] = [
     (client.Counts, bodies.Counts),
     (client.DeadPage, bodies.DeadPage),
     (client.Redriven, bodies.Redriven),
+    (client.Schedule, ScheduleView),
 ]
 
 

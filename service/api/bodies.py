@@ -16,6 +16,7 @@ from typing import Annotated, Any, Literal
 import msgspec
 
 from ..model import MessageView
+from ..scheduler import ScheduleView
 
 
 def ref(kind: type) -> dict[str, str]:
@@ -141,6 +142,12 @@ class QueuesEvent(msgspec.Struct):
 
     queues: list[LiveQueueFigures]
     node: NodeState
+
+
+class ScheduleList(msgspec.Struct):
+    """GET /v1/schedules: every [schedules.NAME] of the config, in its order."""
+
+    schedules: list[ScheduleView]
 
 
 class CountsSample(msgspec.Struct):

@@ -15,12 +15,14 @@ from quart import current_app
 from ..broker.base import Broker
 from ..errors import UnknownQueue
 from ..metrics import ExecutorGauges, Metrics
+from ..scheduler import Scheduler
 
 BROKER = "spool.broker"
 QUEUES = "spool.queues"
 NODE = "spool.node"
 METRICS = "spool.metrics"
 EXECUTORS = "spool.executors"
+SCHEDULER = "spool.scheduler"
 
 
 class QueueDirectory:
@@ -72,10 +74,18 @@ def provide(
     node: LiveNode,
     metrics: Metrics,
     executors: ExecutorGauges,
+    scheduler: Scheduler | None = None,
 ) -> None:
     """Hands the services to the app's routes (create_app)."""
     extensions.update(
-        {BROKER: broker, QUEUES: queues, NODE: node, METRICS: metrics, EXECUTORS: executors}
+        {
+            BROKER: broker,
+            QUEUES: queues,
+            NODE: node,
+            METRICS: metrics,
+            EXECUTORS: executors,
+            SCHEDULER: scheduler,
+        }
     )
 
 
@@ -101,4 +111,10 @@ def metrics() -> Metrics:
 
 def executors() -> ExecutorGauges:
     found: ExecutorGauges = current_app.extensions[EXECUTORS]
+    return found
+
+
+def scheduler() -> Scheduler | None:
+    """None when no schedule is configured."""
+    found: Scheduler | None = current_app.extensions[SCHEDULER]
     return found

@@ -13,9 +13,10 @@ from ..errors import StartupError
 from ..tasks import TaskOwner
 from .base import Broker
 from .local import LocalBroker
+from .schedule_store import FileScheduleStore, ScheduleStore
 from .storage import SnapshotStorage
 
-__all__ = ["Broker", "LocalBroker", "create_broker"]
+__all__ = ["Broker", "LocalBroker", "create_broker", "create_schedule_store"]
 
 
 def create_broker(settings: Settings, *, tasks: TaskOwner | None = None) -> Broker:
@@ -37,3 +38,17 @@ def create_broker(settings: Settings, *, tasks: TaskOwner | None = None) -> Brok
 
         return AmqpBroker(settings.queues, settings.results, settings.broker.amqp_url, tasks=tasks)
     raise StartupError(f"broker.backend: {backend!r} is not available in this build")
+
+
+def create_schedule_store(settings: Settings, broker: Broker) -> ScheduleStore:
+    """Where the schedules' last runs and pauses are kept: beside the local backend's file,
+    or in RabbitMQ, shared by every node (amqp/schedules.py)."""
+    backend = settings.broker.backend
+    if backend == "amqp":
+        from .amqp import AmqpBroker
+        from .amqp.schedules import AmqpScheduleStore
+
+        assert isinstance(broker, AmqpBroker)
+        return AmqpScheduleStore(broker.node_state)
+    path = settings.broker.snapshot_path if backend == "memory" else settings.broker.sqlite_path
+    return FileScheduleStore(Path(f"{path}.schedules.json"))

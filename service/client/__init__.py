@@ -34,6 +34,7 @@ from .models import (
     Progress,
     QueueInfo,
     Redriven,
+    Schedule,
     TraceView,
 )
 
@@ -59,6 +60,7 @@ __all__ = [
     "QueueFull",
     "QueueInfo",
     "Redriven",
+    "Schedule",
     "ServerError",
     "TraceView",
     "Unauthorized",

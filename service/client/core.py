@@ -20,7 +20,7 @@ import httpx
 import msgspec
 
 from .errors import ConnectionFailed, error_from
-from .models import DeadPage, Envelope, Message, QueueInfo, Redriven
+from .models import DeadPage, Envelope, Message, QueueInfo, Redriven, Schedule
 from .plans import NO_BODY, Call, Plan, RetryBudget, T, _Plans
 
 DEFAULT_URL = "http://127.0.0.1:8000"
@@ -173,6 +173,15 @@ class Client(_Plans):
         """Put dead letters back on the queue: the given ids, or all of them."""
         return self._run(self._redrive(queue, ids))
 
+    def schedules(self) -> list[Schedule]:
+        return self._run(self._schedules())
+
+    def pause_schedule(self, name: str) -> Schedule:
+        return self._run(self._schedule(name, "pause"))
+
+    def resume_schedule(self, name: str) -> Schedule:
+        return self._run(self._schedule(name, "resume"))
+
 
 class AsyncClient(_Plans):
     """The same client for asyncio code: every method is a coroutine."""
@@ -281,3 +290,12 @@ class AsyncClient(_Plans):
 
     async def redrive(self, queue: str, ids: Iterable[str] | None = None) -> Redriven:
         return await self._run(self._redrive(queue, ids))
+
+    async def schedules(self) -> list[Schedule]:
+        return await self._run(self._schedules())
+
+    async def pause_schedule(self, name: str) -> Schedule:
+        return await self._run(self._schedule(name, "pause"))
+
+    async def resume_schedule(self, name: str) -> Schedule:
+        return await self._run(self._schedule(name, "resume"))

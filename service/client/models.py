@@ -71,6 +71,20 @@ class Counts(msgspec.Struct, frozen=True):
     expired: int = 0
 
 
+class Schedule(msgspec.Struct, frozen=True, kw_only=True):
+    """A [schedules.NAME] of the server's config: its last and next run (UTC), paused."""
+
+    name: str
+    cron: str
+    timezone: str
+    queue: str
+    priority: int
+    catch_up: bool
+    paused: bool
+    last_run: datetime | None
+    next_run: datetime | None
+
+
 class QueueInfo(msgspec.Struct, frozen=True, kw_only=True):
     name: str
     paused: bool

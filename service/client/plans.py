@@ -14,7 +14,7 @@ import httpx
 import msgspec
 
 from .errors import retry_after
-from .models import DeadPage, Envelope, Message, QueueInfo, Redriven
+from .models import DeadPage, Envelope, Message, QueueInfo, Redriven, Schedule
 
 T = TypeVar("T")
 
@@ -162,6 +162,19 @@ class _Plans:
         body = {} if ids is None else {"ids": list(ids)}
         response = yield Call("POST", f"/v1/queues/{_segment(queue)}/dead/redrive", body)
         return _decode(response, Redriven)
+
+    def _schedules(self) -> Plan[list[Schedule]]:
+        response = yield Call("GET", "/v1/schedules")
+        return _decode(response, _Schedules).schedules
+
+    def _schedule(self, name: str, action: str = "") -> Plan[Schedule]:
+        path = f"/v1/schedules/{_segment(name)}"
+        response = yield Call("POST", f"{path}/{action}") if action else Call("GET", path)
+        return _decode(response, Schedule)
+
+
+class _Schedules(msgspec.Struct):
+    schedules: list[Schedule]
 
 
 class _Batch(msgspec.Struct):

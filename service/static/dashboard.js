@@ -121,6 +121,7 @@ async function start() {
     const histories = await Promise.all(doc.queues.map((q) => loadHistory(q.name)));
     renderQueues(doc.queues, new Map(doc.queues.map((q, i) => [q.name, histories[i]])));
     loadDead();
+    loadSchedules();
     state.loadedAt = new Date();
   } catch (err) {
     notice(`Cannot load the queues: ${err.message}`);

@@ -97,6 +97,11 @@ class AmqpBroker(base.OperatorActionsOf):
         self.operations = self._admin  # cancel, pause, …
 
     @property
+    def node_state(self) -> NodeState:
+        """The current link, shared with the schedules' store (amqp/schedules.py)."""
+        return self._state
+
+    @property
     def link(self) -> Link | None:
         """The current connection's link (None while reconnecting)."""
         return self._state.link
