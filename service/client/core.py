@@ -126,19 +126,8 @@ class Client(_Plans):
         (0 < wait <= 30 s), the server holds the answer until the message is final or
         `wait` has passed (Prefer: wait): check `.final` on what comes back. Not started
         within `expires_in_s` of now (a delay included), it is never run: `expired`."""
-        return self._run(
-            self._publish(
-                queue,
-                body,
-                delay_s,
-                priority,
-                idempotency_key,
-                headers or {},
-                wait,
-                self.timeout,
-                expires_in_s,
-            )
-        )
+        options = (delay_s, priority, idempotency_key, headers or {}, wait, self.timeout)
+        return self._run(self._publish(queue, body, *options, expires_in_s))
 
     def publish_batch(self, queue: str, messages: Iterable[Envelope | Any]) -> list[Message]:
         """Publish all or none; plain values are bodies, Envelope sets the options."""

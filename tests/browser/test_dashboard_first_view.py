@@ -127,18 +127,23 @@ def test_charts_are_drawn_from_the_server_history_on_open(quiet: Page, busy: Ser
 
 def one_line(page: Page, selector: str) -> dict[str, Any]:
     """How `selector`'s text is laid out, measured by the browser: its white-space and how
-    many line boxes the text takes."""
-    measured: dict[str, Any] = page.eval_on_selector(
-        selector,
-        """cell => {
-            const range = document.createRange();
-            range.selectNodeContents(cell);
-            const tops = new Set([...range.getClientRects()].map(r => Math.round(r.top)));
-            return {whiteSpace: getComputedStyle(cell).whiteSpace, lines: tops.size,
-                    text: cell.textContent};
-        }""",
-    )
-    return measured
+    many line boxes the text takes. A list the page redraws meanwhile (the first view's
+    dead letters, then the click's) can detach the cell found: measured again then."""
+    deadline = time.monotonic() + 10
+    while True:
+        measured: dict[str, Any] = page.eval_on_selector(
+            selector,
+            """cell => {
+                const range = document.createRange();
+                range.selectNodeContents(cell);
+                const tops = new Set([...range.getClientRects()].map(r => Math.round(r.top)));
+                return {whiteSpace: getComputedStyle(cell).whiteSpace, lines: tops.size,
+                        text: cell.textContent, attached: cell.isConnected};
+            }""",
+        )
+        if measured.pop("attached") or time.monotonic() > deadline:
+            return measured
+        time.sleep(0.05)
 
 
 def test_timestamps_never_wrap_even_at_a_phones_width(browser: Browser, busy: Server) -> None:
