@@ -5,7 +5,9 @@ and turns the answers into typed values. `Client` drives plans with httpx.Client
 time.sleep, `AsyncClient` with httpx.AsyncClient and asyncio.sleep, so both behave the
 same. 429 and 503 are retried after Retry-After within a bounded budget; every publish
 carries an idempotency key (made here when the caller gives none), so a retried publish
-never enqueues twice.
+never enqueues twice. RESENT_ONCE: a kept-alive connection the server closed as a request
+went out on it fails with no answer; it is sent once more on a new one (as urllib3 does):
+reads repeat, publishes carry their key, and a lost cancel's repeat answers 409.
 """
 
 from __future__ import annotations
@@ -98,10 +100,14 @@ class Client(_Plans):
 
     def _send(self, call: Call) -> httpx.Response:
         budget = RetryBudget(self.retries, self.retry_budget_s)
+        resent = False
         while True:
             try:
                 response = self._http.request(call.method, call.path, **_request_args(call))
             except httpx.HTTPError as exc:
+                if isinstance(exc, httpx.RemoteProtocolError) and not resent:
+                    resent = True  # RESENT_ONCE
+                    continue
                 raise ConnectionFailed(_unreachable(self._http.base_url, call, exc)) from exc
             if response.is_success:
                 return response
@@ -212,10 +218,14 @@ class AsyncClient(_Plans):
 
     async def _send(self, call: Call) -> httpx.Response:
         budget = RetryBudget(self.retries, self.retry_budget_s)
+        resent = False
         while True:
             try:
                 response = await self._http.request(call.method, call.path, **_request_args(call))
             except httpx.HTTPError as exc:
+                if isinstance(exc, httpx.RemoteProtocolError) and not resent:
+                    resent = True  # RESENT_ONCE
+                    continue
                 raise ConnectionFailed(_unreachable(self._http.base_url, call, exc)) from exc
             if response.is_success:
                 return response

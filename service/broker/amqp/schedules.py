@@ -62,24 +62,20 @@ class AmqpScheduleStore:
 
     async def load(self, names: list[str]) -> dict[str, ScheduleState]:
         link = await self._state.usable_link()
-        states = {}
         async with self._channel(link) as channel:
             for name in names:
                 await channel.declare_queue(
                     record_queue(name), durable=True, arguments={"x-max-length": 1}
                 )
-                states[name] = await self._peek(channel, name) or ScheduleState()
-        return states
+        return {name: await self.read(name) for name in names}
 
     async def read(self, name: str) -> ScheduleState:
-        link = await self._state.usable_link()
-        async with self._channel(link) as channel:
+        # Under the lock, as every write is: a record a reader held unacked was invisible to
+        # a writer's take, which then wrote a fresh record over it (a pause that forgot the
+        # last run), and the reader's copy came back beside it.
+        async with self._locked(name) as (_link, channel):
             found = await self._peek(channel, name)
-        if found is None:
-            # Held by a node firing it or pausing it, for a few ms: the caller keeps what
-            # it saw last.
-            raise Unavailable(f"schedule {name!r} is being updated", retry_after=1)
-        return found
+        return found or ScheduleState()
 
     async def fire(self, name: str, tick: datetime, publish: Publish) -> ScheduleState:
         async with self._locked(name) as (link, channel):
@@ -137,7 +133,7 @@ class AmqpScheduleStore:
                     await channel.close()
 
     async def _peek(self, channel: AbstractChannel, name: str) -> ScheduleState | None:
-        """The record, put back at once; None when there is none, or a node holds it."""
+        """The record, put back at once; None when there is none. Only under the lock."""
         queue = await channel.declare_queue(record_queue(name), passive=True)
         got = await queue.get(no_ack=False, fail=False)
         if got is None:
